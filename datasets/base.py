@@ -1,0 +1,106 @@
+"""The record every dataset yields, and the protocol a dataset follows.
+
+A dataset is any iterable of :class:`Sample` with a ``__len__`` and a ``name``.
+Loaders never import torch hooks or models: data flows datasets -> dissect -> probes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol, Sequence
+
+import numpy as np
+
+__all__ = ["Sample", "Dataset", "ListDataset"]
+
+
+@dataclass
+class Sample:
+    """One image with its human data and annotated regions.
+
+    Attributes:
+        image_id: stable identifier (file stem), used in reports and for resuming.
+        image: ``H x W x 3`` uint8 RGB array at the image's own resolution.
+        masks: ``R x H x W`` bool array, one mask per annotated region (``R`` may be 0).
+        categories: ``R`` category names, one per mask.
+        fixation_map: ``H x W`` bool map of the unique fixated pixels (MATLAB rounding,
+            digest section 1), or ``None`` for datasets without gaze (pop-out arrays).
+        fixations: optional table of raw fixation points (pandas DataFrame with columns
+            ``x, y`` in 1-based pixel coordinates, OSIE/MATLAB convention, plus
+            ``subject`` and ``duration`` in ms where known).
+        meta: free-form metadata (dataset specific, e.g. pop-out dimension and mask fraction).
+    """
+
+    image_id: str
+    image: np.ndarray
+    masks: np.ndarray
+    categories: list[str]
+    fixation_map: np.ndarray | None = None
+    fixations: object | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        img = np.asarray(self.image)
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(
+                f"image {self.image_id!r}: expected an H x W x 3 RGB array, got shape {img.shape}"
+            )
+        h, w = img.shape[:2]
+        masks = np.asarray(self.masks, dtype=bool)
+        if masks.ndim == 2:
+            masks = masks[None]
+        if masks.size == 0:
+            masks = np.zeros((0, h, w), dtype=bool)
+        if masks.ndim != 3 or masks.shape[1:] != (h, w):
+            raise ValueError(
+                f"image {self.image_id!r}: masks have shape {masks.shape}, expected R x {h} x {w} "
+                "(one mask per region at the image's own resolution)"
+            )
+        if len(self.categories) != masks.shape[0]:
+            raise ValueError(
+                f"image {self.image_id!r}: {masks.shape[0]} masks but {len(self.categories)} categories"
+            )
+        self.masks = masks
+        self.categories = [str(c) for c in self.categories]
+        if self.fixation_map is not None:
+            fix = np.asarray(self.fixation_map).astype(bool)
+            if fix.shape != (h, w):
+                raise ValueError(
+                    f"image {self.image_id!r}: fixation map is {fix.shape[0]} x {fix.shape[1]} but the "
+                    f"image is {h} x {w}; build the map at the image's own resolution "
+                    "(datasets.fixations.fixation_map or rescale_points)"
+                )
+            self.fixation_map = fix
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(H, W)`` of the image."""
+        return self.image.shape[0], self.image.shape[1]
+
+
+class Dataset(Protocol):
+    """What the dissection engine needs from a dataset."""
+
+    name: str
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Sample]: ...
+
+    def __getitem__(self, index: int) -> Sample: ...
+
+
+class ListDataset:
+    """A dataset over an in-memory list of samples (tests, notebooks, small studies)."""
+
+    def __init__(self, samples: Sequence[Sample], name: str = "in-memory") -> None:
+        self.samples = list(samples)
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.samples[index]
+
+    def __iter__(self) -> Iterator[Sample]:
+        return iter(self.samples)

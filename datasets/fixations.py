@@ -1,0 +1,321 @@
+"""Fixation points -> pixels, binary fixation maps and fixation density maps.
+
+Conventions (digest section 1): ``x`` is the column, ``y`` the row, shapes are ``(H, W)``.
+Raw coordinates are 1-based (OSIE / MATLAB) unless ``one_based=False``; 0-based coordinates
+are pixel centres (pixel ``i`` covers ``[i - 0.5, i + 0.5)``).
+
+A point becomes a pixel by MATLAB's ``round`` (half away from zero, i.e. ``floor(x + 0.5)``
+for the non-negative coordinates of an image), clamped to the image, exactly as OSIE's
+``computeFixationMaps.m`` does. ``np.round`` rounds half to even and would move every
+``.5`` coordinate with an even integer part by one pixel.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = [
+    "fixation_pixels",
+    "fixation_map",
+    "density_map",
+    "duration_density_map",
+    "center_bias_map",
+    "rescale_points",
+    "resize_fixation_map",
+]
+
+# scipy.ndimage boundary modes accepted by density_map(mode=...).
+_MODES = ("constant", "nearest", "reflect", "mirror", "wrap")
+
+
+def _shape(shape: Sequence[int], name: str = "shape") -> tuple[int, int]:
+    """Validate an ``(H, W)`` pair of positive integers."""
+    try:
+        h, w = (int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair (H, W) of positive integers, got {shape!r}") from None
+    if h <= 0 or w <= 0:
+        raise ValueError(f"{name} must be positive (H, W), got {shape!r}")
+    return h, w
+
+
+def _points(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Validate matching, finite 1-D coordinate arrays."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same length, got {x.size} and {y.size}")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError("fixation coordinates contain NaN or inf; drop those fixations first")
+    return x, y
+
+
+def _sigma(sigma: float, name: str = "sigma") -> float:
+    sigma = float(sigma)
+    if not np.isfinite(sigma) or sigma <= 0:
+        raise ValueError(f"{name} must be positive, got {sigma}")
+    return sigma
+
+
+def _minmax(a: np.ndarray) -> np.ndarray:
+    """Min-max to [0, 1] (OSIE ``normalise.m``); a constant map becomes all ones."""
+    lo, hi = a.min(), a.max()
+    if hi == lo:
+        # Only reachable when every pixel gets the same mass (e.g. a fully fixated map with a
+        # kernel of radius 0): every pixel is equally, maximally fixated.
+        return np.ones_like(a)
+    return (a - lo) / (hi - lo)
+
+
+def fixation_pixels(
+    x: Sequence[float],
+    y: Sequence[float],
+    shape: Sequence[int],
+    one_based: bool = True,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Pixel indices of fixation points by MATLAB rounding, clamped to the image.
+
+    1-based input: ``col = clamp(floor(x + 0.5), 1, W) - 1`` (OSIE ``computeFixationMaps.m``);
+    0-based input: ``col = clamp(floor(x + 0.5), 0, W - 1)``; rows likewise with ``y`` and ``H``.
+    Duplicates are kept (one entry per point).
+
+    Args:
+        x: column coordinates, shape ``(N,)``.
+        y: row coordinates, shape ``(N,)``.
+        shape: image ``(H, W)``.
+        one_based: whether the coordinates are 1-based (OSIE, MATLAB) or 0-based pixel centres.
+
+    Returns:
+        ``(rows, cols, n_clamped)``: 0-based int64 indices, shape ``(N,)`` each, and the number of
+        points with at least one coordinate outside the image that were clamped to its border.
+        "Outside" follows the pixel-area convention: 1-based ``x`` outside ``[0.5, W + 0.5)``
+        (0-based: ``[-0.5, W - 0.5)``). OSIE has none; SALICON-style data may.
+
+    Raises:
+        ValueError: mismatched lengths, NaN/inf coordinates, or a non-positive shape.
+    """
+    h, w = _shape(shape)
+    x, y = _points(x, y)
+    offset = 1 if one_based else 0
+    # MATLAB round == floor(v + 0.5) for v >= -0.5; np.round would round half to even.
+    col = np.floor(x + 0.5).astype(np.int64) - offset
+    row = np.floor(y + 0.5).astype(np.int64) - offset
+    outside = (col < 0) | (col > w - 1) | (row < 0) | (row > h - 1)
+    return np.clip(row, 0, h - 1), np.clip(col, 0, w - 1), int(outside.sum())
+
+
+def fixation_map(
+    x: Sequence[float],
+    y: Sequence[float],
+    shape: Sequence[int],
+    one_based: bool = True,
+) -> np.ndarray:
+    """Binary ``H x W`` map of the fixated pixels; duplicates collapse (digest section 1).
+
+    Args:
+        x, y, shape, one_based: as in :func:`fixation_pixels` (out-of-image points are clamped).
+
+    Returns:
+        bool array ``H x W``; all False when there are no points.
+
+    Raises:
+        ValueError: as in :func:`fixation_pixels`.
+    """
+    h, w = _shape(shape)
+    rows, cols, _ = fixation_pixels(x, y, (h, w), one_based)
+    out = np.zeros((h, w), dtype=bool)
+    out[rows, cols] = True
+    return out
+
+
+def density_map(
+    fixations: np.ndarray,
+    sigma: float = 24.0,
+    *,
+    weights: np.ndarray | None = None,
+    normalize: bool = True,
+    truncate: float = 3.5,
+    mode: str = "constant",
+) -> np.ndarray:
+    """Fixation density map: a fixation (count, weight) map blurred with a Gaussian.
+
+    ``D = G_sigma * (F . weights)`` (correlation, ``same`` size), then min-max to [0, 1] when
+    ``normalize``. OSIE recipe: binary map, ``sigma = 24``, zero padding (``imfilter(map, g, 0)``),
+    min-max. We use ``scipy.ndimage.gaussian_filter``: a separable, sum-1, odd-size kernel of radius
+    ``int(truncate * sigma + 0.5)`` px. The default ``truncate = 3.5`` gives radius 84 at sigma 24,
+    the 3.5 sigma per side that OSIE's 168 x 168 ``fspecial`` kernel covers; beyond 3.5 sigma the
+    Gaussian is < 0.22% of its peak. OSIE's even-size kernel is off-centre by half a pixel; ours is
+    centred, so we differ from OSIE's JPEGs by that half-pixel shift (and by their JPEG quantisation).
+
+    Args:
+        fixations: ``H x W`` binary, count or non-negative float weight map.
+        sigma: Gaussian standard deviation in pixels (> 0).
+        weights: optional non-negative ``H x W`` map multiplied into ``fixations`` before blurring.
+        normalize: min-max the result to [0, 1] (a constant result becomes all ones).
+        truncate: kernel radius in units of sigma (> 0).
+        mode: scipy.ndimage boundary mode; ``"constant"`` is OSIE's zero padding, ``"nearest"``
+            pysaliency's.
+
+    Returns:
+        float64 ``H x W`` density map.
+
+    Raises:
+        ValueError: non-2-D or NaN/negative input, shape mismatch with ``weights``, an empty
+            (all-zero) map, ``sigma <= 0``, ``truncate <= 0`` or an unknown ``mode``.
+    """
+    f = np.asarray(fixations, dtype=np.float64)
+    if f.ndim != 2 or f.size == 0:
+        raise ValueError(f"fixations must be a non-empty H x W map, got shape {f.shape}")
+    sigma = _sigma(sigma)
+    truncate = _sigma(truncate, "truncate")
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    if weights is not None:
+        wts = np.asarray(weights, dtype=np.float64)
+        if wts.shape != f.shape:
+            raise ValueError(f"weights have shape {wts.shape} but fixations {f.shape}; pass an H x W map")
+        if not np.all(np.isfinite(wts)) or np.any(wts < 0):
+            raise ValueError("weights must be finite and non-negative")
+        f = f * wts
+    if not np.all(np.isfinite(f)) or np.any(f < 0):
+        raise ValueError("fixations must be finite and non-negative (a binary, count or weight map)")
+    if not np.any(f > 0):
+        raise ValueError("fixation map is empty (no fixated pixel with positive weight); a density map needs one")
+    d = ndimage.gaussian_filter(f, sigma, mode=mode, cval=0.0, truncate=truncate)
+    return _minmax(d) if normalize else d
+
+
+def duration_density_map(
+    x: Sequence[float],
+    y: Sequence[float],
+    durations: Sequence[float],
+    shape: Sequence[int],
+    sigma: float = 20.0,
+    one_based: bool = True,
+    *,
+    truncate: float = 3.5,
+) -> np.ndarray:
+    """Duration-weighted fixation density map (Ebrahimpour et al. 2019 human heat maps).
+
+    ``w_i = d_i / max(d)``; ``F[p] = sum of w_i over fixations i at pixel p`` (duplicates add);
+    ``D = minmax(G_sigma * F)`` with zero padding, as :func:`density_map`.
+
+    Args:
+        x, y: fixation coordinates, shape ``(N,)``, N >= 1 (clamped like :func:`fixation_pixels`).
+        durations: fixation durations (any unit, e.g. ms), non-negative, shape ``(N,)``.
+        shape: image ``(H, W)``.
+        sigma: Gaussian standard deviation in pixels ([Ebr19]: 20).
+        one_based: coordinate convention, as in :func:`fixation_pixels`.
+        truncate: kernel radius in units of sigma, as in :func:`density_map`.
+
+    Returns:
+        float64 ``H x W`` map in [0, 1].
+
+    Raises:
+        ValueError: no fixations, mismatched lengths, NaN coordinates or durations, negative
+            durations, all durations zero, non-positive shape or ``sigma <= 0``.
+    """
+    h, w = _shape(shape)
+    xa, ya = _points(x, y)
+    d = np.asarray(durations, dtype=np.float64).ravel()
+    if d.size != xa.size:
+        raise ValueError(f"durations must have one entry per fixation: {d.size} durations for {xa.size} fixations")
+    if xa.size == 0:
+        raise ValueError("no fixations: a density map needs at least one")
+    if not np.all(np.isfinite(d)) or np.any(d < 0):
+        raise ValueError("durations must be finite and non-negative")
+    if d.max() == 0:
+        raise ValueError("all durations are zero: no fixation carries weight")
+    sigma = _sigma(sigma)
+    rows, cols, _ = fixation_pixels(xa, ya, (h, w), one_based)
+    f = np.zeros((h, w), dtype=np.float64)
+    np.add.at(f, (rows, cols), d / d.max())  # Ebrahimpour et al.: weights normalised by the max
+    return density_map(f, sigma, truncate=truncate)
+
+
+def center_bias_map(shape: Sequence[int], sigma_frac: float = 0.25) -> np.ndarray:
+    """Centre-bias prior: a Gaussian centred on the image, isotropic in relative units.
+
+    ``B[r, c] = exp(-(r - r0)^2 / (2 (s H)^2) - (c - c0)^2 / (2 (s W)^2))`` with the centre
+    ``(r0, c0) = ((H - 1) / 2, (W - 1) / 2)`` in 0-based pixel centres and ``s = sigma_frac``,
+    divided by its maximum (for even sizes the peak falls between pixels).
+
+    Args:
+        shape: ``(H, W)``.
+        sigma_frac: standard deviation as a fraction of the height (rows) and width (columns).
+
+    Returns:
+        float64 ``H x W`` map, symmetric under flips, maximum exactly 1.
+
+    Raises:
+        ValueError: non-positive shape or ``sigma_frac <= 0``.
+    """
+    h, w = _shape(shape)
+    s = _sigma(sigma_frac, "sigma_frac")
+    gy = np.exp(-((np.arange(h) - (h - 1) / 2) ** 2) / (2 * (s * h) ** 2))
+    gx = np.exp(-((np.arange(w) - (w - 1) / 2) ** 2) / (2 * (s * w) ** 2))
+    b = np.outer(gy, gx)
+    return b / b.max()
+
+
+def rescale_points(
+    x: Sequence[float],
+    y: Sequence[float],
+    from_shape: Sequence[int],
+    to_shape: Sequence[int],
+    one_based: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scale fixation coordinates from one image size to another (pixel-area convention).
+
+    Pixel edges map to pixel edges: 1-based ``x2 = (x - 0.5) * W2 / W1 + 0.5``; 0-based
+    ``x2 = (x + 0.5) * W2 / W1 - 0.5``; rows likewise with ``H``. Same geometry as bilinear
+    resizing with ``align_corners=False``.
+
+    Args:
+        x, y: coordinates, shape ``(N,)``.
+        from_shape: ``(H1, W1)`` the coordinates refer to.
+        to_shape: ``(H2, W2)`` to map them to.
+        one_based: coordinate convention (kept in the output).
+
+    Returns:
+        ``(x2, y2)`` float64 arrays, shape ``(N,)`` (not rounded, not clamped).
+
+    Raises:
+        ValueError: mismatched lengths, NaN coordinates or a non-positive shape.
+    """
+    h1, w1 = _shape(from_shape, "from_shape")
+    h2, w2 = _shape(to_shape, "to_shape")
+    x, y = _points(x, y)
+    half = 0.5 if one_based else -0.5
+    return (x - half) * (w2 / w1) + half, (y - half) * (h2 / h1) + half
+
+
+def resize_fixation_map(fixation_map: np.ndarray, to_shape: Sequence[int]) -> np.ndarray:
+    """Move a binary fixation map to another size, point by point.
+
+    Each fixated pixel centre is moved with :func:`rescale_points` and rounded with the MATLAB
+    rule (:func:`fixation_pixels`); pixels landing on the same target collapse. Unlike image
+    interpolation this keeps a binary map binary and never smears one fixation over 4 pixels.
+
+    Args:
+        fixation_map: ``H x W`` map; nonzero = fixated.
+        to_shape: ``(H2, W2)``.
+
+    Returns:
+        bool ``H2 x W2`` map.
+
+    Raises:
+        ValueError: a map that is not 2-D or a non-positive ``to_shape``.
+    """
+    f = np.asarray(fixation_map)
+    if f.ndim != 2 or f.size == 0:
+        raise ValueError(f"fixation_map must be a non-empty H x W map, got shape {f.shape}")
+    h2, w2 = _shape(to_shape, "to_shape")
+    rows, cols = np.nonzero(f)
+    x2, y2 = rescale_points(cols, rows, f.shape, (h2, w2), one_based=False)
+    r2, c2, _ = fixation_pixels(x2, y2, (h2, w2), one_based=False)
+    out = np.zeros((h2, w2), dtype=bool)
+    out[r2, c2] = True
+    return out

@@ -1,0 +1,313 @@
+"""The dissection engine: score every unit of chosen layers against annotated regions.
+
+For every image of a dataset the model runs once; each recorded layer's unit maps are scored
+against the image's regions at the image's *own* resolution, with the exact closed form of
+:mod:`probes.regions` (no upsampled stack is ever materialised):
+
+* datasets with fixations: region-wise NSS, He et al. 2019 eq. 1 (``metric = "region_nss"``);
+* datasets without fixations (pop-out arrays): NMM under the region mask, eq. 4 (``metric = "nmm"``).
+
+Scores stream into a :class:`probes.aggregate.UnitScoreAccumulator` (fixed-point sums, so shards
+and resumed runs merge bit-exactly); no activation outlives its batch. With ``checkpoint_dir`` the
+accumulator and the number of finished images are saved atomically after every batch, and on
+Ctrl-C, so ``resume=True`` continues where the run stopped and ends with the same numbers as an
+uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from dissect.hooks import ActivationRecorder, resolve_layer
+from dissect.models import IMAGENET_MEAN, IMAGENET_STD
+from probes.aggregate import UnitScoreAccumulator
+from probes.regions import RegionScorer
+
+__all__ = ["DissectionResult", "run_dissection", "preprocess", "valid_regions"]
+
+_PROGRESS_FILE = "progress.json"
+
+
+@dataclass
+class DissectionResult:
+    """What :func:`run_dissection` returns.
+
+    Attributes:
+        units: long table, one row per layer x unit x category
+            (``layer, unit, category, score, n_regions, dead``).
+        summary: one row per layer x category
+            (``layer, category, top_k_mean, count_above_threshold, n_units, n_dead, n_regions``).
+        info: run facts for ``run.json`` (metric, counts of images and skipped regions, timings).
+        accumulator: the raw accumulator (merge it with another shard's).
+    """
+
+    units: pd.DataFrame
+    summary: pd.DataFrame
+    info: dict = field(default_factory=dict)
+    accumulator: UnitScoreAccumulator | None = None
+
+
+def preprocess(images: Sequence[np.ndarray], image_size: int | None = 224,
+               mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+    """Turn ``H x W x 3`` uint8 images into a normalised ``N x 3 x S x S`` batch.
+
+    Images are resized to ``image_size x image_size`` without keeping the aspect ratio, as
+    He et al. did (OSIE 800 x 600 -> 224 x 224), with PIL's bilinear filter (fixed explicitly:
+    their code relied on PIL's version-dependent default). ``image_size=None`` keeps the size
+    (all images must then share it).
+    """
+    arrays = []
+    for img in images:
+        if image_size is not None and img.shape[:2] != (image_size, image_size):
+            img = np.asarray(Image.fromarray(img).resize((image_size, image_size), Image.BILINEAR))
+        arrays.append(img)
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise ValueError(f"images of different sizes {sorted(shapes)} with image_size=None; "
+                         "pass image_size (e.g. 224) to resize them")
+    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
+    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (batch - m) / s
+
+
+def valid_regions(sample) -> tuple[np.ndarray, int, int]:
+    """Indices of the regions of ``sample`` that can be scored, and how many were skipped.
+
+    A region is skipped when its mask covers nothing, or (on a dataset with fixations) when no
+    fixation falls inside it: eq. 1 is undefined there (digest section 3).
+
+    Returns:
+        ``(keep, n_empty, n_unfixated)``.
+    """
+    masks = sample.masks
+    if masks.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64), 0, 0
+    area = masks.reshape(masks.shape[0], -1).sum(axis=1)
+    nonempty = area > 0
+    if sample.fixation_map is None:
+        fixated = np.ones_like(nonempty)
+    else:
+        fixated = (masks & sample.fixation_map[None]).reshape(masks.shape[0], -1).any(axis=1)
+    keep = np.flatnonzero(nonempty & fixated)
+    return keep, int((~nonempty).sum()), int((nonempty & ~fixated).sum())
+
+
+def _fingerprint(layer_names, dataset, image_size, model) -> dict:
+    info = getattr(model, "dissect_info", {})
+    return {
+        "layers": list(layer_names),
+        "dataset": getattr(dataset, "name", type(dataset).__name__),
+        "n_images": len(dataset),
+        "image_size": image_size,
+        "model": info.get("arch", type(model).__name__),
+        "weights": info.get("weights_detail", info.get("weights", "unknown")),
+    }
+
+
+def _atomic_write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _load_progress(checkpoint_dir: Path, fingerprint: dict):
+    progress_path = checkpoint_dir / _PROGRESS_FILE
+    if not progress_path.exists():
+        return None
+    progress = json.loads(progress_path.read_text())
+    if progress.get("fingerprint") != fingerprint:
+        raise ValueError(
+            f"{checkpoint_dir} holds a different run ({progress.get('fingerprint')}); "
+            "resume with the same model, weights, layers, dataset and image size, or use a new output folder"
+        )
+    return progress, UnitScoreAccumulator.load(checkpoint_dir / progress["state_file"])
+
+
+def _save_progress(checkpoint_dir: Path, acc: UnitScoreAccumulator, progress: dict) -> None:
+    # Each state gets a new file named by its image count; the progress record, replaced
+    # atomically, names the state it belongs to. An interrupt at any point leaves a progress
+    # record pointing at a complete state of the same image count.
+    state_file = f"state-{progress['next_index']:07d}.npz"
+    acc.save(checkpoint_dir / state_file)
+    old = checkpoint_dir / _PROGRESS_FILE
+    previous = json.loads(old.read_text()).get("state_file") if old.exists() else None
+    _atomic_write_json(old, {**progress, "state_file": state_file})
+    if previous and previous != state_file:
+        (checkpoint_dir / previous).unlink(missing_ok=True)
+
+
+def _check_metric(metric: str | None, sample) -> str:
+    kind = "nmm" if sample.fixation_map is None else "region_nss"
+    if metric is not None and kind != metric:
+        raise ValueError(
+            f"image {sample.image_id!r} {'has no' if kind == 'nmm' else 'has'} fixations while earlier images "
+            f"{'had' if metric == 'region_nss' else 'had none'}: a dataset is scored either by region NSS "
+            "(all images with fixations) or by NMM (none)"
+        )
+    return kind
+
+
+def run_dissection(
+    model: torch.nn.Module,
+    layers,
+    dataset,
+    *,
+    image_size: int | None = 224,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    top_k: int = 10,
+    threshold: float = 1.5,
+    categories: Sequence[str] | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    max_images: int | None = None,
+) -> DissectionResult:
+    """Dissect ``layers`` of any ``nn.Module`` on ``dataset``.
+
+    Args:
+        model: any PyTorch model taking ``N x 3 x S x S`` ImageNet-normalised images.
+        layers: a layer name (alias such as ``conv5_3``, or dotted module path), a module, or a list.
+        dataset: an indexable dataset of :class:`datasets.base.Sample` (``len``, ``[i]``).
+        image_size: side of the square network input (``None``: keep the images' size).
+        batch_size: images per forward pass.
+        device: where the model runs (``"cpu"``, ``"cuda"``, ...); scores are computed on the CPU.
+        top_k, threshold: summary statistics (He et al.: 10 and 1.5).
+        categories: order of categories in the tables (default: first seen).
+        checkpoint_dir: folder for the resumable state (``progress.json`` naming a ``state-N.npz``).
+        resume: continue from ``checkpoint_dir`` if it holds a run with the same settings.
+        progress: show a tqdm progress bar.
+        max_images: stop after this many images (quick looks; recorded in ``info``).
+
+    Returns:
+        :class:`DissectionResult`.
+
+    Raises:
+        ValueError: empty dataset, unknown layer (the message lists the valid names), a dataset
+            mixing images with and without fixations, a checkpoint of a different run.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n_total = len(dataset)
+    if max_images is not None:
+        n_total = min(n_total, int(max_images))
+    if n_total == 0:
+        raise ValueError(f"dataset {getattr(dataset, 'name', '')!r} has no images: check the data root")
+    if isinstance(layers, (str, torch.nn.Module)):
+        layers = [layers]
+    layer_names = [resolve_layer(model, layer)[0] for layer in layers]
+    if len(set(layer_names)) != len(layer_names):
+        raise ValueError(f"layers listed twice: {layer_names}")
+    device = torch.device(device)
+    fingerprint = _fingerprint(layer_names, dataset, image_size, model)
+    fingerprint["n_images"] = n_total
+
+    acc = UnitScoreAccumulator(categories=categories)
+    counts = {"n_images": 0, "n_images_without_regions": 0, "n_regions_scored": 0,
+              "n_regions_empty": 0, "n_regions_unfixated": 0}
+    metric = None
+    start = 0
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if ckpt is not None:
+        ckpt.mkdir(parents=True, exist_ok=True)
+        if resume:
+            loaded = _load_progress(ckpt, fingerprint)
+            if loaded is not None:
+                saved, acc = loaded
+                start = int(saved["next_index"])
+                counts.update(saved["counts"])
+                metric = saved["metric"]
+
+    model_device = next(iter(model.parameters()), torch.zeros(0)).device
+    model.to(device)
+    t_forward = t_score = 0.0
+    t_start = time.perf_counter()
+    bar = tqdm(total=n_total, initial=start, desc="dissect", unit="img", disable=not progress,
+               dynamic_ncols=True)
+    scorer = RegionScorer()
+    index = start
+    try:
+        with ActivationRecorder(model, layer_names, device="cpu") as rec:
+            while index < n_total:
+                stop = min(index + batch_size, n_total)
+                samples = [dataset[i] for i in range(index, stop)]
+                batch = preprocess([s.image for s in samples], image_size).to(device)
+                t0 = time.perf_counter()
+                with torch.inference_mode():
+                    model(batch)
+                t1 = time.perf_counter()
+                # A batch lands in the shared accumulator only when complete, so an interrupt
+                # leaves the state at a batch boundary (fixed-point sums make the merge exact).
+                batch_acc = UnitScoreAccumulator(categories=categories)
+                batch_counts = dict.fromkeys(counts, 0)
+                for i, sample in enumerate(samples):
+                    metric = _check_metric(metric, sample)
+                    keep, n_empty, n_unfixated = valid_regions(sample)
+                    batch_counts["n_images"] += 1
+                    batch_counts["n_regions_empty"] += n_empty
+                    batch_counts["n_regions_unfixated"] += n_unfixated
+                    if keep.size == 0:
+                        batch_counts["n_images_without_regions"] += 1
+                        continue
+                    batch_counts["n_regions_scored"] += int(keep.size)
+                    masks = sample.masks[keep]
+                    cats = [sample.categories[k] for k in keep]
+                    scorer.set_regions(masks, sample.fixation_map)
+                    for name in layer_names:
+                        batch_acc.add(name, scorer.score(rec.activations[name][i]), cats)
+                t2 = time.perf_counter()
+                t_forward += t1 - t0
+                t_score += t2 - t1
+                acc.merge(batch_acc)
+                for key, value in batch_counts.items():
+                    counts[key] += value
+                index = stop
+                bar.update(len(samples))
+                if ckpt is not None:
+                    _save_progress(ckpt, acc, {"fingerprint": fingerprint, "next_index": index,
+                                               "counts": counts, "metric": metric,
+                                               "complete": index >= n_total})
+    finally:
+        bar.close()
+        model.to(model_device)
+
+    info = {
+        "metric": metric,
+        "layers": layer_names,
+        "image_size": image_size,
+        "batch_size": batch_size,
+        "device": str(device),
+        "top_k": top_k,
+        "threshold": threshold,
+        "resumed_from_image": start,
+        **counts,
+        "timings_s": {"forward": round(t_forward, 4), "scoring": round(t_score, 4),
+                      "total": round(time.perf_counter() - t_start, 4)},
+    }
+    if max_images is not None:
+        info["max_images"] = int(max_images)
+    return DissectionResult(units=acc.unit_table(), summary=acc.summary(top_k=top_k, threshold=threshold),
+                            info=info, accumulator=acc)
+
+
+def environment_versions() -> dict:
+    """Versions worth stating in a methods section."""
+    import numpy
+    import scipy
+    import torchvision
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "numpy": numpy.__version__,
+            "scipy": scipy.__version__, "pandas": pd.__version__}

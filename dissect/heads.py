@@ -1,0 +1,186 @@
+"""Task heads on a VGG16 encoder: He et al.'s saliency model and scene classifier.
+
+Both use VGG16 conv1_1..conv5_3 (``features[:30]``: pool5 dropped, output = ReLU(conv5_3),
+512 channels) as the encoder, so the layer aliases of :func:`dissect.models.layer_aliases`
+(``conv1_1`` .. ``conv5_3``, ``pool1`` .. ``pool4``) address the same modules as in ``vgg16``.
+No training loop lives here; :func:`freeze_encoder` sets He et al.'s setups I and II.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dissect.models import load_model
+
+__all__ = ["SaliencyVGG", "SceneVGG", "nss_loss", "freeze_encoder"]
+
+_N_ENCODER_MODULES = 30  # features[:30] ends at ReLU(conv5_3); features[30] is pool5
+
+
+def _vgg16_encoder(weights: str | os.PathLike, seed: int, progress: bool) -> tuple[nn.Sequential, nn.Module, dict]:
+    vgg = load_model("vgg16", weights, seed=seed, progress=progress)
+    return vgg.features[:_N_ENCODER_MODULES], vgg.features[_N_ENCODER_MODULES], vgg.dissect_info
+
+
+class SaliencyVGG(nn.Module):
+    """He et al. 2019's saliency model: VGG16 up to ReLU(conv5_3) + a 1x1 conv read-out.
+
+    ``forward(x, out_size)`` returns the raw read-out map upsampled bilinearly (half-pixel
+    centres, ``align_corners=False``) to ``out_size``, shape ``N x H x W``. He et al.'s demo
+    also min-maxes each map; NSS is affine-invariant, so the loss does not need it.
+
+    Args:
+        encoder_weights: weights of the VGG16 encoder, as ``weights`` of
+            :func:`dissect.models.load_model` (``"auto"``, ``"imagenet"``, ``"random"``, path).
+        seed: seed of the random initialisation (encoder if random, and the read-out).
+        progress: show a download progress bar.
+    """
+
+    dissect_alias_family = "vgg"
+
+    def __init__(self, encoder_weights: str | os.PathLike = "auto", *, seed: int = 0,
+                 progress: bool = False) -> None:
+        super().__init__()
+        self.features, _, encoder_info = _vgg16_encoder(encoder_weights, seed, progress)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            # He et al. 2019 (PyTorch code): Conv2d(512, 1, 1, bias=False), a linear read-out.
+            self.readout = nn.Conv2d(512, 1, kernel_size=1, bias=False)
+        self.dissect_info = {"arch": "saliency_vgg16", "encoder": encoder_info, "seed": seed}
+        self.eval()
+
+    def forward(self, x: torch.Tensor, out_size: Sequence[int] | None = None) -> torch.Tensor:
+        """Saliency maps ``N x H x W`` for images ``N x 3 x h x w`` (ImageNet-normalised).
+
+        Args:
+            x: input batch.
+            out_size: ``(H, W)`` of the output (the fixation-map size); ``None``: the input's size.
+        """
+        size = tuple(x.shape[-2:]) if out_size is None else tuple(int(s) for s in out_size)
+        maps = self.readout(self.features(x))
+        maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+        return maps[:, 0]
+
+
+class SceneVGG(nn.Module):
+    """He et al. 2019 sec. 8 scene classifier: the VGG16 encoder + 3 fully connected layers.
+
+    Encoder ``features[:30]``, then pool5, global average pooling and
+    ``Linear(512, hidden) -> ReLU -> Dropout -> Linear(hidden, hidden) -> ReLU -> Dropout ->
+    Linear(hidden, n_classes)``. The paper does not give the FC sizes or pooling; global
+    average pooling is our choice (any input size works, few parameters to train).
+
+    Args:
+        n_classes: number of scene classes (26 Places classes on SALICON in the paper).
+        encoder_weights: as in :class:`SaliencyVGG`.
+        hidden: width of the two hidden FC layers.
+        dropout: dropout probability after each hidden layer.
+        seed: seed of the random initialisation.
+        progress: show a download progress bar.
+
+    Raises:
+        ValueError: ``n_classes`` or ``hidden`` < 1, or ``dropout`` outside [0, 1).
+    """
+
+    dissect_alias_family = "vgg"
+
+    def __init__(self, n_classes: int = 26, encoder_weights: str | os.PathLike = "auto", *,
+                 hidden: int = 1024, dropout: float = 0.5, seed: int = 0,
+                 progress: bool = False) -> None:
+        super().__init__()
+        if not isinstance(n_classes, int) or n_classes < 1:
+            raise ValueError(f"n_classes must be a positive int, got {n_classes!r}")
+        if not isinstance(hidden, int) or hidden < 1:
+            raise ValueError(f"hidden must be a positive int, got {hidden!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.features, self.pool5, encoder_info = _vgg16_encoder(encoder_weights, seed, progress)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.classifier = nn.Sequential(
+                nn.Linear(512, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                nn.Linear(hidden, n_classes),
+            )
+        self.dissect_info = {"arch": "scene_vgg16", "encoder": encoder_info, "seed": seed,
+                             "n_classes": n_classes}
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits ``N x n_classes`` for images ``N x 3 x h x w`` (h, w >= 32)."""
+        f = self.pool5(self.features(x))
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(f, 1), 1))
+
+
+def nss_loss(pred: torch.Tensor, fixation_maps: torch.Tensor) -> torch.Tensor:
+    """Negative NSS averaged over the batch, the training loss of He et al. 2019.
+
+    Per image, ``z = (S - mean(S)) / std(S)`` with the population std (ddof = 0, digest
+    section 2; He et al.'s TF code) over the whole map, and
+    ``NSS = sum(z * f) / sum(f)`` over the fixated pixels ``f = fixation_maps > 0`` (unique
+    fixated pixels; non-binary maps are binarised). Returns ``-mean_n NSS_n``. A constant map
+    has no z-score: its NSS, and so the loss, is NaN.
+
+    Args:
+        pred: predicted maps ``N x H x W`` (``N x 1 x H x W`` is accepted).
+        fixation_maps: binary fixation maps of the same shape (bool or 0/1).
+
+    Returns:
+        Scalar tensor, differentiable with respect to ``pred``.
+
+    Raises:
+        ValueError: shapes differ, the maps are not ``N x H x W``, or an image has no fixation.
+    """
+    if pred.dim() == 4 and pred.shape[1] == 1:
+        pred = pred[:, 0]
+    if fixation_maps.dim() == 4 and fixation_maps.shape[1] == 1:
+        fixation_maps = fixation_maps[:, 0]
+    if pred.dim() != 3 or pred.shape != fixation_maps.shape:
+        raise ValueError(
+            f"pred and fixation_maps must both be N x H x W, got {tuple(pred.shape)} and "
+            f"{tuple(fixation_maps.shape)}: resize pred to the fixation-map size first"
+        )
+    fix = (fixation_maps > 0).to(pred.dtype)
+    n_fix = fix.sum(dim=(1, 2))
+    if bool((n_fix == 0).any()):
+        empty = torch.nonzero(n_fix == 0).flatten().tolist()
+        raise ValueError(f"fixation_maps of images {empty} have no fixated pixel: NSS is undefined")
+    mean = pred.mean(dim=(1, 2), keepdim=True)
+    std = pred.std(dim=(1, 2), correction=0, keepdim=True)
+    z = (pred - mean) / std
+    nss = (z * fix).sum(dim=(1, 2)) / n_fix
+    return -nss.mean()
+
+
+def freeze_encoder(model: nn.Module, train_last_convs: int = 0) -> list[str]:
+    """Freeze the encoder except its last ``k`` convs; the head stays trainable.
+
+    He et al. 2019 setup I: ``train_last_convs=0`` (only the read-out trains); setup II:
+    ``k = 1..13``; scene fine-tuning: ``k = 1`` (conv5_3).
+
+    Args:
+        model: a :class:`SaliencyVGG` or :class:`SceneVGG` (anything with ``features``).
+        train_last_convs: how many of the encoder's last Conv2d layers stay trainable.
+
+    Returns:
+        Dotted paths of the encoder convs left trainable, in forward order.
+
+    Raises:
+        ValueError: ``train_last_convs`` outside ``0 .. number of encoder convs``.
+    """
+    convs = [(f"features.{i}", m) for i, m in enumerate(model.features) if isinstance(m, nn.Conv2d)]
+    if not isinstance(train_last_convs, int) or not 0 <= train_last_convs <= len(convs):
+        raise ValueError(
+            f"train_last_convs must be an int in 0..{len(convs)}, got {train_last_convs!r}"
+        )
+    for p in model.features.parameters():
+        p.requires_grad_(False)
+    trainable = convs[len(convs) - train_last_convs:]
+    for _, conv in trainable:
+        for p in conv.parameters():
+            p.requires_grad_(True)
+    return [path for path, _ in trainable]

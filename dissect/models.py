@@ -1,0 +1,455 @@
+"""The model zoo: build torchvision CNNs with known weights and name their layers.
+
+``load_model`` builds one of :data:`MODEL_NAMES` in eval mode with ImageNet, seeded random or
+file weights and records what it used in ``model.dissect_info``, so every report can state it.
+``layer_aliases`` maps the readable layer names of the studies (``conv5_3``, ``pool4``,
+``layer3``) to dotted module paths, and ``list_layers`` measures their shapes with one dummy
+forward pass.
+
+Layer conventions (digest section 4): every ``conv`` alias names the *ReLU after* the
+convolution, i.e. post-ReLU activations as in He et al. 2019; ResNet's ``conv1`` is the stem's
+ReLU (``relu``, called once per forward by torchvision's ``ResNet``: the residual blocks have
+their own ``relu`` modules) and ``layer1..layer4`` are the outputs of the residual stages.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import torchvision
+from torch import nn
+
+__all__ = [
+    "MODEL_NAMES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "load_model",
+    "save_checkpoint",
+    "layer_aliases",
+    "list_layers",
+]
+
+MODEL_NAMES: tuple[str, ...] = ("vgg16", "vgg19", "resnet50", "alexnet")
+
+# torchvision's ImageNet preprocessing (RGB, inputs in [0, 1]); He et al.'s PyTorch code uses them.
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+# IMAGENET1K_V1 everywhere: the classic weights the 2019-2020 studies used (torchvision's
+# DEFAULT for resnet50 is V2, a different, newer training recipe).
+_IMAGENET_WEIGHTS = {
+    "vgg16": "VGG16_Weights",
+    "vgg19": "VGG19_Weights",
+    "resnet50": "ResNet50_Weights",
+    "alexnet": "AlexNet_Weights",
+}
+
+_CHECKPOINT_FORMAT = "saliency-dissect-checkpoint"
+_PLAIN_TYPES = (str, int, float, bool, type(None))
+
+
+class _WeightsUnavailable(RuntimeError):
+    """ImageNet weights are neither cached nor downloadable."""
+
+
+def load_model(
+    name: str, weights: str | os.PathLike = "auto", *, seed: int = 0, progress: bool = False
+) -> nn.Module:
+    """Build a torchvision model in eval mode with the requested weights.
+
+    The choice is recorded as ``model.dissect_info = {"arch", "weights", "weights_detail",
+    "seed", "requested"}`` with ``weights`` one of ``"imagenet"``, ``"random"``, ``"file"``.
+
+    Args:
+        name: one of :data:`MODEL_NAMES`.
+        weights: ``"imagenet"`` (torchvision's ``IMAGENET1K_V1``, downloaded once to torch's hub
+            cache), ``"random"`` (torchvision's initialisation seeded with ``seed``; the global
+            RNG state is restored afterwards), a path to a state dict or to a checkpoint written
+            by :func:`save_checkpoint`, or ``"auto"``: ImageNet if cached or downloadable,
+            otherwise random weights with a :class:`UserWarning`.
+        seed: seed of the random initialisation (same seed -> identical state dict).
+        progress: show a download progress bar.
+
+    Returns:
+        The model on CPU, in eval mode, with ``dissect_info`` set.
+
+    Raises:
+        ValueError: unknown ``name`` or ``weights``, or a weights file for another architecture.
+        FileNotFoundError: ``weights`` is a path that does not exist.
+        RuntimeError: ``weights="imagenet"`` and the weights can be neither found nor downloaded.
+    """
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}: use one of {', '.join(MODEL_NAMES)}")
+    if not isinstance(weights, (str, os.PathLike)):
+        raise ValueError(
+            f"weights must be 'auto', 'imagenet', 'random' or a file path, got {type(weights).__name__}"
+        )
+    requested = os.fspath(weights)
+
+    if requested == "random":
+        model, kind, detail = _build_random(name, seed), "random", f"seed={seed}"
+    elif requested in ("imagenet", "auto"):
+        try:
+            (model, detail), kind = _build_imagenet(name, progress), "imagenet"
+        except _WeightsUnavailable as err:
+            if requested == "imagenet":
+                raise RuntimeError(str(err)) from err.__cause__
+            warnings.warn(
+                f"{err} -> using RANDOM weights (seed={seed}) for {name}: results will be "
+                "meaningless for science (pass weights='random' to silence this warning)",
+                UserWarning,
+                stacklevel=2,
+            )
+            model, kind, detail = _build_random(name, seed), "random", f"seed={seed}"
+    else:
+        (model, detail), kind = _build_from_file(name, Path(requested)), "file"
+
+    model.eval()
+    model.dissect_info = {
+        "arch": name,
+        "weights": kind,
+        "weights_detail": detail,
+        "seed": seed,
+        "requested": requested,
+    }
+    return model
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, **extra: Any) -> Path:
+    """Save ``model``'s weights with its architecture and metadata, loadable by :func:`load_model`.
+
+    The file is a dict ``{"format", "arch", "state_dict", "dissect_info", "extra"}`` written with
+    ``torch.save``; it loads with ``torch.load(..., weights_only=True)``.
+
+    Args:
+        model: a model from :func:`load_model` (or any module with ``dissect_info["arch"]``).
+        path: output file; parent folders are created.
+        **extra: plain metadata to store (str, int, float, bool, None, and lists/dicts of them),
+            e.g. ``step=4000, dataset="SALICON"``.
+
+    Returns:
+        The absolute path written.
+
+    Raises:
+        ValueError: the architecture is unknown or ``extra`` holds a non-plain value.
+    """
+    info = dict(getattr(model, "dissect_info", {}) or {})
+    arch = info.get("arch") or _detect_arch(model)
+    if arch is None:
+        raise ValueError(
+            "cannot tell the model's architecture: build it with load_model() or set "
+            "model.dissect_info = {'arch': ...} before save_checkpoint"
+        )
+    for key, value in extra.items():
+        if not _is_plain(value):
+            raise ValueError(
+                f"checkpoint metadata {key!r} has type {type(value).__name__}: store only str, "
+                "numbers, bools, None, or lists/dicts of them"
+            )
+    if not all(_is_plain(v) for v in info.values()):
+        info = {k: v for k, v in info.items() if _is_plain(v)}
+    path = Path(path).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save(
+        {
+            "format": _CHECKPOINT_FORMAT,
+            "arch": arch,
+            "state_dict": state,
+            "dissect_info": info,
+            "extra": dict(extra),
+        },
+        path,
+    )
+    return path
+
+
+def layer_aliases(model: nn.Module) -> dict[str, str]:
+    """Readable layer names of ``model``, mapped to dotted module paths, in forward order.
+
+    VGG: ``conv{b}_{i}`` = the ReLU after the i-th conv of block b, ``pool{b}`` = the max-pool
+    ending block b (``vgg16``: conv1_1 -> ``features.1`` ... conv5_3 -> ``features.29``, pool5
+    -> ``features.30``). AlexNet: ``conv1..conv5`` = the ReLU after each conv, ``pool{k}`` =
+    the max-pool after conv k (pool1, pool2, pool5). ResNet: ``conv1`` = the stem ReLU
+    (``relu``), ``layer1..layer4``. Indices are computed from the module structure, so VGG19
+    gets conv3_4, conv4_4, conv5_4 and truncated encoders (``features[:30]``) work too.
+
+    The architecture is taken from ``model.dissect_alias_family`` (a class attribute custom
+    models may set to ``"vgg"``, ``"alexnet"`` or ``"resnet"``), ``model.dissect_info["arch"]``,
+    or the model's torchvision class.
+
+    Args:
+        model: the model.
+
+    Returns:
+        ``{alias: dotted path}``; empty for an unknown architecture.
+    """
+    family = _detect_family(model)
+    if family == "resnet":
+        names = ["relu", "layer1", "layer2", "layer3", "layer4"]
+        aliases = ["conv1", "layer1", "layer2", "layer3", "layer4"]
+        modules = dict(model.named_modules())
+        return {a: n for a, n in zip(aliases, names) if n in modules}
+    features = getattr(model, "features", None)
+    if family not in ("vgg", "alexnet") or not isinstance(features, nn.Sequential):
+        return {}
+    out: dict[str, str] = {}
+    block, conv_in_block, conv_total = 1, 0, 0
+    pending_conv = False  # a conv whose ReLU has not been seen yet
+    for idx, module in enumerate(features):
+        path = f"features.{idx}"
+        if isinstance(module, nn.Conv2d):
+            conv_in_block += 1
+            conv_total += 1
+            pending_conv = True
+        elif isinstance(module, nn.ReLU) and pending_conv:
+            # He et al. 2019: activations are post-ReLU, so the alias names the ReLU.
+            out[f"conv{block}_{conv_in_block}" if family == "vgg" else f"conv{conv_total}"] = path
+            pending_conv = False
+        elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+            out[f"pool{block}" if family == "vgg" else f"pool{conv_total}"] = path
+            block, conv_in_block = block + 1, 0
+    return out
+
+
+def list_layers(model: nn.Module, input_size: int = 224) -> pd.DataFrame:
+    """Names, channels, stride and map size of the model's layers, from one dummy forward pass.
+
+    Lists the aliases of :func:`layer_aliases`; for a model without aliases, every leaf
+    Conv2d / ReLU / pooling module with a 4-D output. The stride is the product of the strides
+    of the convs and pools on the main path before the layer (a module whose input is not the
+    current main-path map, such as a ResNet ``downsample`` branch, does not count).
+
+    Args:
+        model: the model (its train/eval mode is restored afterwards).
+        input_size: side of the square dummy input, in pixels.
+
+    Returns:
+        DataFrame with columns ``name, module, channels, stride, height, width``.
+
+    Raises:
+        ValueError: ``input_size`` is not a positive int.
+    """
+    if not isinstance(input_size, int) or input_size < 1:
+        raise ValueError(f"input_size must be a positive int, got {input_size!r}")
+    aliases = layer_aliases(model)
+    modules = dict(model.named_modules())
+    if aliases:
+        wanted = {path: alias for alias, path in aliases.items()}
+    else:
+        leaf_types = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
+                      nn.AdaptiveMaxPool2d)
+        wanted = {p: p for p, m in modules.items()
+                  if p and isinstance(m, leaf_types) and not list(m.children())}
+
+    events: list[tuple[str, int, tuple[int, ...], tuple[int, ...]]] = []
+
+    def _hook(path: str):
+        def hook(module, inputs, output):
+            if isinstance(output, torch.Tensor) and inputs and isinstance(inputs[0], torch.Tensor):
+                events.append((path, _stride_of(module), tuple(inputs[0].shape), tuple(output.shape)))
+        return hook
+
+    watched = set(wanted)
+    watched.update(p for p, m in modules.items()
+                   if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)))
+    first_conv = next((m for m in modules.values() if isinstance(m, nn.Conv2d)), None)
+    in_channels = first_conv.in_channels if first_conv is not None else 3
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    modes = {m: m.training for m in model.modules()}
+    handles = [modules[p].register_forward_hook(_hook(p)) for p in watched]
+    try:
+        model.eval()
+        with torch.inference_mode():
+            model(torch.zeros(1, in_channels, input_size, input_size, device=device, dtype=dtype))
+    finally:
+        for h in handles:
+            h.remove()
+        for m, training in modes.items():
+            m.training = training
+
+    rows, seen = [], set()
+    main_h, stride = input_size, 1
+    for path, own_stride, in_shape, out_shape in events:
+        if len(in_shape) != 4 or len(out_shape) != 4:
+            continue
+        # A module reading the current main-path map advances it; a parallel branch (ResNet's
+        # downsample, run after conv3 on the block's input) reads an older, larger map.
+        if in_shape[2] == main_h:
+            stride *= own_stride
+            main_h = out_shape[2]
+        if path in wanted and path not in seen:
+            seen.add(path)
+            rows.append({"name": wanted[path], "module": path, "channels": out_shape[1],
+                         "stride": stride, "height": out_shape[2], "width": out_shape[3]})
+    order = {p: i for i, p in enumerate(wanted)}
+    rows.sort(key=lambda r: order[r["module"]])
+    return pd.DataFrame(rows, columns=["name", "module", "channels", "stride", "height", "width"])
+
+
+# ---------------------------------------------------------------- private helpers
+
+
+def _constructor(name: str):
+    return getattr(torchvision.models, name)
+
+
+def _build_random(name: str, seed: int) -> nn.Module:
+    """torchvision's own initialisation, seeded, without touching the caller's RNG state."""
+    if not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _constructor(name)(weights=None)
+
+
+def _imagenet_enum(name: str):
+    return getattr(torchvision.models, _IMAGENET_WEIGHTS[name]).IMAGENET1K_V1
+
+
+def _cache_path(name: str) -> Path:
+    url = _imagenet_enum(name).url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def _build_imagenet(name: str, progress: bool) -> tuple[nn.Module, str]:
+    enum = _imagenet_enum(name)
+    cached = _cache_path(name)
+    was_cached = cached.is_file()
+    try:
+        state = enum.get_state_dict(progress=progress, check_hash=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
+        # OSError covers URLError, HTTPError, socket timeouts and ConnectionError.
+        if was_cached:
+            msg = (f"could not read the cached ImageNet weights for {name} at {cached} ({err}): "
+                   "delete the file to download it again, or use weights='random' or a local file")
+        else:
+            msg = (f"could not download ImageNet weights for {name} (no network?): use "
+                   f"weights='random' or a local file, or put {cached.name} in the torch cache "
+                   f"dir {cached.parent}")
+        raise _WeightsUnavailable(msg) from err
+    return _build_with_state(name, state, None), f"{type(enum).__name__}.{enum.name}"
+
+
+def _build_from_file(name: str, path: Path) -> tuple[nn.Module, str]:
+    path = path.expanduser().resolve()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"weights file not found: {path} (use weights='auto', 'imagenet', 'random' or an existing file)"
+        )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a file that is not a torch archive
+        raise ValueError(f"could not read weights file {path}: {err}") from err
+    if isinstance(obj, Mapping) and obj.get("format") == _CHECKPOINT_FORMAT:
+        if obj.get("arch") != name:
+            raise ValueError(
+                f"weights file {path} is a checkpoint of architecture {obj.get('arch')!r}, "
+                f"not {name!r}: load it with load_model({obj.get('arch')!r}, weights=...)"
+            )
+        state = obj["state_dict"]
+    else:
+        state = obj
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"weights file {path} holds no state dict (a mapping of names to tensors)")
+    return _build_with_state(name, state, path), f"{path} sha256:{_sha256_prefix(path)}"
+
+
+def _build_with_state(name: str, state: Mapping[str, torch.Tensor], path: Path | None) -> nn.Module:
+    """Build on the meta device (no wasted random init: seconds for VGG) and assign ``state``."""
+    with torch.device("meta"):
+        model = _constructor(name)(weights=None)
+    expected = model.state_dict()
+    _check_keys(name, path, expected, state)
+    # Cast to the architecture's dtypes: assign=True would otherwise keep e.g. fp16 files' dtype.
+    model.load_state_dict({k: state[k].to(expected[k].dtype) for k in expected}, assign=True)
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:  # cannot happen for MODEL_NAMES, whose state dicts hold every tensor
+        raise RuntimeError(f"{name}: tensors {left[:3]} were not loaded from the weights")
+    return model
+
+
+def _check_keys(name: str, path: Path | None, expected: Mapping, got: Mapping) -> None:
+    """One-line ValueError naming the first mismatching keys (torch's message is pages long)."""
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    shapes = [f"{k} {tuple(got[k].shape)} != {tuple(v.shape)}"
+              for k, v in expected.items() if k in got and got[k].shape != v.shape]
+    if not (missing or unexpected or shapes):
+        return
+    parts = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                         ("shape mismatches", shapes)):
+        if items:
+            more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+            parts.append(f"{label} {', '.join(items[:3])}{more}")
+    source = f"weights file {path}" if path is not None else "the ImageNet state dict"
+    raise ValueError(f"{source} does not match architecture {name}: {'; '.join(parts)}")
+
+
+def _sha256_prefix(path: Path, n: int = 12) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:n]
+
+
+def _is_plain(value: Any) -> bool:
+    if isinstance(value, _PLAIN_TYPES):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
+
+
+def _detect_arch(model: nn.Module) -> str | None:
+    info = getattr(model, "dissect_info", None)
+    if isinstance(info, Mapping) and info.get("arch"):
+        return str(info["arch"])
+    if isinstance(model, torchvision.models.VGG):
+        n_conv = sum(isinstance(m, nn.Conv2d) for m in model.features)
+        return {13: "vgg16", 16: "vgg19"}.get(n_conv)
+    if isinstance(model, torchvision.models.AlexNet):
+        return "alexnet"
+    if isinstance(model, torchvision.models.ResNet):
+        n_blocks = [len(getattr(model, f"layer{i}")) for i in range(1, 5)]
+        bottleneck = isinstance(model.layer1[0], torchvision.models.resnet.Bottleneck)
+        return "resnet50" if bottleneck and n_blocks == [3, 4, 6, 3] else None
+    return None
+
+
+def _detect_family(model: nn.Module) -> str | None:
+    family = getattr(model, "dissect_alias_family", None)
+    if family in ("vgg", "alexnet", "resnet"):
+        return family
+    arch = _detect_arch(model) or ""
+    for prefix in ("vgg", "alexnet", "resnet"):
+        if arch.startswith(prefix):
+            return prefix
+    for cls, fam in ((torchvision.models.VGG, "vgg"), (torchvision.models.AlexNet, "alexnet"),
+                     (torchvision.models.ResNet, "resnet")):
+        if isinstance(model, cls):
+            return fam
+    return None
+
+
+def _stride_of(module: nn.Module) -> int:
+    """Row stride of a conv / pool module (1 for anything else)."""
+    if not isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+        return 1
+    stride = module.stride
+    if stride is None:  # pools default stride to kernel_size
+        stride = module.kernel_size
+    return int(stride[0] if isinstance(stride, (tuple, list)) else stride)

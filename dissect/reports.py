@@ -1,0 +1,67 @@
+"""Write a dissection's tables and run record to a folder, and format them for the terminal."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["check_writable", "write_dissection_reports", "format_summary"]
+
+
+def check_writable(out_dir: str | os.PathLike) -> Path:
+    """Create ``out_dir`` if needed and make sure files can be written there.
+
+    Raises:
+        PermissionError: with one line naming the folder and the fix.
+    """
+    out = Path(out_dir).expanduser()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise PermissionError(
+            f"cannot write to output folder {out} ({exc.strerror or exc}); choose another with --out"
+        ) from None
+    return out
+
+
+def _atomic_to_csv(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def write_dissection_reports(result, out_dir: str | os.PathLike, params: dict) -> dict[str, Path]:
+    """Write ``units.csv``, ``summary.csv`` and ``run.json`` for a :class:`DissectionResult`.
+
+    Args:
+        result: what :func:`dissect.dissection.run_dissection` returned.
+        out_dir: the run folder.
+        params: every parameter of the run (model, weights actually used, versions, ...);
+            merged with ``result.info`` into ``run.json``.
+
+    Returns:
+        ``{"units": path, "summary": path, "run": path}``.
+    """
+    out = check_writable(out_dir)
+    paths = {"units": out / "units.csv", "summary": out / "summary.csv", "run": out / "run.json"}
+    _atomic_to_csv(result.units, paths["units"])
+    _atomic_to_csv(result.summary, paths["summary"])
+    tmp = paths["run"].with_name("run.json.tmp")
+    tmp.write_text(json.dumps({**params, **result.info}, indent=2, default=str))
+    os.replace(tmp, paths["run"])
+    return paths
+
+
+def format_summary(summary: pd.DataFrame, value: str = "top_k_mean", digits: int = 2) -> str:
+    """A compact layers x categories table of one summary column, for the terminal."""
+    if summary.empty:
+        return "(no scored regions)"
+    table = summary.pivot(index="layer", columns="category", values=value)
+    table = table.reindex(index=list(dict.fromkeys(summary["layer"])),
+                          columns=list(dict.fromkeys(summary["category"])))
+    return table.to_string(float_format=lambda v: f"{v:.{digits}f}", na_rep="-")

@@ -1,0 +1,188 @@
+"""Figures for the gaze comparison: map overlays and the dense model's MAE per layer (PNG).
+
+Like :mod:`probes.figures`, every function draws on its own ``matplotlib.figure.Figure`` with an
+Agg canvas and never touches pyplot: nothing is left open and the global backend is untouched.
+Each function returns the path it wrote (parent folders are created).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = ["attention_overlays", "dense_layer_mae"]
+
+
+def _png_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"figure path {str(path)!r} must end in .png (figures are written as PNG)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _new_figure(figsize: tuple[float, float], dpi: int) -> Figure:
+    if len(figsize) != 2 or min(figsize) <= 0:
+        raise ValueError(f"figsize must be (width, height) in inches, both > 0, got {figsize}")
+    if dpi <= 0:
+        raise ValueError(f"dpi must be positive, got {dpi}")
+    fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _display(m: np.ndarray) -> np.ndarray:
+    """Min-max a map for display; a constant map shows as zeros (NaN/inf drawn as 0)."""
+    m = np.nan_to_num(np.asarray(m, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = m.min(), m.max()
+    return np.zeros_like(m) if hi == lo else (m - lo) / (hi - lo)
+
+
+def attention_overlays(
+    images: Sequence[np.ndarray],
+    human_maps: Sequence[np.ndarray],
+    method_maps: Mapping[str, Sequence[np.ndarray]],
+    path: str | os.PathLike,
+    *,
+    titles: Sequence[str] | None = None,
+    alpha: float = 0.55,
+    cmap: str = "jet",
+    panel_inches: float = 1.8,
+    dpi: int = 100,
+) -> Path:
+    """Grid of images with the human map and each method's map laid over them.
+
+    Rows are images; columns are the image, the human density map, then one column per method
+    (in ``method_maps`` order). Each map is min-maxed for display and stretched over the image
+    (maps at another resolution are drawn to the image's extent, not resampled).
+
+    Args:
+        images: ``H x W x 3`` uint8 (or [0, 1] float) images.
+        human_maps: one ``H x W`` human density map per image.
+        method_maps: ``{method label: one map per image}``.
+        path: output ``.png`` path.
+        titles: one row label per image (e.g. image ids).
+        alpha: opacity of the map over the image.
+        cmap: matplotlib colour map of the maps.
+        panel_inches: size of one panel.
+        dpi: pixels per inch.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: no images, lists of different lengths, a map that is not 2-D, an image that
+            is not ``H x W x 3``, a bad ``alpha`` or a path not ending in ``.png``.
+    """
+    n = len(images)
+    if n == 0:
+        raise ValueError("images is empty; nothing to draw")
+    if len(human_maps) != n:
+        raise ValueError(f"{n} images but {len(human_maps)} human maps; pass one map per image")
+    for name, maps in method_maps.items():
+        if len(maps) != n:
+            raise ValueError(f"{n} images but {len(maps)} maps for method {name!r}; pass one map per image")
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"{n} images but {len(titles)} titles")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    path = _png_path(path)
+    columns = ["image", "human", *method_maps]
+    fig = _new_figure((panel_inches * len(columns), panel_inches * n), dpi)
+    axes = np.asarray(fig.subplots(n, len(columns), squeeze=False))
+    for r in range(n):
+        img = np.asarray(images[r])
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(f"image {r} must be H x W x 3, got shape {img.shape}")
+        h, w = img.shape[:2]
+        extent = (-0.5, w - 0.5, h - 0.5, -0.5)
+        maps = [None, human_maps[r], *(method_maps[k][r] for k in method_maps)]
+        for c, m in enumerate(maps):
+            ax = axes[r, c]
+            ax.imshow(img, extent=extent)
+            if m is not None:
+                m = np.asarray(m)
+                if m.ndim != 2:
+                    raise ValueError(f"map of column {columns[c]!r}, image {r} must be 2-D, got shape {m.shape}")
+                ax.imshow(_display(m), cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0, extent=extent)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(columns[c], fontsize=8)
+            if c == 0 and titles is not None:
+                ax.set_ylabel(str(titles[r]), fontsize=8)
+    fig.savefig(path, format="png", dpi=fig.dpi)
+    return path
+
+
+def dense_layer_mae(
+    per_image: pd.DataFrame,
+    path: str | os.PathLike,
+    *,
+    method: str = "dense",
+    metric: str = "mae",
+    title: str | None = None,
+    figsize: tuple[float, float] | None = None,
+    dpi: int = 100,
+) -> Path:
+    """MAE (or another metric) of the dense model per layer, single and cumulative maps, with SE bars.
+
+    Like Fig. 9 of Ebrahimpour et al. 2019: for each layer of the Densely Connected Attention
+    Model, the mean over images of the single-layer map's score and of the cumulative map's
+    (``"{layer}+"``: last layer down to this one), with error bars of one standard error
+    (``std(ddof=1) / sqrt(k)``, NaN values skipped). Layers keep the table's order. The reference
+    rows ``center_bias`` and ``human_loso``, when present, are drawn as horizontal lines.
+
+    Args:
+        per_image: table with ``method, layer`` and the ``metric`` column
+            (:func:`dissect.attention_study.run_attention_study`).
+        path: output ``.png`` path.
+        method: the method whose layers to plot.
+        metric: the column to plot.
+        title: figure title (default: ``"{method}: {metric} per layer"``).
+        figsize: inches (default grows with the number of layers).
+        dpi: pixels per inch.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: missing columns, no rows of ``method``, or a path not ending in ``.png``.
+    """
+    missing = [c for c in ("method", "layer", metric) if c not in per_image.columns]
+    if missing:
+        raise ValueError(f"per_image table lacks column(s) {missing}; got {list(per_image.columns)}")
+    rows = per_image[per_image["method"] == method]
+    if len(rows) == 0:
+        raise ValueError(f"no rows of method {method!r}; methods present: {sorted(per_image['method'].unique())}")
+    path = _png_path(path)
+    layer = rows["layer"].astype(str)
+    stats = rows[metric].astype(float).groupby(layer, sort=False).agg(["mean", "sem"])
+    names = list(dict.fromkeys(n[:-1] if n.endswith("+") else n for n in stats.index))
+    x = np.arange(len(names))
+    if figsize is None:
+        figsize = (2.5 + 0.55 * len(names), 3.2)
+    fig = _new_figure(figsize, dpi)
+    ax = fig.add_subplot()
+    for suffix, label, marker in (("", "single layer", "o"), ("+", "cumulative (last layer down to it)", "s")):
+        keys = [n + suffix for n in names]
+        if not any(k in stats.index for k in keys):
+            continue
+        sub = stats.reindex(keys)
+        ax.errorbar(x, sub["mean"].to_numpy(), yerr=sub["sem"].to_numpy(), marker=marker, capsize=3, label=label)
+    for ref, style in (("center_bias", ":"), ("human_loso", "--")):
+        vals = per_image.loc[per_image["method"] == ref, metric].astype(float)
+        if vals.notna().any():
+            ax.axhline(float(vals.mean()), linestyle=style, color="grey", linewidth=1, label=ref)
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel(metric.upper() if metric == "mae" else metric)
+    ax.set_title(title if title is not None else f"{method}: {metric} per layer", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.savefig(path, format="png", dpi=fig.dpi)
+    return path

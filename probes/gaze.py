@@ -1,0 +1,385 @@
+"""Attention maps against human gaze: one table row per map, floor and ceiling, summaries.
+
+Lai et al. 2020 and Ebrahimpour et al. 2019 compare a network's attention maps with human
+fixations. This probe scores one map (already at the image's own resolution) against an image's
+human data with every metric of :mod:`probes.metrics`, builds the human references, and
+summarises a per-image table. It is pure numpy/pandas: it never imports a model.
+
+Reference rows, computed per image and scored like any map:
+
+* **floor** (method ``"center_bias"``): :func:`datasets.fixations.center_bias_map`, the map that
+  knows nothing about the image;
+* **ceiling** (method ``"human_loso"``): the inter-observer agreement, leave one subject out
+  (OSIE ``computeInterSubjectAUC.m``): each subject's fixations predicted by the others' density.
+
+Human density maps follow the OSIE recipe by default (binary map of the unique fixated pixels,
+Gaussian sigma = 24 px, zero padding, min-max); ``duration_weighted=True`` gives Ebrahimpour
+et al.'s recipe (fixations weighted by duration / max duration; they used sigma = 20 px).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from datasets.fixations import (
+    center_bias_map,
+    density_map,
+    duration_density_map,
+    fixation_map,
+    resize_fixation_map,
+)
+from probes import metrics
+
+__all__ = [
+    "GAZE_METRICS",
+    "FLOOR",
+    "CEILING",
+    "gaze_scores",
+    "human_density",
+    "center_bias_scores",
+    "leave_one_subject_out",
+    "other_images_fixations",
+    "summarize_gaze",
+]
+
+#: Metric keys of :func:`gaze_scores`, in table order. Lower is better for ``mae`` and ``kl``.
+GAZE_METRICS: tuple[str, ...] = ("mae", "nss", "cc", "kl", "sim", "auc_judd", "sauc", "ig")
+#: Method names of the reference rows.
+FLOOR = "center_bias"
+CEILING = "human_loso"
+
+
+def _as_numpy(x: Any) -> np.ndarray:
+    """A numpy view of an array or torch tensor (validation is left to :mod:`probes.metrics`)."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, without importing torch
+        x = x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _nan_scores() -> dict[str, float]:
+    return dict.fromkeys(GAZE_METRICS, math.nan)
+
+
+def gaze_scores(
+    saliency: Any,
+    fixation_map: Any,
+    density: Any,
+    *,
+    other_fixation_map: Any | None = None,
+    baseline: Any | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Score one map against one image's human data with every gaze metric.
+
+    All maps share the image's resolution (upsample the attention map first, bilinearly with
+    ``align_corners=False``). Definitions are those of :mod:`probes.metrics` (digest section 2):
+
+    * ``mae``: mean ``|S - G|`` of the min-maxed map and density (Ebrahimpour eq. 15, Lai eq. 6);
+    * ``nss``: mean z-scored map over the unique fixated pixels;
+    * ``cc``: Pearson correlation with the density;
+    * ``kl``: ``sum G ln(eps + G / (S + eps))``, both sum-normalised (nats);
+    * ``sim``: histogram intersection of the min-maxed, sum-normalised maps;
+    * ``auc_judd``: fixated pixels vs all other pixels;
+    * ``sauc``: fixated pixels vs ``other_fixation_map`` (other images' fixations), 100 splits,
+      permutations seeded with ``seed``;
+    * ``ig``: bits per fixated pixel over ``baseline`` (the study passes the centre-bias map).
+
+    NaN marks a value that is not computable, never a silent 0:
+
+    * ``nss``, ``cc``, ``mae``: NaN for a constant map (no scale). For a constant map ``kl`` and
+      ``sim`` read it as the uniform distribution and ``auc_judd`` / ``sauc`` give 0.5
+      (:mod:`probes.metrics` conventions);
+    * ``kl``: NaN when the map has negative values (KL needs a distribution; min-max a signed map
+      yourself if you want it);
+    * ``sauc``: NaN when ``other_fixation_map`` is None; ``ig``: NaN when ``baseline`` is None.
+
+    Args:
+        saliency: ``H x W`` map (numpy array or torch tensor).
+        fixation_map: ``H x W`` binary map of the unique fixated pixels (nonzero = fixated).
+        density: ``H x W`` human fixation density map (e.g. :func:`human_density`).
+        other_fixation_map: ``H x W`` binary map of other images' fixations for s-AUC
+            (:func:`other_images_fixations`), or None.
+        baseline: ``H x W`` baseline map for IG (:func:`datasets.fixations.center_bias_map`), or None.
+        seed: seed of the s-AUC permutations.
+
+    Returns:
+        ``{key: float}`` for every key of :data:`GAZE_METRICS`.
+
+    Raises:
+        ValueError: maps that are not 2-D, non-finite or of different shapes; an empty fixation
+            map; an empty ``other_fixation_map``; a fixation map covering every pixel.
+    """
+    s = _as_numpy(saliency)
+    out = {
+        "mae": metrics.mae(s, density),
+        "nss": metrics.nss(s, fixation_map),
+        "cc": metrics.cc(s, density),
+        # probes.metrics.kld raises on a signed map; here a table cell is NaN instead (documented).
+        "kl": metrics.kld(s, density) if s.min() >= 0 else math.nan,
+        "sim": metrics.sim(s, density),
+        "auc_judd": metrics.auc_judd(s, fixation_map),
+        "sauc": math.nan,
+        "ig": math.nan,
+    }
+    if other_fixation_map is not None:
+        out["sauc"] = metrics.sauc(s, fixation_map, other_fixation_map, seed=seed)
+    if baseline is not None:
+        out["ig"] = metrics.info_gain(s, fixation_map, baseline)
+    return out
+
+
+# --------------------------------------------------------------------------- human references
+
+
+def _check_table(fixations: Any) -> pd.DataFrame:
+    if not isinstance(fixations, pd.DataFrame) or not {"x", "y"} <= set(fixations.columns):
+        raise ValueError(
+            "fixations must be a pandas DataFrame with 1-based columns x, y (plus subject, duration), "
+            f"got {type(fixations).__name__}"
+        )
+    if len(fixations) == 0:
+        raise ValueError("fixations table is empty: a density map needs at least one fixation")
+    return fixations
+
+
+def _density_from_table(table: pd.DataFrame, shape: tuple[int, int], sigma: float,
+                        duration_weighted: bool) -> np.ndarray:
+    x, y = table["x"].to_numpy(), table["y"].to_numpy()
+    if duration_weighted:
+        if "duration" not in table.columns:
+            raise ValueError("duration_weighted=True needs a 'duration' column in the fixations table")
+        # Ebrahimpour et al. 2019: each fixation weighted by duration / max duration.
+        return duration_density_map(x, y, table["duration"].to_numpy(), shape, sigma=sigma)
+    # OSIE recipe: binary map of the unique fixated pixels, blurred, min-maxed.
+    return density_map(fixation_map(x, y, shape), sigma)
+
+
+def human_density(source: Any, sigma: float = 24.0, *, duration_weighted: bool = False) -> np.ndarray:
+    """Human fixation density map of one image, at the image's resolution.
+
+    OSIE recipe (default): the binary map of the unique fixated pixels blurred with a Gaussian of
+    ``sigma`` px, zero padding, min-maxed to [0, 1] (:func:`datasets.fixations.density_map`).
+    ``duration_weighted=True``: Ebrahimpour et al.'s recipe (duration / max duration weights,
+    :func:`datasets.fixations.duration_density_map`; they used ``sigma = 20``).
+
+    Args:
+        source: a :class:`datasets.base.Sample` (its ``fixation_map``, or its ``fixations`` table
+            when there is no map or ``duration_weighted``), or a pair ``(fixations, shape)`` with a
+            DataFrame of 1-based ``x, y`` (and ``duration``) and the image ``(H, W)``.
+        sigma: Gaussian standard deviation in pixels.
+        duration_weighted: weight fixations by duration (needs the table's ``duration`` column).
+
+    Returns:
+        float64 ``H x W`` map in [0, 1].
+
+    Raises:
+        ValueError: no fixations, an empty map or table, a missing ``duration`` column, or a bad sigma.
+    """
+    if isinstance(source, tuple):
+        if len(source) != 2:
+            raise ValueError("human_density takes a Sample or a pair (fixations, shape)")
+        table, shape = source
+        return _density_from_table(_check_table(table), tuple(shape), sigma, duration_weighted)
+    shape = tuple(np.asarray(source.image).shape[:2])
+    fix_map = getattr(source, "fixation_map", None)
+    table = getattr(source, "fixations", None)
+    if fix_map is not None and not duration_weighted:
+        return density_map(np.asarray(fix_map, dtype=bool), sigma)
+    if table is None:
+        raise ValueError(
+            f"image {getattr(source, 'image_id', '?')!r} has no fixations"
+            + (" table (duration_weighted needs one)" if fix_map is not None else "")
+            + "; a human density map needs a dataset with fixations"
+        )
+    return _density_from_table(_check_table(table), shape, sigma, duration_weighted)
+
+
+def center_bias_scores(
+    fixation_map: Any,
+    density: Any,
+    *,
+    other_fixation_map: Any | None = None,
+    sigma_frac: float = 0.25,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The floor: :func:`gaze_scores` of the centre-bias map, with itself as the IG baseline.
+
+    IG is therefore exactly 0 (the study's IG baseline is this map). The centre bias is
+    :func:`datasets.fixations.center_bias_map` with ``sigma_frac`` of the image's height/width.
+    """
+    shape = np.asarray(fixation_map).shape
+    bias = center_bias_map(shape, sigma_frac)
+    return gaze_scores(bias, fixation_map, density, other_fixation_map=other_fixation_map,
+                       baseline=bias, seed=seed)
+
+
+def _nanmean(values: list[float]) -> float:
+    arr = np.asarray(values, dtype=np.float64)
+    if np.isnan(arr).all():
+        return math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(np.nanmean(arr))
+
+
+def leave_one_subject_out(
+    fixations: pd.DataFrame,
+    shape: Sequence[int],
+    sigma: float = 24.0,
+    *,
+    other_fixation_map: Any | None = None,
+    baseline: Any | None = None,
+    seed: int = 0,
+    duration_weighted: bool = False,
+) -> dict[str, float]:
+    """Inter-observer ceiling: each subject predicted by the other subjects (OSIE ``computeInterSubjectAUC.m``).
+
+    For each subject ``s`` (``subject`` column), the predictor is the density map of the OTHER
+    subjects' fixations (:func:`human_density` recipe with ``sigma``); it is scored with
+    :func:`gaze_scores` against ``s``'s own binary fixation map and ``s``'s own density map.
+    Each metric is then averaged over subjects (NaN values skipped; NaN if all are NaN).
+
+    With fewer than 2 subjects (or no ``subject`` column, which counts as one subject) there is
+    nobody to predict from: every metric is NaN and the caller should skip the row.
+
+    Args:
+        fixations: DataFrame with 1-based ``x, y`` and ``subject`` (``duration`` if weighted).
+        shape: image ``(H, W)``.
+        sigma: Gaussian standard deviation of the density maps, in pixels.
+        other_fixation_map: other images' fixations for s-AUC, or None (then ``sauc`` is NaN).
+        baseline: IG baseline map, or None (then ``ig`` is NaN).
+        seed: seed of the s-AUC permutations.
+        duration_weighted: build the densities with Ebrahimpour et al.'s duration weights.
+
+    Returns:
+        ``{metric: mean over subjects}`` for :data:`GAZE_METRICS`, plus ``n_subjects``.
+
+    Raises:
+        ValueError: a table without ``x, y`` or empty, a bad shape or sigma.
+    """
+    table = _check_table(fixations)
+    shape = (int(shape[0]), int(shape[1]))
+    if "subject" not in table.columns:
+        return {**_nan_scores(), "n_subjects": 1}
+    subjects = pd.unique(table["subject"])
+    if len(subjects) < 2:
+        return {**_nan_scores(), "n_subjects": int(len(subjects))}
+    per_subject: dict[str, list[float]] = {k: [] for k in GAZE_METRICS}
+    for subject in subjects:
+        held = table[table["subject"] == subject]
+        rest = table[table["subject"] != subject]
+        predictor = _density_from_table(rest, shape, sigma, duration_weighted)
+        held_map = fixation_map(held["x"].to_numpy(), held["y"].to_numpy(), shape)
+        held_density = _density_from_table(held, shape, sigma, duration_weighted)
+        scores = gaze_scores(predictor, held_map, held_density, other_fixation_map=other_fixation_map,
+                             baseline=baseline, seed=seed)
+        for key in GAZE_METRICS:
+            per_subject[key].append(scores[key])
+    return {**{k: _nanmean(v) for k, v in per_subject.items()}, "n_subjects": int(len(subjects))}
+
+
+def _binary_map(item: Any, index: int) -> np.ndarray:
+    """The binary fixation map of a Sample or of a 2-D map."""
+    fix = getattr(item, "fixation_map", item)
+    if fix is None:
+        raise ValueError(f"image {index} has no fixation map; s-AUC needs fixations on every image")
+    fix = np.asarray(fix)
+    if fix.ndim != 2:
+        raise ValueError(f"item {index} must be a Sample or an H x W fixation map, got shape {fix.shape}")
+    return fix != 0
+
+
+def other_images_fixations(
+    samples_or_maps: Sequence[Any],
+    index: int,
+    shape: Sequence[int],
+    n_other: int = 10,
+    seed: int = 0,
+) -> np.ndarray:
+    """Union of the fixations of ``n_other`` other images, rescaled to this image (s-AUC negatives).
+
+    Borji's shuffled AUC (MIT ``AUC_shuffled.m``, M = 10 other images). The other images are
+    ``n = min(n_other, N - 1)`` distinct indices drawn without replacement from every index but
+    ``index`` with ``numpy.random.default_rng([seed, index])`` (one reproducible, independent draw
+    per image). Each one's binary fixation map is moved to ``shape`` point by point with
+    :func:`datasets.fixations.resize_fixation_map` (pixel-area geometry, MATLAB rounding) and
+    the maps are OR-ed. As in MIT, the current image's own fixations are not removed.
+
+    Args:
+        samples_or_maps: indexable sequence (or dataset) of Samples or ``H x W`` binary maps.
+        index: the current image's position (excluded from the draw).
+        shape: the current image's ``(H, W)``.
+        n_other: how many other images to pool (>= 1).
+        seed: seed of the draw.
+
+    Returns:
+        bool ``H x W`` map.
+
+    Raises:
+        ValueError: fewer than 2 images, ``index`` out of range, ``n_other < 1``, an item without
+            a fixation map.
+    """
+    n = len(samples_or_maps)
+    if n < 2:
+        raise ValueError(f"s-AUC needs at least 2 images (other images' fixations), got {n}")
+    if not 0 <= int(index) < n:
+        raise ValueError(f"index {index} out of range for {n} images")
+    if int(n_other) != n_other or n_other < 1:
+        raise ValueError(f"n_other must be a positive integer, got {n_other!r}")
+    others = np.delete(np.arange(n), int(index))
+    rng = np.random.default_rng([int(seed), int(index)])
+    chosen = rng.choice(others, size=min(int(n_other), others.size), replace=False)
+    shape = (int(shape[0]), int(shape[1]))
+    out = np.zeros(shape, dtype=bool)
+    for j in sorted(int(c) for c in chosen):
+        fix = _binary_map(samples_or_maps[j], j)
+        out |= fix if fix.shape == shape else resize_fixation_map(fix, shape)
+    return out
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def summarize_gaze(per_image: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard error of every gaze metric per method x layer.
+
+    ``se = std(ddof=1) / sqrt(k)`` over the ``k`` non-NaN values of that metric in the group
+    (pandas ``sem``); NaN when ``k < 2``. ``n`` is the number of rows (images) in the group; a
+    metric's mean skips its NaN values. Methods keep their order of first appearance, with the
+    reference rows :data:`FLOOR` and :data:`CEILING` (layer ``""``) last; layers keep their order
+    within a method.
+
+    Args:
+        per_image: table with ``method, layer`` and the :data:`GAZE_METRICS` columns
+            (e.g. from :func:`dissect.attention_study.run_attention_study`).
+
+    Returns:
+        DataFrame with ``method, layer, n`` and ``{metric}_mean, {metric}_se`` per metric.
+
+    Raises:
+        ValueError: missing columns or an empty table.
+    """
+    missing = [c for c in ("method", "layer", *GAZE_METRICS) if c not in per_image.columns]
+    if missing:
+        raise ValueError(f"per_image table lacks column(s) {missing}; got {list(per_image.columns)}")
+    if len(per_image) == 0:
+        raise ValueError("per_image table is empty; nothing to summarise")
+    df = per_image.copy()
+    df["layer"] = df["layer"].fillna("").astype(str)
+    values = df[list(GAZE_METRICS)].astype(np.float64)
+    groups = values.groupby([df["method"], df["layer"]], sort=False)
+    mean = groups.mean()
+    se = groups.sem(ddof=1)
+    n = groups.size()
+    out = pd.DataFrame({"n": n})
+    for key in GAZE_METRICS:
+        out[f"{key}_mean"] = mean[key]
+        out[f"{key}_se"] = se[key]
+    out = out.reset_index()
+    rank = out["method"].map({FLOOR: 1, CEILING: 2}).fillna(0)
+    out = out.assign(_rank=rank).sort_values("_rank", kind="stable").drop(columns="_rank")
+    return out.reset_index(drop=True)

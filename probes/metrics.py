@@ -1,0 +1,607 @@
+"""Saliency metrics: one saliency map against human data, one number per image.
+
+Every function takes 2-D ``H x W`` maps as numpy arrays or torch tensors (tensors are read with
+``.detach().cpu()``), computes in float64 and returns a Python ``float``. Conventions follow the
+project digest (section 2) and the MIT saliency benchmark (``cvzoya/saliency``):
+
+* ``z(S) = (S - mean(S)) / std(S)`` with the *population* std (ddof = 0; MATLAB's ``std`` uses
+  ddof = 1, which changes NSS by a factor ``sqrt((N-1)/N)``).
+* A *fixation map* is binary: nonzero = fixated. Metrics that "average over fixations" average
+  over the **unique fixated pixels** (MIT / He et al. 2019), not over every fixation.
+* ``eps = 2.2204e-16`` (MATLAB ``eps``) regularises KL and IG; IG is in bits (log2).
+* All maps of one call must share one resolution. Resize the saliency map to the fixation map's
+  size first, bilinearly with half-pixel centres
+  (``torch.nn.functional.interpolate(..., mode="bilinear", align_corners=False)``).
+
+Degenerate inputs (one rule per family, each tested):
+
+* NaN/inf anywhere, a map that is not 2-D, mismatched shapes, an empty fixation map / mask /
+  other-image map: ``ValueError`` naming the argument.
+* z-score and min-max metrics (NSS, NMM, CC, MAE, F-measure): a constant map has no scale, so the
+  metric is undefined and returns ``NaN`` (CC is symmetric: NaN if either map is constant).
+* Distribution metrics (KL, SIM, IG): a constant map (including an all-zero map) is read as the
+  uniform distribution. MIT's code instead returns NaN (SIM, constant non-zero map), 0 (SIM,
+  all-zero map) or a large eps-driven penalty (KL, all-zero map); we pick one reading for all.
+* ROC metrics (AUC-Judd, AUC-Borji, sAUC): a constant map ties every positive with every negative,
+  which gives the chance diagonal, ``0.5``.
+* AUC-Judd with a fixation map covering every pixel has no negatives: ``ValueError``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "EPS",
+    "nss",
+    "nmm",
+    "nmm_ceiling",
+    "mask_fraction",
+    "cc",
+    "kld",
+    "sim",
+    "mae",
+    "auc_judd",
+    "auc_borji",
+    "sauc",
+    "info_gain",
+    "fmeasure",
+    "fmeasure_max",
+]
+
+EPS = 2.2204e-16  # MATLAB eps, as in the MIT KLdiv.m and InfoGain.m
+
+_RESIZE_HINT = (
+    "maps must be at the same resolution: resize the saliency map to the fixation map's size "
+    "with bilinear interpolation and half-pixel centres "
+    "(torch.nn.functional.interpolate(..., mode='bilinear', align_corners=False))"
+)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _as_float_map(x: Any, name: str) -> np.ndarray:
+    """Return ``x`` as a finite 2-D float64 numpy array, or raise ``ValueError`` naming ``name``."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, without importing torch
+        t = x.detach().cpu()
+        if t.is_floating_point():  # also covers float16 / bfloat16, which numpy cannot hold
+            t = t.double()
+        x = t.numpy()
+    arr = np.asarray(x)
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
+    ) or np.iscomplexobj(arr):
+        raise ValueError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 2-D H x W map, got shape {tuple(arr.shape)}; "
+            "squeeze batch/channel axes and call the metric once per map"
+        )
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(arr.shape)}); pass an H x W map with H, W >= 1")
+    arr = arr.astype(np.float64)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise ValueError(
+            f"{name} contains NaN or inf in {int(bad.sum())} of {arr.size} pixels; "
+            "replace them (e.g. np.nan_to_num) before scoring"
+        )
+    return arr
+
+
+def _maps(**named: Any) -> list[np.ndarray]:
+    """Validate several maps with :func:`_as_float_map` and check that they share one shape."""
+    arrays = [_as_float_map(x, name) for name, x in named.items()]
+    names = list(named)
+    for name, arr in zip(names[1:], arrays[1:]):
+        if arr.shape != arrays[0].shape:
+            raise ValueError(
+                f"{names[0]} has shape {arrays[0].shape} but {name} has shape {arr.shape}; "
+                + _RESIZE_HINT
+            )
+    return arrays
+
+
+def _as_support(arr: np.ndarray, name: str) -> np.ndarray:
+    """Binary map (nonzero = on) from a validated float map; an empty map is a ``ValueError``."""
+    on = arr != 0
+    if not on.any():
+        raise ValueError(f"{name} is empty (no nonzero pixel); the metric needs at least one")
+    return on
+
+
+def _is_constant(arr: np.ndarray) -> bool:
+    # max == min, not std == 0: the float std of a constant map can be ~1e-17 instead of 0.
+    return bool(arr.max() == arr.min())
+
+
+def _zscore(s: np.ndarray) -> np.ndarray:
+    """``(S - mean) / std`` with the population std (ddof = 0); caller excludes constant maps."""
+    return (s - s.mean()) / s.std()
+
+
+def _minmax(s: np.ndarray) -> np.ndarray:
+    """Rescale to [0, 1]; caller excludes constant maps."""
+    lo, hi = s.min(), s.max()
+    return (s - lo) / (hi - lo)
+
+
+def _as_distribution(s: np.ndarray, minmax: bool) -> np.ndarray:
+    """Sum-normalised map (optionally min-maxed first); a constant map becomes uniform."""
+    if _is_constant(s):
+        return np.full(s.shape, 1.0 / s.size)
+    if minmax:
+        s = _minmax(s)
+    return s / s.sum()
+
+
+def _check_nonnegative(s: np.ndarray, name: str) -> None:
+    if s.min() < 0:
+        raise ValueError(
+            f"{name} has negative values (min {s.min():.4g}); KL needs non-negative maps: "
+            "clip or min-max the map first"
+        )
+
+
+# --------------------------------------------------------------------------- location metrics
+
+
+def _mean_z_over(saliency: Any, region: Any, region_name: str) -> float:
+    s, r = _maps(saliency=saliency, **{region_name: region})
+    on = _as_support(r, region_name)
+    if _is_constant(s):
+        return math.nan
+    return float(_zscore(s)[on].mean())
+
+
+def nss(saliency: Any, fixation_map: Any) -> float:
+    """Normalized Scanpath Saliency: mean z-scored saliency at the fixated pixels.
+
+    ``NSS = mean_{p in F} z(S)_p`` with ``z`` using the population std over the whole map and
+    ``F`` the set of unique fixated pixels (MIT benchmark, He et al. 2019). pysaliency instead
+    counts every fixation (duplicates too).
+
+    Args:
+        saliency: ``H x W`` saliency map.
+        fixation_map: ``H x W`` binary fixation map, nonzero = fixated.
+
+    Returns:
+        NSS in standard deviations; ``NaN`` for a constant saliency map.
+
+    Raises:
+        ValueError: non-2-D, non-finite or mismatched maps; empty fixation map.
+    """
+    return _mean_z_over(saliency, fixation_map, "fixation_map")
+
+
+def nmm(saliency: Any, mask: Any) -> float:
+    """Normalized Map Mean [He et al. 2019, eq. 4]: mean z-scored saliency over a mask's pixels.
+
+    Its largest possible value for a mask covering a fraction ``p`` of the image is
+    :func:`nmm_ceiling` ``= sqrt((1 - p) / p)`` (report ``p`` alongside, :func:`mask_fraction`).
+
+    Args:
+        saliency: ``H x W`` saliency or activation map.
+        mask: ``H x W`` binary target mask, nonzero = target.
+
+    Returns:
+        NMM in standard deviations; ``NaN`` for a constant saliency map.
+
+    Raises:
+        ValueError: non-2-D, non-finite or mismatched maps; empty mask.
+    """
+    return _mean_z_over(saliency, mask, "mask")
+
+
+def mask_fraction(mask: Any) -> float:
+    """Fraction ``p`` of the image covered by a binary mask (nonzero = on).
+
+    Raises:
+        ValueError: non-2-D or non-finite mask; empty mask.
+    """
+    m = _as_support(_as_float_map(mask, "mask"), "mask")
+    return float(m.mean())
+
+
+def nmm_ceiling(mask: Any) -> float:
+    """Largest NMM any map can reach on ``mask``: ``sqrt((1 - p) / p)``, ``p`` = mask fraction.
+
+    Reached by the map that is 1 on the mask and 0 elsewhere; 0 for a mask covering every pixel.
+
+    Raises:
+        ValueError: non-2-D or non-finite mask; empty mask.
+    """
+    p = mask_fraction(mask)
+    return math.sqrt((1.0 - p) / p)
+
+
+# --------------------------------------------------------------------------- map-vs-map metrics
+
+
+def cc(saliency: Any, density: Any) -> float:
+    """Pearson linear correlation coefficient of the saliency map and the fixation density map.
+
+    ``CC = mean(z(S) * z(G))`` (population std), equal to ``np.corrcoef``. Symmetric.
+
+    Returns:
+        CC in [-1, 1]; ``NaN`` if either map is constant (pysaliency returns 0 or NaN depending
+        on the argument order; we do not).
+
+    Raises:
+        ValueError: non-2-D, non-finite or mismatched maps.
+    """
+    s, g = _maps(saliency=saliency, density=density)
+    if _is_constant(s) or _is_constant(g):
+        return math.nan
+    return float(np.clip(np.mean(_zscore(s) * _zscore(g)), -1.0, 1.0))
+
+
+def kld(saliency: Any, density: Any) -> float:
+    """Kullback-Leibler divergence of the density map from the saliency map (MIT ``KLdiv.m``).
+
+    ``KL = sum G * ln(eps + G / (S + eps))`` with S and G each divided by its sum and
+    ``eps = 2.2204e-16``; natural log (nats). Lower is better; 0 for identical distributions.
+    A constant map (including all-zero) is read as the uniform distribution (MIT leaves an
+    all-zero saliency map at zero, which gives a large eps-driven penalty instead).
+
+    Args:
+        saliency: ``H x W`` non-negative saliency map.
+        density: ``H x W`` non-negative fixation density map (human ground truth).
+
+    Returns:
+        KL divergence in nats.
+
+    Raises:
+        ValueError: non-2-D, non-finite or mismatched maps; negative values in either map.
+    """
+    s, g = _maps(saliency=saliency, density=density)
+    _check_nonnegative(s, "saliency")
+    _check_nonnegative(g, "density")
+    p = _as_distribution(s, minmax=False)
+    q = _as_distribution(g, minmax=False)
+    return float(np.sum(q * np.log(EPS + q / (p + EPS))))
+
+
+def sim(saliency: Any, density: Any) -> float:
+    """Similarity (histogram intersection, MIT ``similarity.m``).
+
+    Each map is min-maxed to [0, 1], divided by its sum, then ``SIM = sum min(S, G)``. A constant
+    map is read as the uniform distribution (MIT returns NaN for a constant non-zero map and 0 for
+    an all-zero one). Symmetric.
+
+    Returns:
+        SIM in [0, 1]; 1 for identical maps.
+
+    Raises:
+        ValueError: non-2-D, non-finite or mismatched maps.
+    """
+    s, g = _maps(saliency=saliency, density=density)
+    p = _as_distribution(s, minmax=True)
+    q = _as_distribution(g, minmax=True)
+    return float(np.sum(np.minimum(p, q)))
+
+
+def mae(saliency: Any, density: Any) -> float:
+    """Mean absolute error [Ebrahimpour et al. 2019, eq. 15; Lai et al. 2020, eq. 6].
+
+    ``MAE = mean |S - G|`` with both maps min-maxed to [0, 1]. Lower is better.
+
+    Returns:
+        MAE in [0, 1]; ``NaN`` if either map is constant (min-max undefined).
+
+    Raises:
+        ValueError: non-2-D, non-finite or mismatched maps.
+    """
+    s, g = _maps(saliency=saliency, density=density)
+    if _is_constant(s) or _is_constant(g):
+        return math.nan
+    return float(np.mean(np.abs(_minmax(s) - _minmax(g))))
+
+
+# --------------------------------------------------------------------------- ROC metrics
+
+
+def _trapezoid(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Trapezoid rule along axis 0, as MATLAB ``trapz(x, y)`` (``np.trapz`` is deprecated in
+    numpy 2 and ``np.trapezoid`` missing before it)."""
+    return np.sum(np.diff(x, axis=0) * (y[1:] + y[:-1]) / 2.0, axis=0)
+
+
+def _step_thresholds(step: float) -> np.ndarray:
+    """MIT's ``0:step:max`` on a min-maxed map. Thresholds above the sampled maximum add the point
+    (0, 0) twice and no area, so the grid can always run to 1."""
+    if not (0.0 < step <= 1.0):
+        raise ValueError(f"step must be in (0, 1], got {step!r}")
+    n = int(math.floor(1.0 / step + 1e-9))
+    return np.arange(n + 1) * step
+
+
+def _check_splits(n_splits: int) -> None:
+    if int(n_splits) != n_splits or n_splits < 1:
+        raise ValueError(f"n_splits must be a positive integer, got {n_splits!r}")
+
+
+def _split_aucs(pos: np.ndarray, neg: np.ndarray, step: float) -> np.ndarray:
+    """Trapezoid ROC area per split (MIT AUC_Borji/AUC_shuffled inner loop), vectorised.
+
+    Args:
+        pos: ``(Npos,)`` min-maxed saliency at the fixated pixels.
+        neg: ``(Nneg, n_splits)`` min-maxed saliency at each split's negative locations.
+        step: threshold step on [0, 1].
+    """
+    thr = _step_thresholds(step)[::-1]  # descending, as MATLAB's fliplr
+    tp = (pos[None, :] >= thr[:, None]).mean(axis=1)  # (T,)
+    fp = (neg[None, :, :] >= thr[:, None, None]).mean(axis=1)  # (T, n_splits)
+    n_splits = neg.shape[1]
+    tp = np.concatenate(([0.0], tp, [1.0]))[:, None].repeat(n_splits, axis=1)
+    fp = np.concatenate((np.zeros((1, n_splits)), fp, np.ones((1, n_splits))))
+    return _trapezoid(tp, fp)
+
+
+def _exact_auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """Exact ROC area with every distinct value as a threshold (ties count one half): the
+    Mann-Whitney statistic ``P(pos > neg) + 0.5 P(pos == neg)``."""
+    neg = np.sort(neg)
+    below = np.searchsorted(neg, pos, side="left")
+    at_or_below = np.searchsorted(neg, pos, side="right")
+    return float((below + 0.5 * (at_or_below - below)).sum() / (pos.size * neg.size))
+
+
+def auc_judd(saliency: Any, fixation_map: Any, jitter: bool = False, seed: int = 0) -> float:
+    """AUC-Judd (MIT ``AUC_Judd.m``): ROC area, fixated pixels vs every other pixel.
+
+    Thresholds are the saliency values at the (unique) fixated pixels, descending; at each, the
+    TP rate is the fraction of fixated pixels ``>=`` it and the FP rate the fraction of
+    non-fixated pixels ``>=`` it; the curve is closed with (0, 0) and (1, 1) and integrated with
+    the trapezoid rule. When fixated values tie we count all tied pixels at their shared threshold
+    (a proper ROC); MATLAB's loop (``fp = (#S>=thr - i) / (Npix - Nfix)``) instead steps the FP
+    rate backwards within a tie. Both agree whenever fixated values are distinct, which jitter
+    ensures.
+
+    Args:
+        saliency: ``H x W`` saliency map.
+        fixation_map: ``H x W`` binary fixation map, nonzero = fixated.
+        jitter: add ``U(0, 1) * 1e-7`` noise to the min-maxed map to break ties (MATLAB's default
+            is on, added to the raw map; ours is scale-free and off by default).
+        seed: seed of ``numpy.random.default_rng`` for the jitter.
+
+    Returns:
+        AUC in [0, 1]; 0.5 for a constant saliency map (with or without jitter).
+
+    Raises:
+        ValueError: non-2-D, non-finite or mismatched maps; empty fixation map; a fixation map
+            covering every pixel (no negatives, the ROC is undefined).
+    """
+    s, f = _maps(saliency=saliency, fixation_map=fixation_map)
+    fix = _as_support(f, "fixation_map")
+    if fix.all():
+        raise ValueError(
+            "fixation_map covers every pixel: AUC-Judd needs non-fixated pixels as negatives"
+        )
+    if _is_constant(s):
+        return 0.5
+    s = _minmax(s)
+    if jitter:
+        s = s + np.random.default_rng(seed).random(s.shape) / 1e7
+    pos = np.sort(s[fix])
+    neg = np.sort(s[~fix])
+    thresholds = np.unique(pos)[::-1]
+    # number of values >= t in a sorted array = n - searchsorted(left)
+    tp = (pos.size - np.searchsorted(pos, thresholds, side="left")) / pos.size
+    fp = (neg.size - np.searchsorted(neg, thresholds, side="left")) / neg.size
+    tp = np.concatenate(([0.0], tp, [1.0]))
+    fp = np.concatenate(([0.0], fp, [1.0]))
+    return float(_trapezoid(tp, fp))
+
+
+def auc_borji(
+    saliency: Any,
+    fixation_map: Any,
+    n_splits: int = 100,
+    step: float = 0.1,
+    seed: int = 0,
+    exact: bool = False,
+) -> float:
+    """AUC-Borji (MIT ``AUC_Borji.m``): ROC area, fixated pixels vs uniformly random pixels.
+
+    The map is min-maxed. Each split draws as many negatives as there are fixated pixels,
+    uniformly with replacement from all pixels:
+    ``rng = np.random.default_rng(seed); idx = rng.integers(0, H * W, size=(Nfix, n_splits))``
+    (row-major pixel index; column ``k`` is split ``k``). Thresholds run ``0, step, 2 step, ...``;
+    TP rate = fraction of fixated values ``>=`` threshold, FP rate = fraction of the split's
+    negatives ``>=`` threshold; trapezoid with (0, 0) and (1, 1); the score is the mean over
+    splits.
+
+    Args:
+        saliency: ``H x W`` saliency map.
+        fixation_map: ``H x W`` binary fixation map, nonzero = fixated.
+        n_splits: number of random negative sets (MIT: 100).
+        step: threshold step on the min-maxed map (MIT: 0.1).
+        seed: seed of ``numpy.random.default_rng`` for the draws.
+        exact: if True, use every pixel (fixated ones included) as a negative and every distinct
+            value as a threshold (pysaliency ``AUC`` with uniform non-fixations); no randomness.
+
+    Returns:
+        AUC in [0, 1]; 0.5 for a constant saliency map.
+
+    Raises:
+        ValueError: non-2-D, non-finite or mismatched maps; empty fixation map; bad step/n_splits.
+    """
+    s, f = _maps(saliency=saliency, fixation_map=fixation_map)
+    fix = _as_support(f, "fixation_map")
+    _check_splits(n_splits)
+    _step_thresholds(step)  # validate before any early return
+    if _is_constant(s):
+        return 0.5
+    s = _minmax(s)
+    pos = s[fix]
+    if exact:
+        return _exact_auc(pos, s.ravel())
+    idx = np.random.default_rng(seed).integers(0, s.size, size=(pos.size, int(n_splits)))
+    return float(_split_aucs(pos, s.ravel()[idx], step).mean())
+
+
+def sauc(
+    saliency: Any,
+    fixation_map: Any,
+    other_fixation_map: Any,
+    n_splits: int = 100,
+    step: float = 0.1,
+    seed: int = 0,
+) -> float:
+    """Shuffled AUC (MIT ``AUC_shuffled.m``): negatives are other images' fixated pixels.
+
+    Same ROC as :func:`auc_borji`, but each split's negatives are
+    ``n = min(Nfix, Nother)`` locations drawn without replacement from the fixated pixels of
+    ``other_fixation_map``: ``ind = np.flatnonzero(other)``, then for split ``k`` (in order)
+    ``ind[rng.permutation(ind.size)[:n]]`` with ``rng = np.random.default_rng(seed)``. Because
+    negatives share the images' centre bias, a pure centre-bias map scores near 0.5. As in MIT, the
+    current image's own fixations are not removed from the other map.
+
+    Args:
+        saliency: ``H x W`` saliency map.
+        fixation_map: ``H x W`` binary fixation map of this image, nonzero = fixated.
+        other_fixation_map: ``H x W`` binary map, the union of the fixations of other images
+            (Borji: 10 random images), already rescaled to this image's size
+            (``datasets.fixations.resize_fixation_map`` does the rescaling).
+        n_splits: number of random negative sets (MIT: 100).
+        step: threshold step on the min-maxed map (MIT: 0.1).
+        seed: seed of ``numpy.random.default_rng`` for the permutations.
+
+    Returns:
+        sAUC in [0, 1]; 0.5 for a constant saliency map.
+
+    Raises:
+        ValueError: non-2-D, non-finite or mismatched maps; empty fixation or other map;
+            bad step/n_splits.
+    """
+    s, f, o = _maps(saliency=saliency, fixation_map=fixation_map, other_fixation_map=other_fixation_map)
+    fix = _as_support(f, "fixation_map")
+    other = _as_support(o, "other_fixation_map")
+    _check_splits(n_splits)
+    _step_thresholds(step)
+    if _is_constant(s):
+        return 0.5
+    s = _minmax(s).ravel()
+    pos = s[fix.ravel()]
+    ind = np.flatnonzero(other)
+    n = min(pos.size, ind.size)
+    rng = np.random.default_rng(seed)
+    neg = np.stack([s[ind[rng.permutation(ind.size)[:n]]] for _ in range(int(n_splits))], axis=1)
+    return float(_split_aucs(pos, neg, step).mean())
+
+
+# --------------------------------------------------------------------------- information gain
+
+
+def info_gain(saliency: Any, fixation_map: Any, baseline: Any) -> float:
+    """Information gain over a baseline map (MIT ``InfoGain.m``; Kuemmerer et al. 2015).
+
+    ``IG = mean_{p in F} [log2(eps + P_p) - log2(eps + B_p)]`` where P and B are the saliency and
+    baseline maps, each min-maxed and divided by its sum, ``F`` the unique fixated pixels and
+    ``eps = 2.2204e-16``. A constant map is read as the uniform distribution, so a constant
+    baseline gives IG over a uniform model, and a constant saliency map over a uniform baseline
+    gives 0. Note that min-max sends the least salient pixel to 0: a fixation there costs about
+    ``log2(eps) = -52`` bits (MIT behaviour).
+
+    Args:
+        saliency: ``H x W`` saliency map.
+        fixation_map: ``H x W`` binary fixation map, nonzero = fixated.
+        baseline: ``H x W`` baseline map (centre bias, or other images' fixations, blurred).
+
+    Returns:
+        Information gain in bits per fixated pixel (positive = better than the baseline).
+
+    Raises:
+        ValueError: non-2-D, non-finite or mismatched maps; empty fixation map.
+    """
+    s, f, b = _maps(saliency=saliency, fixation_map=fixation_map, baseline=baseline)
+    fix = _as_support(f, "fixation_map")
+    p = _as_distribution(s, minmax=True)[fix]
+    q = _as_distribution(b, minmax=True)[fix]
+    return float(np.mean(np.log2(EPS + p) - np.log2(EPS + q)))
+
+
+# --------------------------------------------------------------------------- salient objects
+
+
+def _f_beta(predicted: np.ndarray, true_positive: np.ndarray, n_mask: int, beta2: float) -> np.ndarray:
+    """``(1 + b2) P R / (b2 P + R)`` from counts; 0 where nothing is predicted or P + R = 0."""
+    predicted = np.asarray(predicted, dtype=np.float64)
+    true_positive = np.asarray(true_positive, dtype=np.float64)
+    precision = np.divide(true_positive, predicted, out=np.zeros_like(predicted), where=predicted > 0)
+    recall = true_positive / n_mask
+    denom = beta2 * precision + recall
+    num = (1.0 + beta2) * precision * recall
+    return np.divide(num, denom, out=np.zeros_like(num), where=denom > 0)
+
+
+def _object_inputs(saliency: Any, mask: Any, beta2: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """Validated min-maxed saliency and binary mask, or ``None`` if the saliency is constant."""
+    if not beta2 > 0:
+        raise ValueError(f"beta2 must be > 0, got {beta2!r} (salient-object convention: 0.3)")
+    s, m = _maps(saliency=saliency, mask=mask)
+    on = _as_support(m, "mask")
+    if _is_constant(s):
+        return None
+    return _minmax(s), on
+
+
+def fmeasure(saliency: Any, mask: Any, beta2: float = 0.3, threshold: float | None = None) -> float:
+    """F-measure of a binarised saliency map against an object mask [Lai et al. 2020, eq. 5].
+
+    The map is min-maxed to [0, 1] (salient-object convention, so the threshold does not depend
+    on an arbitrary offset) and binarised as ``S >= t`` with the adaptive threshold
+    ``t = 2 * mean(S)`` (Achanta et al. 2009) unless ``threshold`` is given. Then
+    ``F = (1 + b2) P R / (b2 P + R)``; precision is 0 when nothing is predicted and F is 0 when
+    ``P + R = 0``.
+
+    Args:
+        saliency: ``H x W`` saliency map.
+        mask: ``H x W`` binary object mask, nonzero = object.
+        beta2: ``beta^2``, the weight of precision (0.3 in the salient-object literature).
+        threshold: fixed threshold on the min-maxed map instead of the adaptive one.
+
+    Returns:
+        F in [0, 1]; ``NaN`` for a constant saliency map.
+
+    Raises:
+        ValueError: non-2-D, non-finite or mismatched maps; empty mask; beta2 <= 0.
+    """
+    prepared = _object_inputs(saliency, mask, beta2)
+    if prepared is None:
+        return math.nan
+    s, on = prepared
+    t = 2.0 * s.mean() if threshold is None else float(threshold)
+    pred = s >= t
+    return float(_f_beta(pred.sum(), (pred & on).sum(), int(on.sum()), beta2))
+
+
+def fmeasure_max(saliency: Any, mask: Any, beta2: float = 0.3, n_thresholds: int = 256) -> float:
+    """Maximum F-measure over fixed thresholds (Fmax) [Lai et al. 2020].
+
+    Thresholds ``np.linspace(0, 1, n_thresholds)`` on the min-maxed map (256 = every 8-bit grey
+    level), binarisation ``S >= t``, F as in :func:`fmeasure`.
+
+    Returns:
+        Fmax in [0, 1]; ``NaN`` for a constant saliency map.
+
+    Raises:
+        ValueError: non-2-D, non-finite or mismatched maps; empty mask; beta2 <= 0;
+            n_thresholds < 2.
+    """
+    if int(n_thresholds) != n_thresholds or n_thresholds < 2:
+        raise ValueError(f"n_thresholds must be an integer >= 2, got {n_thresholds!r}")
+    prepared = _object_inputs(saliency, mask, beta2)
+    if prepared is None:
+        return math.nan
+    s, on = prepared
+    thr = np.linspace(0.0, 1.0, int(n_thresholds))
+    all_sorted = np.sort(s.ravel())
+    obj_sorted = np.sort(s[on])
+    predicted = all_sorted.size - np.searchsorted(all_sorted, thr, side="left")
+    true_positive = obj_sorted.size - np.searchsorted(obj_sorted, thr, side="left")
+    return float(_f_beta(predicted, true_positive, int(on.sum()), beta2).max())

@@ -1,0 +1,530 @@
+"""Exact per-unit region scores without upsampling: region-wise NSS (He et al. 2019 eq. 1) and NMM (eq. 4).
+
+For a unit map ``A`` (``h x w``) and an image of ``H x W`` pixels, ``up(A) = Uy A Ux^T`` where
+``Uy`` (``H x h``) and ``Ux`` (``W x w``) are the interpolation matrices of bilinear resizing with
+half-pixel centres and edge clamping (``torch.nn.functional.interpolate(mode="bilinear",
+align_corners=False)``, no antialias; digest section 1). Every statistic eq. 1 and eq. 4 need is a
+small ``h x w`` contraction (digest section 3):
+
+* mean: ``mu = cy^T A cx / (H W)`` with ``cy = Uy^T 1``, ``cx = Ux^T 1``;
+* variance: ``||Uy B Ux^T||_F^2 / (H W)`` with ``B = A - mu`` (bilinear weights sum to 1 per pixel,
+  so ``up(A) - mu = up(B)``). With ``Uy^T Uy = Ry^T Ry`` this is ``||Ry B Rx^T||_F^2 / (H W)``:
+  a sum of squares (never negative, no cancellation). ``Uy^T Uy`` is tridiagonal, so ``Ry`` is its
+  upper-bidiagonal Cholesky factor and the product costs ``O(h w)`` per unit;
+* the sum of ``up(A)`` over a pixel set ``M``: ``<A, Uy^T M Ux>``, so each region is an ``h x w``
+  kernel ``K_r = Uy^T M_r Ux``, built once per image and map size, and all units and regions of a
+  layer reduce to one ``C x hw @ hw x R`` matrix product.
+
+The z-score uses the population std of the whole upsampled map (digest section 2).
+
+Dead units (we fix): a unit is *dead* on an image, and its row is NaN, when its ``h x w`` map is
+exactly constant (``max == min``, the rule of He et al.'s demo), or when the std of its
+upsampled map is at most ``DEAD_RTOL * max|A|``. The second clause only catches maps whose
+upsampled variation is at the level of float64 rounding of their values (e.g. a checkerboard
+that bilinear *down*sampling averages out); no map coming from float32 activations with any
+real variation is that flat, and the z-score of such a map would be rounding noise.
+
+All arithmetic is float64. The naive references :func:`unit_region_nss_naive` and
+:func:`unit_nmm_naive` upsample every map with ``F.interpolate`` and are used by the tests and
+the benchmark only.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "DEAD_RTOL",
+    "interpolation_matrix",
+    "RegionScorer",
+    "unit_region_nss",
+    "unit_nmm",
+    "unit_region_nss_naive",
+    "unit_nmm_naive",
+]
+
+# A unit whose upsampled std is <= DEAD_RTOL * max|A| is dead (see the module docstring).
+DEAD_RTOL = 1e-12
+
+
+# --------------------------------------------------------------------------- interpolation
+
+
+def _source_indices(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Left/right source index and weight of every output sample, as PyTorch computes them.
+
+    ATen (``area_pixel_compute_source_index``, ``guard_index_and_lambda``) with
+    ``align_corners=False`` and an output size (no scale factor): ``scale = n_in / n_out``,
+    ``src = max(scale * (i + 0.5) - 0.5, 0)``, ``i0 = min(floor(src), n_in - 1)``,
+    ``i1 = i0 + 1`` clamped to ``n_in - 1``, ``w1 = clip(src - i0, 0, 1)``, ``w0 = 1 - w1``.
+    """
+    scale = np.float64(n_in) / np.float64(n_out)
+    src = scale * (np.arange(n_out, dtype=np.float64) + 0.5) - 0.5
+    src = np.maximum(src, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w1 = np.clip(src - i0, 0.0, 1.0)
+    w0 = 1.0 - w1
+    return i0, i1, w0, w1
+
+
+@functools.lru_cache(maxsize=64)
+def interpolation_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """The ``n_out x n_in`` matrix of 1-D bilinear resizing with half-pixel centres.
+
+    ``interpolation_matrix(H, h) @ A @ interpolation_matrix(W, w).T`` equals
+    ``F.interpolate(A[None, None], size=(H, W), mode="bilinear", align_corners=False)`` (no
+    antialias) up to float64 rounding. Each row holds at most two adjacent non-zero weights that
+    sum to 1; at the borders the source index is clamped (edge replication).
+
+    Args:
+        n_out: output length (image pixels), >= 1.
+        n_in: input length (map cells), >= 1.
+
+    Returns:
+        float64 array, read-only (it is cached and shared).
+
+    Raises:
+        ValueError: a length below 1.
+    """
+    n_out, n_in = int(n_out), int(n_in)
+    if n_out < 1 or n_in < 1:
+        raise ValueError(f"interpolation sizes must be >= 1, got n_out={n_out}, n_in={n_in}")
+    i0, i1, w0, w1 = _source_indices(n_out, n_in)
+    u = np.zeros((n_out, n_in), dtype=np.float64)
+    rows = np.arange(n_out)
+    np.add.at(u, (rows, i0), w0)
+    np.add.at(u, (rows, i1), w1)
+    u.setflags(write=False)
+    return u
+
+
+@dataclass(frozen=True, eq=False)
+class _Axis:
+    """Everything about one resized axis (``n_in`` map cells -> ``n_out`` pixels)."""
+
+    n_out: int
+    n_in: int
+    i0: np.ndarray  # n_out: left source index of each pixel
+    i1: np.ndarray
+    w0: np.ndarray  # n_out: its weight
+    w1: np.ndarray
+    colsum: np.ndarray  # n_in: U^T 1
+    r_diag: np.ndarray | None  # Cholesky factor of U^T U (upper bidiagonal) ...
+    r_super: np.ndarray | None
+    r_dense: np.ndarray | None  # ... or, when U^T U is singular (downsampling), U's QR factor
+
+
+@functools.lru_cache(maxsize=64)
+def _axis(n_out: int, n_in: int) -> _Axis:
+    u = interpolation_matrix(n_out, n_in)
+    i0, i1, w0, w1 = _source_indices(n_out, n_in)
+    gram = u.T @ u  # tridiagonal: a pixel mixes two adjacent cells only
+    r_diag = r_super = r_dense = None
+    if n_out >= n_in:
+        try:
+            # The Cholesky factor of a tridiagonal SPD matrix is bidiagonal (no fill-in).
+            low = np.linalg.cholesky(gram)
+            if np.all(np.isfinite(low)) and np.all(np.diag(low) > 0):
+                r_diag = np.ascontiguousarray(np.diag(low))
+                r_super = np.ascontiguousarray(np.diag(low, -1))
+        except np.linalg.LinAlgError:
+            pass
+    if r_diag is None:
+        # Downsampling: U^T U is singular; U's own QR factor keeps ||R B|| accurate even for
+        # maps in (or near) U's null space, which the dead-unit rule must recognise.
+        r_dense = np.linalg.qr(u, mode="r")
+    return _Axis(n_out, n_in, i0, i1, w0, w1, u.sum(axis=0), r_diag, r_super, r_dense)
+
+
+def _apply_r(ax: _Axis, x: np.ndarray, dim: int) -> np.ndarray:
+    """``R @ x`` along ``dim`` (1 = rows, 2 = columns) of a ``C x h x w`` stack."""
+    if ax.r_dense is None:
+        if dim == 1:
+            out = ax.r_diag[None, :, None] * x
+            out[:, :-1, :] += ax.r_super[None, :, None] * x[:, 1:, :]
+        else:
+            out = ax.r_diag[None, None, :] * x
+            out[:, :, :-1] += ax.r_super[None, None, :] * x[:, :, 1:]
+        return out
+    if dim == 1:
+        return np.einsum("ih,chw->ciw", ax.r_dense, x, optimize=True)
+    return np.einsum("jw,chw->chj", ax.r_dense, x, optimize=True)
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+def _as_unit_maps(unit_maps) -> np.ndarray:
+    """``C x h x w`` float64 numpy array from numpy or torch; finite values only."""
+    if isinstance(unit_maps, torch.Tensor):
+        arr = unit_maps.detach().to(device="cpu", dtype=torch.float64).numpy()
+    else:
+        arr = np.asarray(unit_maps, dtype=np.float64)
+    if arr.ndim != 3 or arr.shape[1] < 1 or arr.shape[2] < 1:
+        raise ValueError(
+            f"unit_maps must be a C x h x w stack (one map per unit), got shape {tuple(arr.shape)}; "
+            "index one image of a batch first"
+        )
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("unit_maps contain NaN or inf; check the layer's activations")
+    return arr
+
+
+def _as_masks(masks) -> np.ndarray:
+    """``R x H x W`` bool masks (a 2-D mask is one region); 0/1 values only."""
+    if isinstance(masks, torch.Tensor):
+        masks = masks.detach().cpu().numpy()
+    masks = np.asarray(masks)
+    if masks.ndim == 2:
+        masks = masks[None]
+    if masks.ndim != 3 or masks.shape[1] < 1 or masks.shape[2] < 1:
+        raise ValueError(f"masks must be R x H x W (one mask per region), got shape {masks.shape}")
+    if masks.dtype != bool:
+        if masks.size and not np.all((masks == 0) | (masks == 1)):
+            raise ValueError("masks must be boolean (or 0/1); threshold soft masks before scoring")
+        masks = masks.astype(bool)
+    return masks
+
+
+def _as_fixation_map(fixation_map, shape: tuple[int, int]) -> np.ndarray:
+    """``H x W`` bool map; any non-zero value marks a fixated pixel (duplicates collapse)."""
+    if isinstance(fixation_map, torch.Tensor):
+        fixation_map = fixation_map.detach().cpu().numpy()
+    fix = np.asarray(fixation_map)
+    if fix.shape != shape:
+        raise ValueError(
+            f"fixation_map is {fix.shape} but the masks are {shape[0]} x {shape[1]}; both must be at "
+            "the image's own resolution"
+        )
+    if fix.dtype != bool:
+        if fix.size and not np.all(np.isfinite(fix)):
+            raise ValueError("fixation_map contains NaN or inf; pass a binary map of fixated pixels")
+        fix = fix != 0
+    return fix
+
+
+# --------------------------------------------------------------------------- fast path
+
+
+def _points_kernels(ys: np.ndarray, xs: np.ndarray, member: np.ndarray, ay: _Axis, ax: _Axis) -> np.ndarray:
+    """``K_r = Uy^T M_r Ux`` for sparse ``M_r`` given as pixel lists: 4 scatter-adds per pixel.
+
+    ``member`` is ``R x n``: whether pixel ``(ys[p], xs[p])`` belongs to region ``r``.
+    """
+    n_regions = member.shape[0]
+    h, w = ay.n_in, ax.n_in
+    r, p = np.nonzero(member)
+    y, x = ys[p], xs[p]
+    base = r * (h * w)
+    rows = ((ay.i0[y], ay.w0[y]), (ay.i1[y], ay.w1[y]))
+    cols = ((ax.i0[x], ax.w0[x]), (ax.i1[x], ax.w1[x]))
+    idx = np.concatenate([base + iy * w + ix for iy, _ in rows for ix, _ in cols])
+    wts = np.concatenate([wy * wx for _, wy in rows for _, wx in cols])
+    k = np.bincount(idx, weights=wts, minlength=n_regions * h * w)
+    return k.reshape(n_regions, h, w)
+
+
+def _mask_kernels(masks: np.ndarray, boxes: list, ay: _Axis, ax: _Axis) -> np.ndarray:
+    """``K_r = Uy^T M_r Ux`` for dense masks, restricted to each mask's bounding box."""
+    uy, ux = interpolation_matrix(ay.n_out, ay.n_in), interpolation_matrix(ax.n_out, ax.n_in)
+    h, w = ay.n_in, ax.n_in
+    out = np.zeros((masks.shape[0], h, w), dtype=np.float64)
+    for r, box in enumerate(boxes):
+        if box is None:
+            continue
+        y0, y1, x0, x1 = box
+        m = masks[r, y0:y1, x0:x1].astype(np.float64)
+        by, bx = m.shape
+        # Pick the cheaper association of Uy^T (M Ux) vs (Uy^T M) Ux.
+        if by * bx * w + by * w * h <= h * by * bx + h * bx * w:
+            out[r] = uy[y0:y1].T @ (m @ ux[x0:x1])
+        else:
+            out[r] = (uy[y0:y1].T @ m) @ ux[x0:x1]
+    return out
+
+
+def _bounding_boxes(masks: np.ndarray) -> list:
+    boxes = []
+    rows_any = masks.any(axis=2)
+    cols_any = masks.any(axis=1)
+    for r in range(masks.shape[0]):
+        ys = np.flatnonzero(rows_any[r])
+        if ys.size == 0:
+            boxes.append(None)
+            continue
+        xs = np.flatnonzero(cols_any[r])
+        boxes.append((int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1))
+    return boxes
+
+
+# Units per block in _moments: ~256 KB of float64 per buffer keeps every pass in cache and
+# avoids page-faulting fresh multi-megabyte temporaries on each call (measured 2-5x slower).
+_BLOCK_ELEMENTS = 1 << 15
+
+
+@functools.lru_cache(maxsize=32)
+def _band_weights(ay: _Axis, ax: _Axis, n_units: int) -> tuple[np.ndarray, ...]:
+    """Bidiagonal ``Ry``/``Rx`` entries tiled over ``n_units`` flattened ``h x w`` maps.
+
+    On the flat array ``x`` (unit, row, column order), ``Ry`` along rows is
+    ``d_row * x + e_row * x[w:]`` and ``Rx`` along columns ``d_col * x + e_col * x[1:]``. The
+    super-diagonal weight is 0 on the last row/column, so a shifted read that crosses into the
+    next row or unit contributes nothing.
+    """
+    h, w = ay.n_in, ax.n_in
+    d_row = np.tile(np.repeat(ay.r_diag, w), n_units)
+    e_row = np.tile(np.repeat(np.append(ay.r_super, 0.0), w), n_units)[:-w]
+    d_col = np.tile(ax.r_diag, n_units * h)
+    e_col = np.tile(np.append(ax.r_super, 0.0), n_units * h)[:-1]
+    return d_row, e_row, d_col, e_col
+
+
+def _sum_squares_band(centred: np.ndarray, ay: _Axis, ax: _Axis, weights: tuple, bufs: tuple) -> np.ndarray:
+    """``||Ry B Rx^T||_F^2`` per unit for bidiagonal ``Ry``, ``Rx``, on contiguous flat buffers."""
+    n, h, w = centred.shape
+    m = n * h * w
+    d_row, e_row, d_col, e_col = weights
+    x = centred.reshape(-1)
+    t1, t2, tmp = (b[:m] for b in bufs)
+    np.multiply(x, d_row[:m], out=t1)
+    np.multiply(x[w:], e_row[:m - w], out=tmp[:m - w])
+    t1[:m - w] += tmp[:m - w]
+    np.multiply(t1, d_col[:m], out=t2)
+    np.multiply(t1[1:], e_col[:m - 1], out=tmp[:m - 1])
+    t2[:m - 1] += tmp[:m - 1]
+    t = t2.reshape(n, h * w)
+    return np.einsum("ij,ij->i", t, t)
+
+
+def _moments(arr: np.ndarray, mean: np.ndarray, ay: _Axis, ax: _Axis) -> tuple[np.ndarray, np.ndarray]:
+    """Std of every upsampled map and the dead flags, given the maps' upsampled means.
+
+    ``var = ||Ry (A - mu) Rx^T||_F^2 / (H W)``: centring first keeps the sum of squares free of
+    the ``E[up^2] - mu^2`` cancellation (activations can be huge and nearly flat).
+    """
+    n_units, h, w = arr.shape
+    n_pix = float(ay.n_out) * float(ax.n_out)
+    sq = np.empty(n_units, dtype=np.float64)
+    step = min(n_units, max(1, _BLOCK_ELEMENTS // (h * w)))
+    band = ay.r_dense is None and ax.r_dense is None
+    if band:
+        weights = _band_weights(ay, ax, step)
+        bufs = tuple(np.empty(step * h * w) for _ in range(3))
+    for start in range(0, n_units, step):
+        stop = min(start + step, n_units)
+        centred = arr[start:stop] - mean[start:stop, None, None]
+        if band:
+            sq[start:stop] = _sum_squares_band(centred, ay, ax, weights, bufs)
+        else:
+            t = _apply_r(ax, _apply_r(ay, centred, 1), 2)
+            sq[start:stop] = np.einsum("cij,cij->c", t, t)
+    std = np.sqrt(sq / n_pix)
+    flat = arr.reshape(n_units, -1)
+    hi, lo = flat.max(axis=1), flat.min(axis=1)
+    dead = (hi == lo) | (std <= DEAD_RTOL * np.maximum(np.abs(hi), np.abs(lo)))
+    return std, dead
+
+
+class RegionScorer:
+    """Mean z-scored upsampled unit map over each region's pixels, for every unit and region.
+
+    Built once per image (``set_regions``) and reused for every layer of that image: the region
+    kernels ``K_r = Uy^T M_r Ux`` are cached per map size ``h x w``, and the interpolation
+    factors per ``(h, w, H, W)`` across images.
+
+    With a fixation map, ``M_r`` = the unique fixated pixels inside mask ``r`` and the score is
+    region-wise NSS (He et al. 2019, eq. 1). Without one, ``M_r`` = the mask and the score is
+    NMM (eq. 4).
+
+    Args:
+        masks: optional ``R x H x W`` bool masks (``set_regions`` can be called later).
+        fixation_map: optional ``H x W`` binary fixation map (non-zero = fixated).
+    """
+
+    def __init__(self, masks=None, fixation_map=None) -> None:
+        self._shape: tuple[int, int] | None = None
+        self._n_pixels = np.zeros(0, dtype=np.int64)
+        self._kernels: dict[tuple[int, int], np.ndarray] = {}
+        self._points = None
+        self._masks = None
+        self._boxes = None
+        if masks is not None:
+            self.set_regions(masks, fixation_map)
+        elif fixation_map is not None:
+            raise ValueError("RegionScorer: a fixation_map needs masks; pass masks too")
+
+    def set_regions(self, masks, fixation_map=None) -> "RegionScorer":
+        """Use the regions of a new image.
+
+        Args:
+            masks: ``R x H x W`` bool masks at the image's resolution (2-D: one region).
+            fixation_map: ``H x W`` binary map, or ``None`` for NMM (eq. 4).
+
+        Returns:
+            ``self``.
+
+        Raises:
+            ValueError: masks not ``R x H x W`` or not binary, fixation map of another shape.
+        """
+        masks = _as_masks(masks)
+        self._shape = (int(masks.shape[1]), int(masks.shape[2]))
+        self._kernels = {}
+        if fixation_map is not None:
+            fix = _as_fixation_map(fixation_map, self._shape)
+            ys, xs = np.divmod(np.flatnonzero(fix), self._shape[1])  # faster than np.nonzero
+            member = masks[:, ys, xs]
+            self._points = (ys, xs, member)
+            self._masks = self._boxes = None
+            self._n_pixels = member.sum(axis=1).astype(np.int64)
+        else:
+            self._points = None
+            self._masks = masks
+            self._boxes = _bounding_boxes(masks)
+            self._n_pixels = np.array([np.count_nonzero(m) for m in masks], dtype=np.int64)
+        return self
+
+    @property
+    def n_pixels(self) -> np.ndarray:
+        """``R`` counts of the pixels each score averages over (fixated pixels in the mask, or mask area)."""
+        return self._n_pixels.copy()
+
+    def kernels(self, h: int, w: int) -> np.ndarray:
+        """``R x h x w`` kernels ``K_r = Uy^T M_r Ux`` for maps of size ``h x w`` (cached).
+
+        ``<A, K_r>`` is the sum of ``up(A)`` over the pixels of region ``r``.
+        """
+        n_regions = self._n_pixels.size
+        return self._extended_kernels(h, w)[:n_regions].reshape(n_regions, int(h), int(w))
+
+    def _extended_kernels(self, h: int, w: int) -> np.ndarray:
+        """``(R + 1) x hw``: the region kernels plus ``cy cx^T / (H W)``, whose product is the mean."""
+        if self._shape is None:
+            raise ValueError("RegionScorer has no regions yet; call set_regions(masks, fixation_map) first")
+        key = (int(h), int(w))
+        if key not in self._kernels:
+            ay, ax = _axis(self._shape[0], key[0]), _axis(self._shape[1], key[1])
+            if self._points is not None:
+                k = _points_kernels(*self._points, ay, ax)
+            else:
+                k = _mask_kernels(self._masks, self._boxes, ay, ax)
+            mean_row = np.outer(ay.colsum, ax.colsum) / (float(ay.n_out) * float(ax.n_out))
+            self._kernels[key] = np.concatenate([k.reshape(-1, key[0] * key[1]), mean_row.reshape(1, -1)])
+        return self._kernels[key]
+
+    def score(self, unit_maps) -> np.ndarray:
+        """``C x R`` float64 scores of every unit on every region.
+
+        Args:
+            unit_maps: ``C x h x w`` maps (numpy or torch, any float dtype, any device).
+
+        Returns:
+            ``C x R`` float64; NaN rows for dead units, NaN columns for regions with no pixel.
+
+        Raises:
+            ValueError: no regions set, maps not ``C x h x w`` or not finite.
+        """
+        if self._shape is None:
+            raise ValueError("RegionScorer has no regions yet; call set_regions(masks, fixation_map) first")
+        arr = _as_unit_maps(unit_maps)
+        n_units, h, w = arr.shape
+        n_regions = self._n_pixels.size
+        if n_regions == 0 or n_units == 0:
+            return np.full((n_units, n_regions), np.nan)
+        ay, ax = _axis(self._shape[0], h), _axis(self._shape[1], w)
+        # One product gives every region's pixel sum and the map's mean (last column).
+        proj = arr.reshape(n_units, h * w) @ self._extended_kernels(h, w).T
+        mean = proj[:, -1]
+        std, dead = _moments(arr, mean, ay, ax)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # He et al. 2019, eq. 1 / eq. 4: mean of z(up(A)) over the region's pixels.
+            out = (proj[:, :-1] / self._n_pixels[None, :] - mean[:, None]) / std[:, None]
+        out[dead, :] = np.nan
+        out[:, self._n_pixels == 0] = np.nan
+        return out
+
+
+def unit_region_nss(unit_maps, fixation_map, masks) -> np.ndarray:
+    """Region-wise NSS of every unit on every region of one image (He et al. 2019, eq. 1).
+
+    ``Assoc(a_j, region r) = mean over the unique fixated pixels inside mask r of z(up(a_j))``,
+    ``up`` = bilinear resize to the image size with half-pixel centres, ``z`` = z-score over the
+    whole upsampled map with the population std. Computed exactly in closed form (module
+    docstring); no upsampled map is materialised. For several layers of one image, build a
+    :class:`RegionScorer` once and call ``score`` per layer.
+
+    Args:
+        unit_maps: ``C x h x w`` unit maps (numpy or torch).
+        fixation_map: ``H x W`` binary fixation map at the image's resolution (non-zero =
+            fixated; duplicates collapse).
+        masks: ``R x H x W`` bool region masks.
+
+    Returns:
+        ``C x R`` float64: NaN rows for dead (constant) units, NaN columns for regions that
+        contain no fixated pixel.
+
+    Raises:
+        ValueError: wrong shapes, non-binary masks, non-finite maps.
+    """
+    return RegionScorer(masks, fixation_map).score(unit_maps)
+
+
+def unit_nmm(unit_maps, masks) -> np.ndarray:
+    """Normalised mean under each mask of every unit (He et al. 2019, eq. 4).
+
+    ``NMM(a_j, m_r) = mean over the pixels of mask r of z(up(a_j))`` (same ``up`` and ``z`` as
+    :func:`unit_region_nss`). Its ceiling is ``sqrt((1 - p) / p)``, ``p`` = mask fraction.
+
+    Args:
+        unit_maps: ``C x h x w`` unit maps (numpy or torch).
+        masks: ``R x H x W`` bool masks at the image's resolution.
+
+    Returns:
+        ``C x R`` float64: NaN rows for dead units, NaN columns for empty masks.
+
+    Raises:
+        ValueError: wrong shapes, non-binary masks, non-finite maps.
+    """
+    return RegionScorer(masks).score(unit_maps)
+
+
+# --------------------------------------------------------------------------- naive references
+
+
+def _naive_scores(unit_maps, weights: np.ndarray) -> np.ndarray:
+    """Upsample each map with F.interpolate (float64), z-score, average over each pixel set."""
+    arr = _as_unit_maps(unit_maps)
+    n_units = arr.shape[0]
+    n_regions, height, width = weights.shape
+    out = np.full((n_units, n_regions), np.nan)
+    chunk = max(1, (1 << 23) // (height * width))  # bound memory at ~64 MB of float64
+    for start in range(0, n_units, chunk):
+        block = torch.from_numpy(arr[start:start + chunk])
+        up = F.interpolate(block[:, None], size=(height, width), mode="bilinear", align_corners=False)
+        up = up[:, 0].numpy()
+        for j, u in enumerate(up):
+            a = arr[start + j]
+            sd = u.std()  # population std, ddof = 0
+            if a.max() == a.min() or sd <= DEAD_RTOL * np.abs(a).max():
+                continue
+            z = (u - u.mean()) / sd
+            for r in range(n_regions):
+                if weights[r].any():
+                    out[start + j, r] = z[weights[r]].mean()
+    return out
+
+
+def unit_region_nss_naive(unit_maps, fixation_map, masks) -> np.ndarray:
+    """Reference for :func:`unit_region_nss` that materialises every upsampled map (slow)."""
+    masks = _as_masks(masks)
+    fix = _as_fixation_map(fixation_map, masks.shape[1:])
+    return _naive_scores(unit_maps, masks & fix[None])
+
+
+def unit_nmm_naive(unit_maps, masks) -> np.ndarray:
+    """Reference for :func:`unit_nmm` that materialises every upsampled map (slow)."""
+    return _naive_scores(unit_maps, _as_masks(masks))

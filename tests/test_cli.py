@@ -1,0 +1,125 @@
+"""The command line: the main job writes its three files; every bad input is one line, no traceback."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+# Small and fast: random weights, 32 px network input, 3 pop-out arrays.
+FAST = ["--weights", "random", "--image-size", "32", "--max-images", "3", "--batch-size", "2", "--no-progress"]
+
+
+def _run(argv, capsys):
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _assert_one_line_error(code, err, *needles):
+    assert code != 0
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[-1], (needle, lines[-1])
+
+
+def test_dissect_writes_three_files(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = _run(["dissect", "--model", "vgg16", "--layer", "conv5_3", "--layer", "conv4_3",
+                              "--out", str(out), *FAST], capsys)
+    assert code == 0, err
+    units = pd.read_csv(out / "units.csv")
+    summary = pd.read_csv(out / "summary.csv")
+    run = json.loads((out / "run.json").read_text())
+    assert list(units.columns[:5]) == ["layer", "unit", "category", "score", "n_regions"]
+    assert set(units["layer"]) == {"conv5_3", "conv4_3"}
+    assert len(units) == 2 * 512 * units["category"].nunique()
+    assert list(summary.columns) == ["layer", "category", "top_k_mean", "count_above_threshold", "n_units",
+                                     "n_dead", "n_regions"]
+    assert run["model"]["weights"] == "random"
+    assert run["config"]["image_size"] == 32 and run["n_images"] == 3
+    assert run["metric"] == "nmm"
+    assert "torch" in run["versions"]
+    assert "conv5_3" in stdout
+
+
+def test_layer_range_and_resume_flag(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = _run(["dissect", "--layers", "conv5_1:conv5_3", "--out", str(out), *FAST], capsys)
+    assert code == 0, err
+    first = pd.read_csv(out / "units.csv")
+    assert list(dict.fromkeys(first["layer"])) == ["conv5_1", "conv5_2", "conv5_3"]
+    code, _, err = _run(["dissect", "--layers", "conv5_1:conv5_3", "--out", str(out), *FAST], capsys)
+    _assert_one_line_error(code, err, "--resume")
+    code, _, err = _run(["dissect", "--layers", "conv5_1:conv5_3", "--out", str(out), "--resume", *FAST], capsys)
+    assert code == 0, err
+    pd.testing.assert_frame_equal(pd.read_csv(out / "units.csv"), first)
+
+
+def test_unknown_layer_lists_valid_names(tmp_path, capsys):
+    code, _, err = _run(["dissect", "--layer", "conv9_9", "--out", str(tmp_path / "r"), *FAST], capsys)
+    _assert_one_line_error(code, err, "conv9_9", "conv5_3")
+
+
+def test_unknown_model_lists_models(tmp_path, capsys):
+    code, _, err = _run(["dissect", "--model", "vgg17", "--out", str(tmp_path / "r"), *FAST], capsys)
+    _assert_one_line_error(code, err, "vgg17", "vgg16", "resnet50")
+
+
+def test_missing_data_root(tmp_path, capsys):
+    code, _, err = _run(["dissect", "--dataset", "folder", "--data-root", str(tmp_path / "nope"),
+                         "--out", str(tmp_path / "r"), *FAST], capsys)
+    _assert_one_line_error(code, err, "nope")
+
+
+def test_missing_weights_file(tmp_path, capsys):
+    args = ["dissect", "--out", str(tmp_path / "r"), *FAST, "--weights", str(tmp_path / "missing.pt")]
+    code, _, err = _run(args, capsys)
+    _assert_one_line_error(code, err, "missing.pt")
+
+
+def test_weights_of_another_architecture(tmp_path, capsys):
+    bad = tmp_path / "tiny.pt"
+    torch.save(torch.nn.Conv2d(3, 4, 3).state_dict(), bad)
+    args = ["dissect", "--out", str(tmp_path / "r"), *FAST, "--weights", str(bad)]
+    code, _, err = _run(args, capsys)
+    _assert_one_line_error(code, err, "vgg16")
+
+
+def test_empty_dataset(tmp_path, capsys):
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    code, _, err = _run(["dissect", "--dataset", "folder", "--data-root", str(root),
+                         "--out", str(tmp_path / "r"), *FAST], capsys)
+    _assert_one_line_error(code, err)
+
+
+def test_unwritable_output_folder(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, _, err = _run(["dissect", "--out", str(blocker / "run"), *FAST], capsys)
+    _assert_one_line_error(code, err, "--out")
+
+
+def test_popout_generate_and_read_back(tmp_path, capsys):
+    out = tmp_path / "arrays"
+    code, _, err = _run(["popout", "generate", "--out", str(out), "--n-per-dimension", "1"], capsys)
+    assert code == 0, err
+    assert (out / "metadata.csv").exists()
+    code, _, err = _run(["dissect", "--dataset", "popout", "--data-root", str(out),
+                         "--out", str(tmp_path / "r"), *FAST], capsys)
+    assert code == 0, err
+
+
+def test_script_entry_point_exit_status(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "dissect", "--model", "nope",
+                           "--out", str(tmp_path / "r")], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: ") and "Traceback" not in proc.stderr
