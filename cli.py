@@ -152,6 +152,16 @@ def cmd_layers(args) -> int:
     return 0
 
 
+def cmd_stats(args) -> int:
+    from dissect.stats_report import write_stats_report
+
+    written = write_stats_report(args.run_dir, compare_to=args.run_dir2, maps_dir=args.maps, out=args.out,
+                                 overlays=not args.no_overlays, sigma=args.sigma)
+    for name, path in written.items():
+        print(f"{name:>24}  {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cli.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -190,6 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--canvas", type=int, default=224, help="image side in pixels (default 224)")
     g.add_argument("--with-control", action="store_true", help="add the conjunction (no pop-out) control")
 
+    st = sub.add_parser("stats", help="ANOVA, Tukey, OS/OD, Spearman, run comparison and figures of a run",
+                        description="Statistics of a dissection run (and optionally its comparison with a second "
+                                    "run, e.g. pretrained vs fine-tuned), written as CSV and PNG.")
+    st.add_argument("run_dir", help="folder of a finished dissection (units.csv, summary.csv, run.json)")
+    st.add_argument("run_dir2", nargs="?", help="a second run to compare with (changes are run_dir2 - run_dir)")
+    st.add_argument("--maps", help="folder of a model's output maps, <image_id>.npy|png, for OS/OD and Spearman")
+    st.add_argument("--out", help="where to write (default RUN_DIR/stats)")
+    st.add_argument("--sigma", type=float, default=24.0, help="Gaussian sigma of the human density map (px)")
+    st.add_argument("--no-overlays", action="store_true", help="skip the best-unit overlay figures "
+                                                               "(they reload the run's model)")
+
     lay = sub.add_parser("layers", help="list a model's readable layer names with channels and stride")
     lay.add_argument("--model", default="vgg16")
     lay.add_argument("--image-size", type=int, default=224)
@@ -213,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_popout_generate(args)
         if args.command == "layers":
             return cmd_layers(args)
+        if args.command == "stats":
+            return cmd_stats(args)
     except (ValueError, TypeError, FileNotFoundError, PermissionError, RuntimeError, OSError) as exc:
         if args.debug:
             raise

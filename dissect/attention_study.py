@@ -133,6 +133,19 @@ class _FixationMaps(Sequence):
         return out
 
 
+class _Subset(Sequence):
+    """The items of ``base`` at ``indices`` (other-image pools skip images without fixations)."""
+
+    def __init__(self, base: Sequence, indices: Sequence[int]) -> None:
+        self._base, self._indices = base, list(indices)
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __getitem__(self, index: int):
+        return self._base[self._indices[index]]
+
+
 def _sample_fixation_map(sample) -> np.ndarray | None:
     fix = getattr(sample, "fixation_map", None)
     if fix is not None:
@@ -143,12 +156,19 @@ def _sample_fixation_map(sample) -> np.ndarray | None:
     return fixation_map(table["x"].to_numpy(), table["y"].to_numpy(), sample.shape)
 
 
-def _upsample(maps: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
-    """``h x w`` map -> ``H x W`` float64, bilinear with half-pixel centres (digest section 1)."""
-    m = maps.detach().to("cpu", torch.float32)[None, None]
-    if tuple(m.shape[-2:]) != tuple(shape):
-        m = F.interpolate(m, size=tuple(shape), mode="bilinear", align_corners=False)
-    return m[0, 0].double().numpy()
+def _upsample(small: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
+    """``h x w`` map -> ``H x W`` float64, bilinear with half-pixel centres (digest section 1).
+
+    Computed in float64, and a constant map stays exactly constant: float32 interpolation
+    weights do not sum to exactly 1, which would turn a dead (constant) map into rounding noise
+    with a finite, meaningless NSS instead of NaN.
+    """
+    m = small.detach().to("cpu", torch.float64)
+    if m.numel() and bool(m.max() == m.min()):
+        return np.full(tuple(shape), float(m.flatten()[0]))
+    if tuple(m.shape) != tuple(shape):
+        m = F.interpolate(m[None, None], size=tuple(shape), mode="bilinear", align_corners=False)[0, 0]
+    return m.numpy()
 
 
 # --------------------------------------------------------------------------- gaze study
@@ -169,6 +189,7 @@ def run_attention_study(
     dense_layers: Sequence[Any] | None = None,
     duration_weighted: bool = False,
     ceiling: bool = True,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Score attention maps against human gaze on every image of a dataset.
 
@@ -209,6 +230,8 @@ def run_attention_study(
         dense_layers: layers of the dense model (default: :func:`dissect.attention.dense_attention_maps`'s).
         duration_weighted: human densities with Ebrahimpour et al.'s duration weights (they used sigma 20).
         ceiling: compute the human leave-one-subject-out rows (the slowest part on OSIE: 15 subjects).
+        options: per-method keyword options for :func:`dissect.attention.attention_maps`, e.g.
+            ``{"cam": {"cam_weights": fit_cam_regression(model, images)}}`` for VGG.
 
     Returns:
         ``(per_image, summary, info)``: ``per_image`` with :data:`PER_IMAGE_COLUMNS`, one row per
@@ -229,6 +252,12 @@ def run_attention_study(
     if n_total == 0:
         raise ValueError(f"dataset {getattr(dataset, 'name', '')!r} has no images: check the data root")
     plan = _layer_plan(model, methods, layers)
+    options = dict(options or {})
+    unknown = [m for m in options if m not in methods]
+    if unknown:
+        raise ValueError(f"options given for method(s) {unknown} that are not in methods {methods}")
+    if "dense" in options:
+        raise ValueError("choose the dense model's layers with dense_layers=, not options={'dense': ...}")
     device = _model_device(model)
 
     # First pass: fail before any model work if an image lacks fixations, and keep every image's
@@ -250,6 +279,7 @@ def run_attention_study(
     n_nonfinite = dict.fromkeys(methods, 0)
     counts = {"n_images": 0, "n_images_skipped_empty": n_total - len(usable), "n_images_without_ceiling": 0}
     rows: list[dict] = []
+    dense_names: list[str] = []  # the dense model's layers, as dissect.attention names them
     t_start = time.perf_counter()
     t_score = 0.0
     bar = tqdm(total=len(usable), desc="attention vs gaze", unit="img", disable=not progress, dynamic_ncols=True)
@@ -264,9 +294,12 @@ def run_attention_study(
                 if method == "dense":
                     for name, m in attention.dense_attention_maps(model, batch, layers=dense_layers).items():
                         maps[(method, name)] = m.detach().cpu()
+                        if not name.endswith("+") and name not in dense_names:
+                            dense_names.append(name)
                 else:
                     for label, spec in plan[method]:
-                        maps[(method, label)] = attention.attention_maps(model, batch, method, layer=spec).detach().cpu()
+                        maps[(method, label)] = attention.attention_maps(
+                            model, batch, method, layer=spec, **options.get(method, {})).detach().cpu()
                 seconds[method] += time.perf_counter() - t0
             t0 = time.perf_counter()
             for k, (index, sample) in enumerate(zip(chunk, samples)):
@@ -308,7 +341,7 @@ def run_attention_study(
     info = {
         "methods": methods,
         "layers": {m: [label for label, _ in plan[m]] for m in plan},
-        "dense_layers": None if dense_layers is None else [resolve_layer(model, d)[0] for d in dense_layers],
+        "dense_layers": dense_names,
         "image_size": image_size,
         "batch_size": batch_size,
         "sigma": sigma,
@@ -325,19 +358,6 @@ def run_attention_study(
                       "total": round(time.perf_counter() - t_start, 4)},
     }
     return per_image, summarize_gaze(per_image), info
-
-
-class _Subset(Sequence):
-    """The items of ``base`` at ``indices`` (other-image pools skip images without fixations)."""
-
-    def __init__(self, base: Sequence, indices: Sequence[int]) -> None:
-        self._base, self._indices = base, list(indices)
-
-    def __len__(self) -> int:
-        return len(self._indices)
-
-    def __getitem__(self, index: int):
-        return self._base[self._indices[index]]
 
 
 # --------------------------------------------------------------------------- FGSM robustness
@@ -407,7 +427,9 @@ def _perturb(wrapped: nn.Module, pixels: torch.Tensor, epsilon: float, labels: t
     from captum.robust import FGSM
 
     attack = FGSM(wrapped, loss_func=_loss, lower_bound=0.0, upper_bound=1.0)
-    return attack.perturb(pixels, epsilon=epsilon, target=labels).detach()
+    # An input that already requires grad spares captum's "did not require gradients" warning.
+    x = pixels.detach().clone().requires_grad_(True)
+    return attack.perturb(x, epsilon=epsilon, target=labels).detach()
 
 
 def fgsm_perturb(

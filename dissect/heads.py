@@ -21,7 +21,10 @@ __all__ = ["SaliencyVGG", "SceneVGG", "nss_loss", "freeze_encoder"]
 _N_ENCODER_MODULES = 30  # features[:30] ends at ReLU(conv5_3); features[30] is pool5
 
 
-def _vgg16_encoder(weights: str | os.PathLike, seed: int, progress: bool) -> tuple[nn.Sequential, nn.Module, dict]:
+def _vgg16_encoder(
+    weights: str | os.PathLike, seed: int, progress: bool
+) -> tuple[nn.Sequential, nn.Module, dict]:
+    """VGG16 ``features[:30]`` (up to ReLU(conv5_3)), its pool5, and the weights record."""
     vgg = load_model("vgg16", weights, seed=seed, progress=progress)
     return vgg.features[:_N_ENCODER_MODULES], vgg.features[_N_ENCODER_MODULES], vgg.dissect_info
 

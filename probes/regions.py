@@ -10,7 +10,8 @@ small ``h x w`` contraction (digest section 3):
 * variance: ``||Uy B Ux^T||_F^2 / (H W)`` with ``B = A - mu`` (bilinear weights sum to 1 per pixel,
   so ``up(A) - mu = up(B)``). With ``Uy^T Uy = Ry^T Ry`` this is ``||Ry B Rx^T||_F^2 / (H W)``:
   a sum of squares (never negative, no cancellation). ``Uy^T Uy`` is tridiagonal, so ``Ry`` is its
-  upper-bidiagonal Cholesky factor and the product costs ``O(h w)`` per unit;
+  upper-bidiagonal Cholesky factor and the product costs ``O(h w)`` per unit (when an axis is
+  *down*sampled, ``Uy^T Uy`` is singular and ``Ry`` is ``Uy``'s dense QR factor instead);
 * the sum of ``up(A)`` over a pixel set ``M``: ``<A, Uy^T M Ux>``, so each region is an ``h x w``
   kernel ``K_r = Uy^T M_r Ux``, built once per image and map size, and all units and regions of a
   layer reduce to one ``C x hw @ hw x R`` matrix product.
@@ -46,6 +47,8 @@ __all__ = [
     "unit_region_nss_naive",
     "unit_nmm_naive",
 ]
+
+_NOT_FINITE = "unit_maps contain NaN or inf; check the layer's activations"
 
 # A unit whose upsampled std is <= DEAD_RTOL * max|A| is dead (see the module docstring).
 DEAD_RTOL = 1e-12
@@ -159,7 +162,7 @@ def _apply_r(ax: _Axis, x: np.ndarray, dim: int) -> np.ndarray:
 # --------------------------------------------------------------------------- input checks
 
 
-def _as_unit_maps(unit_maps) -> np.ndarray:
+def _as_unit_maps(unit_maps, check_finite: bool = True) -> np.ndarray:
     """``C x h x w`` float64 numpy array from numpy or torch; finite values only."""
     if isinstance(unit_maps, torch.Tensor):
         arr = unit_maps.detach().to(device="cpu", dtype=torch.float64).numpy()
@@ -170,8 +173,8 @@ def _as_unit_maps(unit_maps) -> np.ndarray:
             f"unit_maps must be a C x h x w stack (one map per unit), got shape {tuple(arr.shape)}; "
             "index one image of a batch first"
         )
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("unit_maps contain NaN or inf; check the layer's activations")
+    if check_finite and not np.all(np.isfinite(arr)):
+        raise ValueError(_NOT_FINITE)
     return arr
 
 
@@ -262,9 +265,9 @@ def _bounding_boxes(masks: np.ndarray) -> list:
     return boxes
 
 
-# Units per block in _moments: ~256 KB of float64 per buffer keeps every pass in cache and
+# Units per block in _moments: ~512 KB of float64 per buffer keeps every pass in cache and
 # avoids page-faulting fresh multi-megabyte temporaries on each call (measured 2-5x slower).
-_BLOCK_ELEMENTS = 1 << 15
+_BLOCK_ELEMENTS = 1 << 16
 
 
 @functools.lru_cache(maxsize=32)
@@ -301,8 +304,9 @@ def _sum_squares_band(centred: np.ndarray, ay: _Axis, ax: _Axis, weights: tuple,
     return np.einsum("ij,ij->i", t, t)
 
 
-def _moments(arr: np.ndarray, mean: np.ndarray, ay: _Axis, ax: _Axis) -> tuple[np.ndarray, np.ndarray]:
-    """Std of every upsampled map and the dead flags, given the maps' upsampled means.
+def _moments(arr: np.ndarray, mean: np.ndarray, hi: np.ndarray, lo: np.ndarray,
+             ay: _Axis, ax: _Axis) -> tuple[np.ndarray, np.ndarray]:
+    """Std of every upsampled map and the dead flags, given each map's upsampled mean and max/min.
 
     ``var = ||Ry (A - mu) Rx^T||_F^2 / (H W)``: centring first keeps the sum of squares free of
     the ``E[up^2] - mu^2`` cancellation (activations can be huge and nearly flat).
@@ -324,8 +328,6 @@ def _moments(arr: np.ndarray, mean: np.ndarray, ay: _Axis, ax: _Axis) -> tuple[n
             t = _apply_r(ax, _apply_r(ay, centred, 1), 2)
             sq[start:stop] = np.einsum("cij,cij->c", t, t)
     std = np.sqrt(sq / n_pix)
-    flat = arr.reshape(n_units, -1)
-    hi, lo = flat.max(axis=1), flat.min(axis=1)
     dead = (hi == lo) | (std <= DEAD_RTOL * np.maximum(np.abs(hi), np.abs(lo)))
     return std, dead
 
@@ -430,16 +432,20 @@ class RegionScorer:
         """
         if self._shape is None:
             raise ValueError("RegionScorer has no regions yet; call set_regions(masks, fixation_map) first")
-        arr = _as_unit_maps(unit_maps)
+        arr = _as_unit_maps(unit_maps, check_finite=False)
         n_units, h, w = arr.shape
         n_regions = self._n_pixels.size
+        flat = arr.reshape(n_units, h * w)
+        hi, lo = flat.max(axis=1, initial=-np.inf), flat.min(axis=1, initial=np.inf)
+        if not (np.all(np.isfinite(hi)) and np.all(np.isfinite(lo))):  # NaN and inf reach max/min
+            raise ValueError(_NOT_FINITE)
         if n_regions == 0 or n_units == 0:
             return np.full((n_units, n_regions), np.nan)
         ay, ax = _axis(self._shape[0], h), _axis(self._shape[1], w)
         # One product gives every region's pixel sum and the map's mean (last column).
-        proj = arr.reshape(n_units, h * w) @ self._extended_kernels(h, w).T
+        proj = flat @ self._extended_kernels(h, w).T
         mean = proj[:, -1]
-        std, dead = _moments(arr, mean, ay, ax)
+        std, dead = _moments(arr, mean, hi, lo, ay, ax)
         with np.errstate(divide="ignore", invalid="ignore"):
             # He et al. 2019, eq. 1 / eq. 4: mean of z(up(A)) over the region's pixels.
             out = (proj[:, :-1] / self._n_pixels[None, :] - mean[:, None]) / std[:, None]

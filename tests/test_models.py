@@ -84,6 +84,7 @@ def test_imagenet_constants():
 
 
 def test_unknown_model_lists_names():
+    assert MODEL_NAMES == ("vgg16", "vgg19", "resnet50", "alexnet")
     with pytest.raises(ValueError, match="unknown model 'vgg11'.*vgg16, vgg19, resnet50, alexnet"):
         load_model("vgg11", weights="random")
 

@@ -1,0 +1,197 @@
+"""Statistics and figures for a finished dissection run (``python cli.py stats RUN_DIR``).
+
+Writes into ``RUN_DIR/stats/`` (or ``out``):
+
+* ``anova.csv`` (one-way ANOVA of unit scores across categories, per layer) and ``tukey.csv``
+  (Tukey HSD pairs), both with statsmodels;
+* ``summary_top_k_mean.png``, ``summary_count.png`` (layers x categories heat maps) and
+  ``bars_<layer>.png`` (top-k mean per category with error bars);
+* with a second run: ``compare.csv`` (per-category change of top-k mean and count above T, with
+  the unit-level paired difference and its Wilcoxon / paired t-test);
+* with ``maps_dir`` (a model's output map per image, ``<image_id>.npy`` or ``.png``):
+  ``output_regions.csv``, ``output_saliency.csv`` (OS_c, OD_c, He et al. eq. 2, 3) and
+  ``spearman.csv`` (inner saliency vs OS_c per layer);
+* ``overlays_<layer>_<category>.png``: the best units of each category over an example image with
+  the region outlined (He et al. Fig. 3); this reloads the run's model and weights.
+"""
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from probes import figures, stats
+
+__all__ = ["write_stats_report", "load_output_map", "first_examples", "best_unit_overlays"]
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "x"
+
+
+def load_output_map(maps_dir: Path, image_id: str) -> np.ndarray:
+    """Read a model's output map for one image (``.npy`` float or ``.png``/``.jpg`` grey)."""
+    for ext in (".npy", ".png", ".jpg", ".jpeg"):
+        path = maps_dir / f"{image_id}{ext}"
+        if path.exists():
+            if ext == ".npy":
+                return np.asarray(np.load(path), dtype=np.float64)
+            return np.asarray(Image.open(path).convert("F"), dtype=np.float64)
+    raise FileNotFoundError(f"no output map for image {image_id!r} in {maps_dir} "
+                            "(expected <image_id>.npy or .png)")
+
+
+def _resize_map(saliency: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    if saliency.shape == shape:
+        return saliency
+    t = torch.from_numpy(np.ascontiguousarray(saliency, dtype=np.float64))[None, None]
+    return F.interpolate(t, size=shape, mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def _output_saliency(dataset, maps_dir: Path, sigma: float) -> pd.DataFrame:
+    from datasets.fixations import density_map
+
+    rows = []
+    for sample in dataset:
+        if sample.fixation_map is None or not sample.fixation_map.any():
+            continue
+        pred = _resize_map(load_output_map(maps_dir, sample.image_id), sample.shape)
+        rows.append(stats.region_output_scores(pred, density_map(sample.fixation_map, sigma),
+                                               sample.fixation_map, sample.masks, sample.categories,
+                                               image_id=sample.image_id))
+    if not rows:
+        raise ValueError("the run's dataset has no image with fixations: OS/OD need human fixations")
+    return pd.concat(rows, ignore_index=True)
+
+
+def _reload(info: dict):
+    """The run's dataset and model, rebuilt from ``run.json``."""
+    from datasets import load_dataset
+    from dissect.models import load_model
+
+    cfg = info.get("config", {})
+    options = {"seed": cfg.get("seed", 0)} if cfg.get("dataset") == "popout" and not cfg.get("data_root") else {}
+    dataset = load_dataset(cfg.get("dataset", "popout"), cfg.get("data_root"), **options)
+    model_info = info.get("model", {})
+    weights = model_info.get("requested") if model_info.get("weights") == "file" else model_info.get("weights")
+    model = None
+    if weights and model_info.get("arch"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = load_model(model_info["arch"], weights=weights, seed=model_info.get("seed", 0))
+    return dataset, model
+
+
+def first_examples(dataset, categories) -> dict:
+    """For each category, the first sample with a non-empty region of it and that region's index
+    (one pass over the dataset, stopping when every category has an example)."""
+    wanted, found = set(categories), {}
+    for sample in dataset:
+        for i, category in enumerate(sample.categories):
+            if category in wanted and category not in found and sample.masks[i].any():
+                found[category] = (sample, i)
+        if len(found) == len(wanted):
+            break
+    return found
+
+
+def best_unit_overlays(model, sample, region: int, units: pd.DataFrame, layer: str, path,
+                       *, n_units: int = 4, image_size: int = 224) -> Path | None:
+    """Draw the ``n_units`` best live units of ``layer`` for the category of region ``region`` of
+    ``sample`` over that image, with the region outlined (He et al. Fig. 3).
+
+    Returns None when the layer has no live unit for the category."""
+    from dissect.dissection import preprocess
+    from dissect.hooks import ActivationRecorder
+
+    category = sample.categories[region]
+    live = stats.live_units(units, layer)
+    best = live[live["category"] == category].nlargest(n_units, "score")
+    if best.empty:
+        return None
+    with ActivationRecorder(model, layer) as rec, torch.inference_mode():
+        model(preprocess([sample.image], image_size))
+    acts = rec.activations[layer][0].double()
+    up = F.interpolate(acts[None], size=sample.shape, mode="bilinear", align_corners=False)[0].numpy()
+    n = len(best)
+    fixations = [sample.fixation_map] * n if sample.fixation_map is not None else None
+    return figures.unit_overlays([sample.image] * n, [up[int(u)] for u in best["unit"]],
+                                 [sample.masks[region]] * n,
+                                 [f"{layer} #{int(r.unit)} score {r.score:.2f}" for r in best.itertuples()],
+                                 path, fixation_maps=fixations)
+
+
+def write_stats_report(run_dir: str | os.PathLike, *, compare_to: str | os.PathLike | None = None,
+                       maps_dir: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
+                       overlays: bool = True, sigma: float = 24.0) -> dict[str, Path]:
+    """Compute every statistic of a run and write CSVs and figures; returns ``{name: path}``."""
+    from dissect.reports import check_writable
+
+    run_dir = Path(run_dir)
+    units, summary, info = stats.load_run(run_dir)
+    out_dir = check_writable(out if out is not None else run_dir / "stats")
+    top_k = int(info.get("top_k", 10))
+    threshold = float(info.get("threshold", 1.5))
+    layers = list(dict.fromkeys(units["layer"]))
+    written: dict[str, Path] = {}
+
+    anova, tukey = [], []
+    for layer in layers:
+        if stats.live_units(units, layer)["category"].nunique() < 2:
+            continue
+        anova.append(stats.anova_by_category(units, layer))
+        tukey.append(stats.tukey_by_category(units, layer))
+    if anova:
+        written["anova"] = out_dir / "anova.csv"
+        pd.concat(anova, ignore_index=True).to_csv(written["anova"], index=False)
+        written["tukey"] = out_dir / "tukey.csv"
+        pd.concat(tukey, ignore_index=True).to_csv(written["tukey"], index=False)
+
+    written["heatmap"] = figures.summary_heatmap(summary, out_dir / "summary_top_k_mean.png")
+    written["heatmap_count"] = figures.summary_heatmap(summary, out_dir / "summary_count.png",
+                                                       value="count_above_threshold")
+    for layer in layers:
+        written[f"bars_{layer}"] = figures.category_bars(units, layer, out_dir / f"bars_{_safe(layer)}.png",
+                                                         top_k=top_k, threshold=threshold)
+
+    if compare_to is not None:
+        other_units, _, _ = stats.load_run(compare_to)
+        written["compare"] = out_dir / "compare.csv"
+        stats.compare_runs(units, other_units, top_k=top_k, threshold=threshold).to_csv(written["compare"],
+                                                                                       index=False)
+
+    dataset = model = None
+    if maps_dir is not None or overlays:
+        dataset, model = _reload(info)
+    if maps_dir is not None:
+        regions = _output_saliency(dataset, Path(maps_dir), sigma)
+        written["output_regions"] = out_dir / "output_regions.csv"
+        regions.to_csv(written["output_regions"], index=False)
+        os_table = stats.output_saliency(regions)
+        written["output_saliency"] = out_dir / "output_saliency.csv"
+        os_table.to_csv(written["output_saliency"], index=False)
+        rho = []
+        for layer in layers:
+            try:
+                rho.append(stats.spearman_inner_vs_output(summary, os_table, layer))
+            except ValueError as exc:  # fewer than 3 shared categories: say so in the table
+                rho.append({"layer": layer, "rho": np.nan, "p_value": np.nan, "n": 0, "note": str(exc)})
+        written["spearman"] = out_dir / "spearman.csv"
+        pd.DataFrame(rho).to_csv(written["spearman"], index=False)
+
+    if overlays and model is not None:
+        layer = layers[-1]
+        size = int(info.get("image_size") or 224)
+        for category, (sample, region) in first_examples(dataset, dict.fromkeys(units["category"])).items():
+            path = best_unit_overlays(model, sample, region, units, layer,
+                                      out_dir / f"overlays_{_safe(layer)}_{_safe(category)}.png", image_size=size)
+            if path is not None:
+                written[f"overlays_{category}"] = path
+    return written

@@ -1,0 +1,219 @@
+"""UnitScoreAccumulator: hand-computed tables, exact shard merging, persistence, errors."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from probes.aggregate import UnitScoreAccumulator
+
+NAN = np.nan
+UNIT_COLUMNS = ["layer", "unit", "category", "score", "n_regions", "dead", "n_valid"]
+SUMMARY_COLUMNS = ["layer", "category", "top_k_mean", "count_above_threshold", "n_units", "n_dead", "n_regions"]
+
+
+def _hand_accumulator():
+    acc = UnitScoreAccumulator(categories=["a", "b", "c"])
+    # image 1: regions of categories a, b; unit 1 dead on the a-region, unit 2 dead throughout
+    acc.add("L", np.array([[1.0, 2.0], [NAN, 4.0], [NAN, NAN]]), ["a", "b"])
+    # image 2: one a-region
+    acc.add("L", np.array([[3.0], [5.0], [NAN]]), ["a"])
+    # a second layer: ties at the top, one unit exactly at the threshold
+    acc.add("M", torch.tensor([[1.5], [1.5], [1.5], [0.5]], dtype=torch.float64), ["a"])
+    return acc
+
+
+def test_unit_table_by_hand():
+    table = _hand_accumulator().unit_table()
+    assert list(table.columns) == UNIT_COLUMNS
+    layer_l = table[table.layer == "L"]
+    assert list(layer_l.unit) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert list(layer_l.category) == ["a", "b", "c"] * 3
+    # unit 0: a = (1 + 3) / 2, b = 2; unit 1: a = 5 (dead on image 1), b = 4; unit 2 never live.
+    np.testing.assert_array_equal(layer_l.score, [2.0, 2.0, NAN, 5.0, 4.0, NAN, NAN, NAN, NAN])
+    assert list(layer_l.n_valid) == [2, 1, 0, 1, 1, 0, 0, 0, 0]
+    assert list(layer_l.n_regions) == [2, 1, 0] * 3
+    assert list(layer_l.dead) == [False, False, True, False, False, True, True, True, True]
+    assert list(table.layer.unique()) == ["L", "M"]
+
+
+def test_summary_by_hand():
+    summary = _hand_accumulator().summary(top_k=1, threshold=2.0)
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    rows = summary.set_index(["layer", "category"])
+    # L/a: live scores 2, 5 -> top-1 5; "> 2" is strict so only 5 counts; unit 2 is dead.
+    assert rows.loc[("L", "a")].tolist() == [5.0, 1, 3, 1, 2]
+    assert rows.loc[("L", "b")].tolist() == [4.0, 1, 3, 1, 1]
+    c = rows.loc[("L", "c")]
+    assert np.isnan(c.top_k_mean) and c.tolist()[1:] == [0, 3, 3, 0]
+    # fewer live units than k: the mean of those that are live
+    assert _hand_accumulator().summary(top_k=10).set_index(["layer", "category"]).loc[("L", "a"), "top_k_mean"] == 3.5
+    # ties: the two best of 1.5, 1.5, 1.5, 0.5; threshold 1.5 is strict
+    tied = _hand_accumulator().summary(top_k=2, threshold=1.5).set_index(["layer", "category"]).loc[("M", "a")]
+    assert tied.top_k_mean == 1.5 and tied.count_above_threshold == 0 and tied.n_units == 4
+    top3 = _hand_accumulator().summary(top_k=4, threshold=0.5).set_index(["layer", "category"]).loc[("M", "a")]
+    assert top3.top_k_mean == (1.5 * 3 + 0.5) / 4 and top3.count_above_threshold == 3
+    with pytest.raises(ValueError, match="top_k"):
+        _hand_accumulator().summary(top_k=0)
+
+
+def test_first_seen_order_and_empty():
+    acc = UnitScoreAccumulator()
+    assert acc.unit_table().empty and list(acc.unit_table().columns) == UNIT_COLUMNS
+    assert acc.summary().empty
+    acc.add("z", np.ones((2, 2)), ["text", "face"])
+    acc.add("y", np.ones((1, 1)), ["dog"])
+    acc.add("z", np.ones((2, 1)), ["dog"])
+    assert acc.layers == ["z", "y"] and acc.categories == ["text", "face", "dog"]
+    table = acc.unit_table()
+    assert list(table.category[:3]) == ["text", "face", "dog"]
+    assert list(table[table.layer == "y"].n_regions) == [0, 0, 1]
+    acc.add("z", np.zeros((2, 0)), [])  # an image without regions changes nothing
+    pd.testing.assert_frame_equal(acc.unit_table(), table)
+
+
+def test_quantisation_is_below_tolerance():
+    acc = UnitScoreAccumulator()
+    values = [0.1, -1 / 3, np.pi, 1234.56789]
+    for v in values:
+        acc.add("L", np.array([[v]]), ["a"])
+    assert abs(acc.unit_table().score[0] - np.mean(values)) <= 2.0 ** -33 + 1e-15
+
+
+def _stream(rng, n_images=40):
+    """Scores over many magnitudes (float sums would depend on order), with dead units."""
+    layers = {"conv4_3": 6, "conv5_3": 5}
+    cats = ["person head", "text", "object", "animal head"]
+    records = []
+    for _ in range(n_images):
+        n_regions = int(rng.integers(0, 4))
+        regions = list(rng.choice(cats, size=n_regions))
+        for layer, n_units in layers.items():
+            scores = rng.normal(size=(n_units, n_regions)) * 10.0 ** rng.uniform(-3, 2, size=(n_units, n_regions))
+            scores[rng.random((n_units, n_regions)) < 0.2] = NAN
+            scores[0] = NAN  # unit 0 always dead
+            records.append((layer, scores, regions))
+    return records, cats
+
+
+def _accumulate(records, categories=None):
+    acc = UnitScoreAccumulator(categories=categories)
+    for layer, scores, regions in records:
+        acc.add(layer, scores, regions)
+    return acc
+
+
+def _assert_same(t1, t2):
+    assert np.array_equal(t1.score.to_numpy(), t2.score.to_numpy(), equal_nan=True)
+    pd.testing.assert_frame_equal(t1, t2, check_exact=True)
+
+
+def test_shard_merge_is_bit_identical(rng):
+    records, cats = _stream(rng)
+    single = _accumulate(records, cats)
+    a, b, c = records[:30], records[30:50], records[50:]
+    ab = _accumulate(a, cats).merge(_accumulate(b, cats)).merge(_accumulate(c, cats))
+    cba = _accumulate(c, cats).merge(_accumulate(b, cats)).merge(_accumulate(a, cats))
+    _assert_same(single.unit_table(), ab.unit_table())
+    _assert_same(single.unit_table(), cba.unit_table())
+    pd.testing.assert_frame_equal(single.summary(), cba.summary(), check_exact=True)
+    # the table mean equals the float mean of the valid scores, to the fixed-point quantum
+    layer, unit, cat = "conv5_3", 3, "text"
+    values = [s[unit, i] for lay, s, regs in records if lay == layer for i, r in enumerate(regs) if r == cat]
+    row = single.unit_table().query("layer == @layer and unit == @unit and category == @cat")
+    assert abs(row.score.item() - np.nanmean(values)) < 1e-9
+    assert row.n_valid.item() == np.count_nonzero(~np.isnan(values)) and row.n_regions.item() == len(values)
+
+
+def test_merge_with_first_seen_categories(rng):
+    records, _ = _stream(rng, n_images=20)
+    single = _accumulate(records).unit_table()
+    merged = _accumulate(records[20:]).merge(_accumulate(records[:20])).unit_table()
+    key = ["layer", "unit", "category"]
+    _assert_same(single.sort_values(key, ignore_index=True), merged.sort_values(key, ignore_index=True))
+    acc = _accumulate(records[:4])
+    doubled = _accumulate(records[:4] * 2).unit_table()
+    _assert_same(acc.merge(acc).unit_table(), doubled)  # merging with itself doubles
+
+
+def test_save_load_round_trip(rng, tmp_path):
+    records, cats = _stream(rng, n_images=10)
+    acc = _accumulate(records, cats)
+    path = tmp_path / "state.npz"
+    assert acc.save(path) == path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.npz"]  # no temporary left behind
+    loaded = UnitScoreAccumulator.load(path)
+    _assert_same(acc.unit_table(), loaded.unit_table())
+    for x, y in zip(acc.state_dict()["sums"], loaded.state_dict()["sums"]):
+        assert x.dtype == y.dtype == np.int64 and np.array_equal(x, y)
+    with pytest.raises(ValueError, match="not among"):
+        loaded.add("conv5_3", np.ones((5, 1)), ["plant"])  # fixed categories survive the trip
+    state = json.loads(json.dumps({k: [a.tolist() for a in v] if k in ("sums", "counts", "n_regions") else v
+                                   for k, v in acc.state_dict().items()}))
+    _assert_same(acc.unit_table(), UnitScoreAccumulator.from_state_dict(state).unit_table())
+    # resume: loaded state + the rest == a single pass
+    more, _ = _stream(np.random.default_rng(7), n_images=5)
+    _assert_same(_accumulate(records + more, cats).unit_table(),
+                 UnitScoreAccumulator.load(path).merge(_accumulate(more, cats)).unit_table())
+
+
+def test_save_is_atomic(rng, tmp_path, monkeypatch):
+    path = tmp_path / "state.npz"
+    acc = _accumulate(_stream(rng, n_images=3)[0])
+    acc.save(path)
+    before = path.read_bytes()
+
+    def broken_savez(handle, **arrays):
+        handle.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", broken_savez)
+    with pytest.raises(KeyboardInterrupt):
+        _accumulate(_stream(rng, n_images=5)[0]).save(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.npz"]
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no accumulator state"):
+        UnitScoreAccumulator.load(tmp_path / "missing.npz")
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a readable"):
+        UnitScoreAccumulator.load(junk)
+    other = tmp_path / "other.npz"
+    np.savez(other, x=np.zeros(2))
+    with pytest.raises(ValueError, match="not an accumulator state"):
+        UnitScoreAccumulator.load(other)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        UnitScoreAccumulator().save(tmp_path / "nowhere" / "state.npz")
+
+
+def test_add_errors():
+    acc = UnitScoreAccumulator(categories=["a"])
+    acc.add("L", np.zeros((3, 1)), ["a"])
+    with pytest.raises(ValueError, match="had 3 units"):
+        acc.add("L", np.zeros((4, 1)), ["a"])
+    with pytest.raises(ValueError, match="2 categories"):
+        acc.add("L", np.zeros((3, 1)), ["a", "a"])
+    with pytest.raises(ValueError, match="not among"):
+        acc.add("L", np.zeros((3, 1)), ["b"])
+    with pytest.raises(ValueError, match="C x R"):
+        acc.add("L", np.zeros(3), ["a"])
+    with pytest.raises(ValueError, match="inf"):
+        acc.add("L", np.full((3, 1), np.inf), ["a"])
+    with pytest.raises(ValueError, match="fixed-point range"):
+        acc.add("L", np.full((3, 1), 2.0 ** 21), ["a"])
+    with pytest.raises(ValueError, match="twice"):
+        UnitScoreAccumulator(categories=["a", "a"])
+    other = UnitScoreAccumulator()
+    other.add("L", np.zeros((2, 1)), ["a"])
+    with pytest.raises(ValueError, match="cannot merge layer"):
+        acc.merge(other)
+    stranger = UnitScoreAccumulator()
+    stranger.add("L", np.zeros((3, 1)), ["zebra"])
+    with pytest.raises(ValueError, match="cannot merge: categories"):
+        acc.merge(stranger)
+    # failed operations left the state untouched
+    assert acc.unit_table().n_regions.tolist() == [1, 1, 1]
