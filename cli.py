@@ -81,8 +81,8 @@ def _resolve_device(name: str) -> str:
     return name
 
 
-def _dataset_options(cfg: DissectConfig) -> dict:
-    return {"seed": cfg.seed} if cfg.dataset == "popout" and cfg.data_root is None else {}
+def _dataset_options(dataset: str, data_root: str | None, seed: int) -> dict:
+    return {"seed": seed} if dataset in ("popout", "popout-gaze") and data_root is None else {}
 
 
 def cmd_dissect(cfg: DissectConfig) -> int:
@@ -102,7 +102,7 @@ def cmd_dissect(cfg: DissectConfig) -> int:
             state.unlink()
     check_writable(out)
     device = _resolve_device(cfg.device)
-    dataset = load_dataset(cfg.dataset, cfg.data_root, **_dataset_options(cfg))
+    dataset = load_dataset(cfg.dataset, cfg.data_root, **_dataset_options(cfg.dataset, cfg.data_root, cfg.seed))
     model = load_model(cfg.model, weights=cfg.weights, seed=cfg.seed)
     layers = _expand_layers(model, cfg.layers)
     t0 = time.time()
@@ -137,6 +137,68 @@ def cmd_popout_generate(args) -> int:
     dataset = PopoutDataset(n_per_dimension=args.n_per_dimension, seed=args.seed, dimensions=dims, params=params)
     write_popout_set(dataset, out)
     print(f"wrote {len(dataset)} pop-out arrays ({', '.join(dims)}) to {out}")
+    return 0
+
+
+def _load_model_quietly_if_random(name: str, weights: str, seed: int):
+    from dissect.models import load_model
+
+    return load_model(name, weights=weights, seed=seed)
+
+
+def cmd_attention(args) -> int:
+    from datasets import load_dataset
+    from datasets.base import first
+    from dissect.attention_report import write_attention_report
+    from dissect.dissection import environment_versions
+    from dissect.reports import check_writable
+
+    out = check_writable(args.out or Path("runs") / f"attention-{args.model}-{args.dataset}")
+    device = _resolve_device(args.device)
+    dataset = load_dataset(args.dataset, args.data_root, **_dataset_options(args.dataset, args.data_root, args.seed))
+    dataset = first(dataset, args.max_images)
+    model = _load_model_quietly_if_random(args.model, args.weights, args.seed).to(device)
+    methods = args.methods or ["gradcam"]
+    params = {"command": "attention", "args": vars(args), "model": getattr(model, "dissect_info", {}),
+              "dataset": dataset.name, "versions": environment_versions()}
+    paths = write_attention_report(model, dataset, methods, out, params=params, layers=args.layers,
+                                   image_size=args.image_size, batch_size=args.batch_size, sigma=args.sigma,
+                                   seed=args.seed, progress=not args.no_progress, ceiling=not args.no_ceiling)
+    import pandas as pd
+
+    summary = pd.read_csv(paths["summary"], keep_default_na=False, na_values=[""])
+    summary["layer"] = summary["layer"].fillna("")
+    cols = [c for c in ("method", "layer", "n", "mae_mean", "nss_mean", "cc_mean", "auc_judd_mean", "sauc_mean",
+                        "ig_mean") if c in summary.columns]
+    print(summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def cmd_robustness(args) -> int:
+    import pandas as pd
+
+    from datasets import load_dataset
+    from dissect.attention_study import fooling_rate
+    from dissect.reports import check_writable
+
+    out = check_writable(args.out or Path("runs") / f"robustness-{args.dataset}")
+    device = _resolve_device(args.device)
+    dataset = load_dataset(args.dataset, args.data_root, **_dataset_options(args.dataset, args.data_root, args.seed))
+    for eps in args.epsilon:
+        if not 0.0 <= eps <= 1.0:
+            raise ValueError(f"epsilon {eps} is outside [0, 1] (it is in pixel units of images scaled to [0, 1])")
+    rows = []
+    for name in args.models or ["vgg16"]:
+        model = _load_model_quietly_if_random(name, args.weights, args.seed).to(device)
+        for eps in args.epsilon:
+            result = fooling_rate(model, dataset, eps, image_size=args.image_size, batch_size=args.batch_size,
+                                  progress=not args.no_progress)
+            rows.append({"model": name, "weights": model.dissect_info.get("weights_detail"), **result})
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "robustness.csv", index=False)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"wrote {out / 'robustness.csv'}")
     return 0
 
 
@@ -211,6 +273,46 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--no-overlays", action="store_true", help="skip the best-unit overlay figures "
                                                                "(they reload the run's model)")
 
+    a = sub.add_parser("attention", help="compare attention maps (Grad-CAM, CAM, dense, ...) with human gaze",
+                       description="Score each attention method's map against human fixations (MAE, NSS, CC, KL, "
+                                   "SIM, AUC-Judd, s-AUC, IG) next to a centre-bias floor and a human "
+                                   "leave-one-subject-out ceiling; writes per_image.csv, summary.csv, run.json "
+                                   "and figures.")
+    a.add_argument("--model", default="vgg16")
+    a.add_argument("--method", dest="methods", action="append",
+                   help="activation, cam, gradcam, guided_backprop, guided_gradcam or dense; repeatable "
+                        "(default gradcam)")
+    a.add_argument("--layer", dest="layers", action="append", help="layer(s) of the layer-level methods "
+                                                                    "(default: each method's own)")
+    a.add_argument("--dataset", default="popout-gaze", help="a dataset with fixations: osie, osie-sr, salicon, "
+                                                            "folder, or popout-gaze (simulated observers, offline)")
+    a.add_argument("--data-root")
+    a.add_argument("--weights", default="auto")
+    a.add_argument("--out", help="run folder (default runs/attention-MODEL-DATASET)")
+    a.add_argument("--image-size", type=int, default=224)
+    a.add_argument("--batch-size", type=int, default=4)
+    a.add_argument("--sigma", type=float, default=24.0, help="Gaussian sigma of the human density maps (px)")
+    a.add_argument("--device", default="cpu")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--max-images", type=int, help="use only the first N images")
+    a.add_argument("--no-ceiling", action="store_true", help="skip the leave-one-subject-out ceiling (slow)")
+    a.add_argument("--no-progress", action="store_true")
+
+    r = sub.add_parser("robustness", help="FGSM fooling rate per model (captum)",
+                       description="Fraction of images whose top-1 label changes under a one-step FGSM "
+                                   "perturbation of size epsilon (pixel units of [0, 1] images).")
+    r.add_argument("--model", dest="models", action="append", help="repeatable (default vgg16)")
+    r.add_argument("--epsilon", type=float, action="append", required=True, help="repeatable, in [0, 1]")
+    r.add_argument("--dataset", default="popout")
+    r.add_argument("--data-root")
+    r.add_argument("--weights", default="auto")
+    r.add_argument("--out", help="folder for robustness.csv (default runs/robustness-DATASET)")
+    r.add_argument("--image-size", type=int, default=224)
+    r.add_argument("--batch-size", type=int, default=8)
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--no-progress", action="store_true")
+
     lay = sub.add_parser("layers", help="list a model's readable layer names with channels and stride")
     lay.add_argument("--model", default="vgg16")
     lay.add_argument("--image-size", type=int, default=224)
@@ -236,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_layers(args)
         if args.command == "stats":
             return cmd_stats(args)
+        if args.command == "attention":
+            return cmd_attention(args)
+        if args.command == "robustness":
+            return cmd_robustness(args)
     except (ValueError, TypeError, FileNotFoundError, PermissionError, RuntimeError, OSError) as exc:
         if args.debug:
             raise

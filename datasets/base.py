@@ -10,7 +10,7 @@ from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 
-__all__ = ["Sample", "Dataset", "ListDataset"]
+__all__ = ["Sample", "Dataset", "ListDataset", "Subset", "first"]
 
 
 @dataclass
@@ -104,3 +104,30 @@ class ListDataset:
 
     def __iter__(self) -> Iterator[Sample]:
         return iter(self.samples)
+
+
+class Subset:
+    """A lazy view of some images of a dataset (in the given order)."""
+
+    def __init__(self, dataset, indices: Sequence[int]) -> None:
+        self.dataset = dataset
+        self.indices = list(indices)
+        self.name = getattr(dataset, "name", type(dataset).__name__)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.dataset[self.indices[index]]
+
+    def __iter__(self) -> Iterator[Sample]:
+        return (self.dataset[i] for i in self.indices)
+
+
+def first(dataset, n: int | None):
+    """The first ``n`` images of ``dataset`` (all of them when ``n`` is None), lazily."""
+    if n is None or n >= len(dataset):
+        return dataset
+    if n < 1:
+        raise ValueError(f"the number of images must be >= 1, got {n}")
+    return Subset(dataset, range(n))

@@ -74,11 +74,14 @@ def _output_saliency(dataset, maps_dir: Path, sigma: float) -> pd.DataFrame:
 def _reload(info: dict):
     """The run's dataset and model, rebuilt from ``run.json``."""
     from datasets import load_dataset
+    from datasets.base import first
     from dissect.models import load_model
 
     cfg = info.get("config", {})
-    options = {"seed": cfg.get("seed", 0)} if cfg.get("dataset") == "popout" and not cfg.get("data_root") else {}
-    dataset = load_dataset(cfg.get("dataset", "popout"), cfg.get("data_root"), **options)
+    generated = cfg.get("dataset") in ("popout", "popout-gaze") and not cfg.get("data_root")
+    options = {"seed": cfg.get("seed", 0)} if generated else {}
+    dataset = first(load_dataset(cfg.get("dataset", "popout"), cfg.get("data_root"), **options),
+                    cfg.get("max_images"))
     model_info = info.get("model", {})
     weights = model_info.get("requested") if model_info.get("weights") == "file" else model_info.get("weights")
     model = None

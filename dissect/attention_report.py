@@ -1,0 +1,74 @@
+"""Write an attention-vs-gaze study to a folder (``python cli.py attention``).
+
+Files: ``per_image.csv`` (image, method, layer, MAE, NSS, CC, KL, SIM, AUC-Judd, s-AUC, IG),
+``summary.csv`` (method x layer: mean and standard error of each metric, with the centre-bias
+floor and the human leave-one-subject-out ceiling), ``run.json``, ``overlays.png`` (image, human
+map, each method's map for the first images) and, with ``dense``, ``dense_mae.png`` (MAE per
+dense-attention layer, Ebrahimpour et al. Fig. 9).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch.nn.functional as F
+
+from dissect import attention
+from dissect.attention_study import run_attention_study
+from dissect.dissection import preprocess
+from dissect.reports import check_writable
+from probes.attention_figures import attention_overlays, dense_layer_mae
+from probes.gaze import human_density
+
+__all__ = ["write_attention_report", "example_maps"]
+
+
+def example_maps(model, samples, methods: Sequence[str], *, image_size: int = 224,
+                 sigma: float = 24.0) -> tuple[list, dict]:
+    """Human density maps and each method's map (default layer), at each image's own size."""
+    batch = preprocess([s.image for s in samples], image_size)
+    maps: dict[str, list] = {}
+    for method in methods:
+        out = attention.attention_maps(model, batch, method)
+        maps[method] = [
+            F.interpolate(out[i][None, None].double(), size=s.shape, mode="bilinear",
+                          align_corners=False)[0, 0].numpy()
+            for i, s in enumerate(samples)
+        ]
+    return [human_density(s, sigma) for s in samples], maps
+
+
+def write_attention_report(model, dataset, methods: Sequence[str], out_dir: str | os.PathLike, *,
+                           params: dict | None = None, n_examples: int = 3, **study_options) -> dict[str, Path]:
+    """Run :func:`dissect.attention_study.run_attention_study` and write its tables and figures.
+
+    Args:
+        model, dataset, methods: as for ``run_attention_study``.
+        out_dir: the run folder (created; must be writable).
+        params: extra run parameters for ``run.json`` (model, weights, versions, ...).
+        n_examples: images shown in ``overlays.png``.
+        **study_options: passed to ``run_attention_study`` (``image_size``, ``sigma``, ...).
+
+    Returns:
+        ``{name: path}`` of the written files.
+    """
+    out = check_writable(out_dir)
+    per_image, summary, info = run_attention_study(model, dataset, methods, **study_options)
+    paths = {"per_image": out / "per_image.csv", "summary": out / "summary.csv", "run": out / "run.json"}
+    per_image.to_csv(paths["per_image"], index=False)
+    summary.to_csv(paths["summary"], index=False)
+    paths["run"].write_text(json.dumps({**(params or {}), **info}, indent=2, default=str))
+
+    samples = [dataset[i] for i in range(min(n_examples, len(dataset)))]
+    samples = [s for s in samples if s.fixation_map is not None and s.fixation_map.any()]
+    if samples:
+        human, maps = example_maps(model, samples, methods,
+                                   image_size=study_options.get("image_size", 224),
+                                   sigma=study_options.get("sigma", 24.0))
+        paths["overlays"] = attention_overlays([s.image for s in samples], human, maps, out / "overlays.png",
+                                               titles=[s.image_id for s in samples])
+    if "dense" in methods:
+        paths["dense_mae"] = dense_layer_mae(per_image, out / "dense_mae.png")
+    return paths
