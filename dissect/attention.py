@@ -25,7 +25,11 @@ Conventions fixed here:
   ``register_full_backward_hook`` (it breaks on in-place ReLUs, pytorch#61519). torchvision's
   ReLUs are in-place: gradient methods switch every ``nn.ReLU`` to ``inplace=False`` for the
   call, so a hooked conv output keeps its pre-ReLU values and captum's ReLU hooks see the
-  tensors they expect (captum dropped in-place support for GuidedBackprop in its PR #837).
+  tensors they expect (captum documents in-place modules as unsupported by GuidedBackprop since
+  its PR #837; captum 0.9 happens to cope, older releases do not).
+- Guided methods refuse a model that calls ``F.relu`` / ``torch.relu`` outside ``nn.ReLU``
+  modules (counted during the target forward): captum guides only ``nn.ReLU`` modules.
+  torchvision's VGG, AlexNet and ResNet make no such call.
 - Batch size does not change the maps: every image's score depends only on that image in eval
   mode, so the gradients of the summed scores are the per-image gradients.
 """
@@ -132,17 +136,14 @@ def attention_maps(
     x = _check_images(model, images)
     with _model_state(model, gradients=method in _GRADIENT_METHODS):
         if method == "dense":
+            module = None if layer is None else resolve_layer(model, layer)[1]  # fail before the work
             maps, names = _dense(model, x, options.get("layers"), target)
-            if layer is None:
-                name = next(iter(names.values()))
-            else:
-                module = resolve_layer(model, layer)[1]
-                if module not in names:
-                    raise ValueError(
-                        f"layer {layer!r} is not one of the dense model's layers "
-                        f"({', '.join(names.values())}): pick one of them or pass layers=[...]"
-                    )
-                name = names[module]
+            if module is not None and module not in names:
+                raise ValueError(
+                    f"layer {layer!r} is not one of the dense model's layers "
+                    f"({', '.join(names.values())}): pick one of them or pass layers=[...]"
+                )
+            name = next(iter(names.values())) if module is None else names[module]
             return maps[f"{name}+"]
         return _METHOD_FUNCS[method](model, x, layer, target, **options)
 
@@ -298,7 +299,7 @@ def _cam(model: nn.Module, x: torch.Tensor, layer: LayerSpec | None, target: Tar
 
 
 def _gradcam(model: nn.Module, x: torch.Tensor, layer: LayerSpec | None, target: TargetSpec) -> torch.Tensor:
-    from captum.attr import LayerGradCam
+    from captum.attr import LayerGradCam  # imported here: captum adds ~1 s to start-up
 
     name, module = resolve_layer(model, _default_layer(model) if layer is None else layer)
     t = _resolve_targets(target, _forward(model, x), x.shape[0], "gradcam")
@@ -403,10 +404,11 @@ def _dense(
         per_layer[module] = _upsample(f_sca.mean(dim=1), size)
     maps: dict[str, torch.Tensor] = {}
     cumulative: dict[nn.Module, torch.Tensor] = {}
-    total = torch.zeros_like(per_layer[order[-1]])
-    for module in reversed(order):  # A_i = A_m + ... + A_i, from the last layer down
-        total = total + per_layer[module]
-        cumulative[module] = total
+    with torch.inference_mode(False):  # normal tensors out, also under the caller's inference_mode
+        total = torch.zeros_like(per_layer[order[-1]])
+        for module in reversed(order):  # A_i = A_m + ... + A_i, from the last layer down
+            total = total + per_layer[module]
+            cumulative[module] = total
     for module in order:
         maps[resolved[module]] = per_layer[module]
         maps[f"{resolved[module]}+"] = cumulative[module]
@@ -533,8 +535,8 @@ def _resolve_targets(target: TargetSpec, logits: torch.Tensor, n: int, method: s
     _check_logits(logits, method)
     n_classes = logits.shape[1]
     if target is None:
-        return logits.argmax(dim=1)
-    if isinstance(target, bool) or (isinstance(target, torch.Tensor) and target.dtype == torch.bool):
+        target = logits.argmax(dim=1)
+    elif isinstance(target, bool) or (isinstance(target, torch.Tensor) and target.dtype == torch.bool):
         raise ValueError(f"target must be an int or a sequence of ints, got {target!r}")
     if isinstance(target, numbers.Integral):
         t = torch.full((n,), int(target), dtype=torch.long)
@@ -554,7 +556,9 @@ def _resolve_targets(target: TargetSpec, logits: torch.Tensor, n: int, method: s
         raise ValueError(
             f"target {int(bad[0])} is out of range: the model has {n_classes} classes (use 0..{n_classes - 1})"
         )
-    return t.to(logits.device)
+    with torch.inference_mode(False):
+        # A normal tensor even under the caller's inference_mode: captum's gather saves it for backward.
+        return t.to(logits.device).clone()
 
 
 def _validate_target(target: TargetSpec, logits: Any, n: int) -> None:
@@ -653,13 +657,15 @@ def _check_4d(t: Any, name: str) -> torch.Tensor:
 
 def _upsample(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """``N x h x w`` -> ``N x H x W`` float32 CPU, bilinear with ``align_corners=False``."""
-    up = F.interpolate(maps.detach()[:, None], size=tuple(size), mode="bilinear", align_corners=False)
-    return up[:, 0].float().cpu()
+    with torch.inference_mode(False):  # normal tensors out, also under the caller's inference_mode
+        up = F.interpolate(maps.detach()[:, None], size=tuple(size), mode="bilinear", align_corners=False)
+        return up[:, 0].float().cpu()
 
 
 def _pixel_map(attr: torch.Tensor) -> torch.Tensor:
     """``N x 3 x H x W`` attribution -> ``N x H x W``: max over colour channels of ``|g|``."""
-    return attr.detach().abs().amax(dim=1).float().cpu()
+    with torch.inference_mode(False):
+        return attr.detach().abs().amax(dim=1).float().cpu()
 
 
 def _arch(model: nn.Module) -> str:

@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -148,6 +149,37 @@ def _save_progress(checkpoint_dir: Path, acc: UnitScoreAccumulator, progress: di
         (checkpoint_dir / previous).unlink(missing_ok=True)
 
 
+class _AllRecorded(Exception):
+    """Raised by a hook once every recorded layer has run: the rest of the forward is skipped."""
+
+
+@contextmanager
+def _stop_when_recorded(modules):
+    """Abort the forward pass as soon as every module in ``modules`` has produced its output.
+
+    Dissection needs nothing after the deepest recorded layer (VGG16 conv5_3: pool5 and the
+    classifier are skipped). Registered after the recorder's hooks, so the copies are taken
+    first. Yields a function that re-arms the hooks before each forward.
+    """
+    pending: set[int] = set()
+
+    def arm() -> None:
+        pending.clear()
+        pending.update(id(m) for m in modules)
+
+    def hook(module, inputs, output):
+        pending.discard(id(module))
+        if not pending:
+            raise _AllRecorded
+
+    handles = [m.register_forward_hook(hook) for m in modules]
+    try:
+        yield arm
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def _check_metric(metric: str | None, sample) -> str:
     kind = "nmm" if sample.fixation_map is None else "region_nss"
     if metric is not None and kind != metric:
@@ -239,14 +271,19 @@ def run_dissection(
     scorer = RegionScorer()
     index = start
     try:
-        with ActivationRecorder(model, layer_names, device="cpu") as rec:
+        modules = [resolve_layer(model, name)[1] for name in layer_names]
+        with ActivationRecorder(model, layer_names, device="cpu") as rec, _stop_when_recorded(modules) as arm:
             while index < n_total:
                 stop = min(index + batch_size, n_total)
                 samples = [dataset[i] for i in range(index, stop)]
                 batch = preprocess([s.image for s in samples], image_size).to(device)
                 t0 = time.perf_counter()
-                with torch.inference_mode():
-                    model(batch)
+                arm()
+                try:
+                    with torch.inference_mode():
+                        model(batch)
+                except _AllRecorded:
+                    pass
                 t1 = time.perf_counter()
                 # A batch lands in the shared accumulator only when complete, so an interrupt
                 # leaves the state at a batch boundary (fixed-point sums make the merge exact).

@@ -370,6 +370,16 @@ def test_input_not_modified_and_target_forms():
         attention_maps(model, x, "guided_backprop", target=[0, -1, 0])
 
 
+def test_works_under_inference_mode():
+    model, x = TinyNet(), _images(n=2)
+    for method in METHODS:
+        want = attention_maps(model, x, method)
+        with torch.inference_mode():
+            got = attention_maps(model, x.clone(), method)
+        assert not got.is_inference()
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
 def test_errors():
     model, x = TinyNet(), _images(n=1)
     with pytest.raises(ValueError, match="activation, cam, gradcam, guided_backprop, guided_gradcam, dense"):
@@ -389,7 +399,22 @@ def test_errors():
         attention_maps(FunctionalReluNet(), x, "guided_backprop")
 
 
-# ------------------------------------------------------------------ torchvision ResNet
+# ------------------------------------------------------------------ torchvision models
+
+
+@pytest.mark.parametrize("arch", ["vgg16", "vgg19", "resnet50", "alexnet"])
+def test_supported_models_call_no_functional_relu(arch):
+    import torchvision
+
+    from dissect.attention import _forward
+
+    with torch.device("meta"):  # shapes only: no weights, no arithmetic
+        model = getattr(torchvision.models, arch)().eval()
+        x = torch.empty(1, 3, 224, 224)
+    assert _forward(model, x, check_functional_relu=True).shape == (1, 1000)
+    with pytest.raises(ValueError, match="outside nn.ReLU modules"):
+        with torch.device("meta"):
+            _forward(FunctionalReluNet().to("meta"), torch.empty(1, 3, 16, 16), check_functional_relu=True)
 
 
 @pytest.fixture(scope="module")

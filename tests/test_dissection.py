@@ -201,3 +201,13 @@ def test_model_state_is_restored(dataset):
     run_dissection(model, "relu1", dataset, image_size=32, progress=False)
     assert model.training
     assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_forward_stops_after_the_deepest_recorded_layer(dataset):
+    model = TinyNet().eval()
+    calls = []
+    model.conv2.register_forward_hook(lambda *args: calls.append("conv2"))
+    run_dissection(model, "relu1", dataset, image_size=32, batch_size=4, progress=False)
+    assert calls == []  # nothing after relu1 ran
+    run_dissection(model, ["relu1", "relu2"], dataset, image_size=32, batch_size=4, progress=False)
+    assert calls == ["conv2", "conv2"]  # two batches of 4 and 3 images
