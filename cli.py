@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -115,6 +116,11 @@ def cmd_dissect(cfg: DissectConfig) -> int:
         print(f"interrupted: finished batches are saved in {out}; rerun the same command with --resume",
               file=sys.stderr)
         return 130
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        if (out / "progress.json").exists():  # some batches finished: say how to keep them
+            raise RuntimeError(f"{exc} (finished batches are saved in {out}: fix the problem and rerun "
+                               "with --resume)") from exc
+        raise
     params = {"command": "dissect", "config": asdict(cfg), "layers_resolved": layers,
               "model": getattr(model, "dissect_info", {}), "dataset": dataset.name,
               "dataset_size": len(dataset), "versions": environment_versions(),
@@ -123,6 +129,11 @@ def cmd_dissect(cfg: DissectConfig) -> int:
     metric = "NMM" if result.info["metric"] == "nmm" else "region NSS"
     print(f"mean {metric} of the top-{cfg.top_k} units (layers x categories):")
     print(format_summary(result.summary))
+    info = result.info
+    skipped = {"empty masks": info["n_regions_empty"], "regions without fixations": info["n_regions_unfixated"],
+               "images without regions": info["n_images_without_regions"]}
+    if any(skipped.values()):
+        print("skipped: " + ", ".join(f"{v} {k}" for k, v in skipped.items() if v))
     print(f"wrote {paths['units']}, {paths['summary']}, {paths['run']}")
     return 0
 
@@ -140,24 +151,19 @@ def cmd_popout_generate(args) -> int:
     return 0
 
 
-def _load_model_quietly_if_random(name: str, weights: str, seed: int):
-    from dissect.models import load_model
-
-    return load_model(name, weights=weights, seed=seed)
-
-
 def cmd_attention(args) -> int:
     from datasets import load_dataset
     from datasets.base import first
     from dissect.attention_report import write_attention_report
     from dissect.dissection import environment_versions
+    from dissect.models import load_model
     from dissect.reports import check_writable
 
     out = check_writable(args.out or Path("runs") / f"attention-{args.model}-{args.dataset}")
     device = _resolve_device(args.device)
     dataset = load_dataset(args.dataset, args.data_root, **_dataset_options(args.dataset, args.data_root, args.seed))
     dataset = first(dataset, args.max_images)
-    model = _load_model_quietly_if_random(args.model, args.weights, args.seed).to(device)
+    model = load_model(args.model, weights=args.weights, seed=args.seed).to(device)
     methods = args.methods or ["gradcam"]
     params = {"command": "attention", "args": vars(args), "model": getattr(model, "dissect_info", {}),
               "dataset": dataset.name, "versions": environment_versions()}
@@ -180,6 +186,7 @@ def cmd_robustness(args) -> int:
 
     from datasets import load_dataset
     from dissect.attention_study import fooling_rate
+    from dissect.models import load_model
     from dissect.reports import check_writable
 
     out = check_writable(args.out or Path("runs") / f"robustness-{args.dataset}")
@@ -190,7 +197,7 @@ def cmd_robustness(args) -> int:
             raise ValueError(f"epsilon {eps} is outside [0, 1] (it is in pixel units of images scaled to [0, 1])")
     rows = []
     for name in args.models or ["vgg16"]:
-        model = _load_model_quietly_if_random(name, args.weights, args.seed).to(device)
+        model = load_model(name, weights=args.weights, seed=args.seed).to(device)
         for eps in args.epsilon:
             result = fooling_rate(model, dataset, eps, image_size=args.image_size, batch_size=args.batch_size,
                                   progress=not args.no_progress)
@@ -204,8 +211,6 @@ def cmd_robustness(args) -> int:
 
 def cmd_layers(args) -> int:
     from dissect.models import list_layers, load_model
-
-    import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -327,27 +332,34 @@ def _config_from_args(args) -> DissectConfig:
                          overwrite=args.overwrite, max_images=args.max_images, progress=not args.no_progress)
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
+_COMMANDS = {
+    "dissect": lambda args: cmd_dissect(_config_from_args(args)),
+    "popout": lambda args: cmd_popout_generate(args),
+    "layers": lambda args: cmd_layers(args),
+    "stats": lambda args: cmd_stats(args),
+    "attention": lambda args: cmd_attention(args),
+    "robustness": lambda args: cmd_robustness(args),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    original = warnings.formatwarning
+    if not args.debug:
+        warnings.formatwarning = _one_line_warning
     try:
-        if args.command == "dissect":
-            return cmd_dissect(_config_from_args(args))
-        if args.command == "popout":
-            return cmd_popout_generate(args)
-        if args.command == "layers":
-            return cmd_layers(args)
-        if args.command == "stats":
-            return cmd_stats(args)
-        if args.command == "attention":
-            return cmd_attention(args)
-        if args.command == "robustness":
-            return cmd_robustness(args)
+        return _COMMANDS[args.command](args)
     except (ValueError, TypeError, FileNotFoundError, PermissionError, RuntimeError, OSError) as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 2
+    finally:
+        warnings.formatwarning = original
 
 
 if __name__ == "__main__":

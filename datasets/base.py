@@ -5,12 +5,13 @@ Loaders never import torch hooks or models: data flows datasets -> dissect -> pr
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 
-__all__ = ["Sample", "Dataset", "ListDataset", "Subset", "first"]
+__all__ = ["Sample", "Dataset", "LazyDataset", "ListDataset", "Subset", "first"]
 
 
 @dataclass
@@ -87,6 +88,31 @@ class Dataset(Protocol):
     def __iter__(self) -> Iterator[Sample]: ...
 
     def __getitem__(self, index: int) -> Sample: ...
+
+
+class LazyDataset:
+    """Base of the file-backed loaders: ``self._items`` lists one entry per image and
+    ``self._load(i)`` reads image ``i`` only when it is asked for."""
+
+    name: str
+    _items: list
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index: int) -> Sample:
+        i = operator.index(index)
+        n = len(self._items)
+        if not -n <= i < n:
+            raise IndexError(f"index {index} out of range for {self.name} with {n} images")
+        return self._load(i % n)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(len(self._items)):
+            yield self._load(i)
+
+    def _load(self, i: int) -> Sample:
+        raise NotImplementedError  # each loader reads its own format
 
 
 class ListDataset:

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from datasets.base import Sample
+from datasets.base import LazyDataset, Sample
 from datasets.fixations import fixation_pixels
 
 __all__ = [
@@ -127,9 +127,12 @@ def instance_masks(label_map: np.ndarray, source: str = "mask") -> tuple[np.ndar
         ValueError: negative ids.
     """
     lab = np.asarray(label_map)
-    ids = np.unique(lab)
-    if ids.size and ids[0] < 0:
-        raise ValueError(f"{source}: negative instance id {int(ids[0])}; use 0 for background and 1..R for regions")
+    if lab.size and lab.min() < 0:
+        raise ValueError(f"{source}: negative instance id {int(lab.min())}; use 0 for background and 1..R for regions")
+    if lab.size and np.issubdtype(lab.dtype, np.integer) and int(lab.max()) <= 1 << 20:
+        ids = np.flatnonzero(np.bincount(lab.ravel()))  # ~10x faster than np.unique on label maps
+    else:
+        ids = np.unique(lab)
     ids = ids[ids != 0].astype(np.int64)
     masks = lab[None] == ids[:, None, None] if ids.size else np.zeros((0,) + lab.shape, dtype=bool)
     return ids, masks
@@ -157,7 +160,7 @@ def missing_files_error(what: str, names: list[str], total: int, where: Path, fi
     return FileNotFoundError(f"{len(names)} of {total} {what} missing from {where} (first: {first}); {fix}")
 
 
-class FolderDataset:
+class FolderDataset(LazyDataset):
     """Images (any sizes) with optional fixations, instance masks and region categories.
 
     See the module docstring for the layout. Lazy: an image, its mask and its fixation map are
@@ -280,20 +283,6 @@ class FolderDataset:
         return table
 
     # ------------------------------------------------------------------ samples
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __getitem__(self, index: int) -> Sample:
-        i = operator.index(index)
-        n = len(self._items)
-        if not -n <= i < n:
-            raise IndexError(f"index {index} out of range for {self.name} with {n} images")
-        return self._load(i % n)
-
-    def __iter__(self) -> Iterator[Sample]:
-        for i in range(len(self._items)):
-            yield self._load(i)
-
     def _regions(self, stem: str, shape: tuple[int, int]) -> tuple[np.ndarray, list[str]]:
         h, w = shape
         path = find_label_file(self._mask_dir, stem) if self._mask_dir.is_dir() else None

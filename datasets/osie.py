@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 import scipy.io
 
-from datasets.base import Sample
+from datasets.base import LazyDataset, Sample
 from datasets.fixations import fixation_pixels
 from datasets.folder import (
     find_label_file,
@@ -280,10 +280,16 @@ def sr_regions(
             "they must come from the same export"
         )
     ids, masks = instance_masks(obj, source)
+    if cls.size and cls.min() < 0:
+        raise ValueError(f"{source}: negative class id {int(cls.min())} in SegmentationClass")
+    # One joint histogram of (instance, class) pairs instead of a np.unique per instance.
+    n_cls = int(cls.max()) + 1 if cls.size else 1
+    inside = obj.ravel() != 0
+    pairs = np.bincount(obj.ravel()[inside].astype(np.int64) * n_cls + cls.ravel()[inside].astype(np.int64),
+                        minlength=(int(ids.max()) + 1 if ids.size else 1) * n_cls).reshape(-1, n_cls)
     cats: list[str] = []
-    for k, m in zip(ids, masks):
-        vals, counts = np.unique(cls[m], return_counts=True)
-        major = int(vals[np.argmax(counts)])  # np.unique sorts, argmax takes the first maximum
+    for k in ids:
+        major = int(np.argmax(pairs[k]))  # argmax takes the first maximum: ties go to the smaller id
         if major == 0:
             raise ValueError(
                 f"{source}: instance {k} has no class (its pixels are 0 = background in SegmentationClass); "
@@ -297,7 +303,7 @@ def sr_regions(
 
 
 # --------------------------------------------------------------------------- dataset
-class OSIEDataset:
+class OSIEDataset(LazyDataset):
     """OSIE images with pooled human fixations and salient regions (OSIE-SR or fixation clusters).
 
     Lazy: ``fixations.mat`` is parsed once at construction, images and masks when a sample is
@@ -398,20 +404,6 @@ class OSIEDataset:
         self.missing.extend(names)
 
     # ------------------------------------------------------------------ samples
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __getitem__(self, index: int) -> Sample:
-        i = operator.index(index)
-        n = len(self._items)
-        if not -n <= i < n:
-            raise IndexError(f"index {index} out of range for {self.name} with {n} images")
-        return self._load(i % n)
-
-    def __iter__(self) -> Iterator[Sample]:
-        for i in range(len(self._items)):
-            yield self._load(i)
-
     def _load(self, i: int) -> Sample:
         stem, path, rows_idx, obj_path, cls_path = self._items[i]
         image = read_image(path)

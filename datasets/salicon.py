@@ -32,7 +32,7 @@ from typing import Iterator, Mapping
 import numpy as np
 import scipy.io
 
-from datasets.base import Sample
+from datasets.base import LazyDataset, Sample
 from datasets.fixations import fixation_pixels
 from datasets.folder import IMAGE_SUFFIXES, fixation_table, missing_files_error, read_image
 from datasets.regions_from_fixations import fixation_clusters
@@ -110,7 +110,7 @@ def read_salicon_mat(
     return image, resolution, points
 
 
-class SaliconDataset:
+class SaliconDataset(LazyDataset):
     """SALICON train or val images with their pooled gaze points.
 
     Lazy: the folders are listed at construction, each ``.mat`` and image is read when its sample
@@ -192,20 +192,6 @@ class SaliconDataset:
                 if p.is_file():
                     return p
         return None
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __getitem__(self, index: int) -> Sample:
-        i = operator.index(index)
-        n = len(self._items)
-        if not -n <= i < n:
-            raise IndexError(f"index {index} out of range for {self.name} with {n} images")
-        return self._load(i % n)
-
-    def __iter__(self) -> Iterator[Sample]:
-        for i in range(len(self._items)):
-            yield self._load(i)
 
     def _load(self, i: int) -> Sample:
         stem, img_path, mat_path = self._items[i]

@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +150,33 @@ def _save_progress(checkpoint_dir: Path, acc: UnitScoreAccumulator, progress: di
         (checkpoint_dir / previous).unlink(missing_ok=True)
 
 
+def _load_batch(dataset, start: int, stop: int, image_size: int | None):
+    samples = [dataset[i] for i in range(start, stop)]
+    return samples, preprocess([s.image for s in samples], image_size)
+
+
+def _score_batch(scorer: RegionScorer, samples, activations: dict, layer_names, categories, stop: int):
+    """Score one batch into a fresh accumulator (merged by the caller, in order)."""
+    t0 = time.perf_counter()
+    batch_acc = UnitScoreAccumulator(categories=categories)
+    counts = {"n_images": 0, "n_images_without_regions": 0, "n_regions_scored": 0,
+              "n_regions_empty": 0, "n_regions_unfixated": 0}
+    for i, sample in enumerate(samples):
+        keep, n_empty, n_unfixated = valid_regions(sample)
+        counts["n_images"] += 1
+        counts["n_regions_empty"] += n_empty
+        counts["n_regions_unfixated"] += n_unfixated
+        if keep.size == 0:
+            counts["n_images_without_regions"] += 1
+            continue
+        counts["n_regions_scored"] += int(keep.size)
+        scorer.set_regions(sample.masks[keep], sample.fixation_map)
+        cats = [sample.categories[k] for k in keep]
+        for name in layer_names:
+            batch_acc.add(name, scorer.score(activations[name][i]), cats)
+    return batch_acc, counts, stop, time.perf_counter() - t0
+
+
 class _AllRecorded(Exception):
     """Raised by a hook once every recorded layer has run: the rest of the forward is skipped."""
 
@@ -239,7 +267,8 @@ def run_dissection(
         raise ValueError(f"dataset {getattr(dataset, 'name', '')!r} has no images: check the data root")
     if isinstance(layers, (str, torch.nn.Module)):
         layers = [layers]
-    layer_names = [resolve_layer(model, layer)[0] for layer in layers]
+    resolved = [resolve_layer(model, layer) for layer in layers]
+    layer_names = [name for name, _ in resolved]
     if len(set(layer_names)) != len(layer_names):
         raise ValueError(f"layers listed twice: {layer_names}")
     device = torch.device(device)
@@ -247,8 +276,7 @@ def run_dissection(
     fingerprint["n_images"] = n_total
 
     acc = UnitScoreAccumulator(categories=categories)
-    counts = {"n_images": 0, "n_images_without_regions": 0, "n_regions_scored": 0,
-              "n_regions_empty": 0, "n_regions_unfixated": 0}
+    counts: dict[str, int] = {}
     metric = None
     start = 0
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -264,58 +292,71 @@ def run_dissection(
 
     model_device = next(iter(model.parameters()), torch.zeros(0)).device
     model.to(device)
-    t_forward = t_score = 0.0
     t_start = time.perf_counter()
+    timings = {"forward": 0.0, "scoring": 0.0}
     bar = tqdm(total=n_total, initial=start, desc="dissect", unit="img", disable=not progress,
                dynamic_ncols=True)
-    scorer = RegionScorer()
     index = start
+
+    def land(job) -> None:
+        """Merge a scored batch; the checkpoint then moves to that batch's end."""
+        batch_acc, batch_counts, stop, seconds = job.result()
+        acc.merge(batch_acc)
+        for key, value in batch_counts.items():
+            counts[key] = counts.get(key, 0) + value
+        timings["scoring"] += seconds
+        bar.update(batch_counts["n_images"])
+        if ckpt is not None:
+            _save_progress(ckpt, acc, {"fingerprint": fingerprint, "next_index": stop, "counts": counts,
+                                       "metric": metric, "complete": stop >= n_total})
+
+    # A three-stage pipeline: while the model runs batch k, one worker thread scores batch k-1
+    # and another loads batch k+1 (torch and numpy release the GIL in their kernels). Batches
+    # land in the accumulator in order and only when complete, so an interrupt leaves the state
+    # at a batch boundary.
+    scored = None
     try:
-        modules = [resolve_layer(model, name)[1] for name in layer_names]
-        with ActivationRecorder(model, layer_names, device="cpu") as rec, _stop_when_recorded(modules) as arm:
-            while index < n_total:
-                stop = min(index + batch_size, n_total)
-                samples = [dataset[i] for i in range(index, stop)]
-                batch = preprocess([s.image for s in samples], image_size).to(device)
-                t0 = time.perf_counter()
-                arm()
-                try:
-                    with torch.inference_mode():
-                        model(batch)
-                except _AllRecorded:
-                    pass
-                t1 = time.perf_counter()
-                # A batch lands in the shared accumulator only when complete, so an interrupt
-                # leaves the state at a batch boundary (fixed-point sums make the merge exact).
-                batch_acc = UnitScoreAccumulator(categories=categories)
-                batch_counts = dict.fromkeys(counts, 0)
-                for i, sample in enumerate(samples):
-                    metric = _check_metric(metric, sample)
-                    keep, n_empty, n_unfixated = valid_regions(sample)
-                    batch_counts["n_images"] += 1
-                    batch_counts["n_regions_empty"] += n_empty
-                    batch_counts["n_regions_unfixated"] += n_unfixated
-                    if keep.size == 0:
-                        batch_counts["n_images_without_regions"] += 1
-                        continue
-                    batch_counts["n_regions_scored"] += int(keep.size)
-                    masks = sample.masks[keep]
-                    cats = [sample.categories[k] for k in keep]
-                    scorer.set_regions(masks, sample.fixation_map)
-                    for name in layer_names:
-                        batch_acc.add(name, scorer.score(rec.activations[name][i]), cats)
-                t2 = time.perf_counter()
-                t_forward += t1 - t0
-                t_score += t2 - t1
-                acc.merge(batch_acc)
-                for key, value in batch_counts.items():
-                    counts[key] += value
-                index = stop
-                bar.update(len(samples))
-                if ckpt is not None:
-                    _save_progress(ckpt, acc, {"fingerprint": fingerprint, "next_index": index,
-                                               "counts": counts, "metric": metric,
-                                               "complete": index >= n_total})
+        modules = [module for _, module in resolved]
+        with ActivationRecorder(model, layer_names, device="cpu") as rec, \
+                _stop_when_recorded(modules) as arm, \
+                ThreadPoolExecutor(1, thread_name_prefix="dissect-load") as loader, \
+                ThreadPoolExecutor(1, thread_name_prefix="dissect-score") as scorer_pool:
+            scorer = RegionScorer()  # used by the single scoring thread only
+            if index < n_total:
+                loading = loader.submit(_load_batch, dataset, index, min(index + batch_size, n_total),
+                                        image_size)
+            try:
+                while index < n_total:
+                    samples, batch = loading.result()
+                    stop = index + len(samples)
+                    if stop < n_total:
+                        loading = loader.submit(_load_batch, dataset, stop, min(stop + batch_size, n_total),
+                                                image_size)
+                    for sample in samples:
+                        metric = _check_metric(metric, sample)
+                    t0 = time.perf_counter()
+                    arm()
+                    try:
+                        with torch.inference_mode():
+                            model(batch.to(device))
+                    except _AllRecorded:
+                        pass
+                    timings["forward"] += time.perf_counter() - t0
+                    activations = {name: rec.activations[name] for name in layer_names}
+                    if scored is not None:
+                        land(scored)
+                    scored = scorer_pool.submit(_score_batch, scorer, samples, activations, layer_names,
+                                                categories, stop)
+                    index = stop
+                if scored is not None:
+                    land(scored)
+                scored = None
+            except BaseException:
+                # Keep the batch that was being scored when the run stopped (Ctrl-C, a bad
+                # image further on): finished work is never thrown away.
+                if scored is not None and scored.exception() is None:
+                    land(scored)
+                raise
     finally:
         bar.close()
         model.to(model_device)
@@ -330,7 +371,7 @@ def run_dissection(
         "threshold": threshold,
         "resumed_from_image": start,
         **counts,
-        "timings_s": {"forward": round(t_forward, 4), "scoring": round(t_score, 4),
+        "timings_s": {"forward": round(timings["forward"], 4), "scoring": round(timings["scoring"], 4),
                       "total": round(time.perf_counter() - t_start, 4)},
     }
     if max_images is not None:

@@ -12,28 +12,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+
+from probes._figure_io import new_figure, png_path, save_png
 
 __all__ = ["attention_overlays", "dense_layer_mae"]
-
-
-def _png_path(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise ValueError(f"figure path {str(path)!r} must end in .png (figures are written as PNG)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _new_figure(figsize: tuple[float, float], dpi: int) -> Figure:
-    if len(figsize) != 2 or min(figsize) <= 0:
-        raise ValueError(f"figsize must be (width, height) in inches, both > 0, got {figsize}")
-    if dpi <= 0:
-        raise ValueError(f"dpi must be positive, got {dpi}")
-    fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def _display(m: np.ndarray) -> np.ndarray:
@@ -91,9 +73,9 @@ def attention_overlays(
         raise ValueError(f"{n} images but {len(titles)} titles")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    path = _png_path(path)
+    path = png_path(path)
     columns = ["image", "human", *method_maps]
-    fig = _new_figure((panel_inches * len(columns), panel_inches * n), dpi)
+    fig = new_figure((panel_inches * len(columns), panel_inches * n), dpi)
     axes = np.asarray(fig.subplots(n, len(columns), squeeze=False))
     for r in range(n):
         img = np.asarray(images[r])
@@ -116,8 +98,7 @@ def attention_overlays(
                 ax.set_title(columns[c], fontsize=8)
             if c == 0 and titles is not None:
                 ax.set_ylabel(str(titles[r]), fontsize=8)
-    fig.savefig(path, format="png", dpi=fig.dpi)
-    return path
+    return save_png(fig, path)
 
 
 def dense_layer_mae(
@@ -160,14 +141,14 @@ def dense_layer_mae(
     rows = per_image[per_image["method"] == method]
     if len(rows) == 0:
         raise ValueError(f"no rows of method {method!r}; methods present: {sorted(per_image['method'].unique())}")
-    path = _png_path(path)
+    path = png_path(path)
     layer = rows["layer"].astype(str)
     stats = rows[metric].astype(float).groupby(layer, sort=False).agg(["mean", "sem"])
     names = list(dict.fromkeys(n[:-1] if n.endswith("+") else n for n in stats.index))
     x = np.arange(len(names))
     if figsize is None:
         figsize = (2.5 + 0.55 * len(names), 3.2)
-    fig = _new_figure(figsize, dpi)
+    fig = new_figure(figsize, dpi)
     ax = fig.add_subplot()
     for suffix, label, marker in (("", "single layer", "o"), ("+", "cumulative (last layer down to it)", "s")):
         keys = [n + suffix for n in names]
@@ -184,5 +165,4 @@ def dense_layer_mae(
     ax.set_ylabel(metric.upper() if metric == "mae" else metric)
     ax.set_title(title if title is not None else f"{method}: {metric} per layer", fontsize=9)
     ax.legend(fontsize=7)
-    fig.savefig(path, format="png", dpi=fig.dpi)
-    return path
+    return save_png(fig, path)

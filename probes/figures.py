@@ -14,35 +14,11 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
+from probes._figure_io import new_figure, png_path, save_png
 from probes.stats import live_units
 
 __all__ = ["summary_heatmap", "category_bars", "unit_overlays"]
-
-
-def _png_path(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise ValueError(f"figure path {str(path)!r} must end in .png (figures are written as PNG)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _new_figure(figsize: tuple[float, float], dpi: int) -> Figure:
-    if len(figsize) != 2 or min(figsize) <= 0:
-        raise ValueError(f"figsize must be (width, height) in inches, both > 0, got {figsize}")
-    if dpi <= 0:
-        raise ValueError(f"dpi must be positive, got {dpi}")
-    fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, format="png", dpi=fig.dpi)
-    return path
 
 
 def _ordered(values: Sequence[str], order: Sequence[str] | None, what: str) -> list[str]:
@@ -95,7 +71,7 @@ def summary_heatmap(
         raise ValueError(f"summary lacks column(s) {missing}; got {list(summary.columns)}")
     if len(summary) == 0:
         raise ValueError("summary is empty; nothing to draw")
-    path = _png_path(path)
+    path = png_path(path)
     df = summary[["layer", "category", value]].copy()
     df["layer"] = df["layer"].astype(str)
     df["category"] = df["category"].astype(str)
@@ -115,7 +91,7 @@ def summary_heatmap(
     )
     if figsize is None:
         figsize = (2.0 + 0.9 * len(cols), 1.6 + 0.45 * len(rows))
-    fig = _new_figure(figsize, dpi)
+    fig = new_figure(figsize, dpi)
     ax = fig.add_subplot()
     masked = np.ma.masked_invalid(grid)
     im = ax.imshow(masked, cmap=cmap, aspect="auto")
@@ -135,7 +111,7 @@ def summary_heatmap(
             else:
                 text, colour = "-", "black"
             ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _top_k_bars(units: pd.DataFrame, layer: str, top_k: int) -> pd.DataFrame:
@@ -199,11 +175,11 @@ def category_bars(
     Raises:
         ValueError: unknown layer or category, bad ``top_k``, or a path not ending in ``.png``.
     """
-    path = _png_path(path)
+    path = png_path(path)
     bars = _top_k_bars(units, layer, top_k)
     order = _ordered(bars["category"], categories, "categories")
     bars = bars.set_index("category").loc[order].reset_index()
-    fig = _new_figure(figsize, dpi)
+    fig = new_figure(figsize, dpi)
     ax = fig.add_subplot()
     x = np.arange(len(bars))
     ax.bar(x, bars["mean"], yerr=bars["sem"], capsize=3, color="tab:blue")
@@ -213,7 +189,7 @@ def category_bars(
     ax.set_xticks(x, labels=bars["category"], rotation=45, ha="right")
     ax.set_ylabel(f"mean of top-{int(top_k)} unit scores")
     ax.set_title(title if title is not None else f"{layer}: top-{int(top_k)} unit scores")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _display_image(image: np.ndarray, i: int) -> np.ndarray:
@@ -305,10 +281,10 @@ def unit_overlays(
             if fix.shape != hw:
                 raise ValueError(f"fixation_maps[{i}] has shape {fix.shape} but its image is {hw}")
         panels.append((img, amap, mask, fix))
-    path = _png_path(path)
+    path = png_path(path)
 
     nrows = -(-n // ncols)
-    fig = _new_figure((ncols * panel_size, nrows * panel_size), dpi)
+    fig = new_figure((ncols * panel_size, nrows * panel_size), dpi)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
@@ -324,4 +300,4 @@ def unit_overlays(
             rows, cols = np.nonzero(fix)
             ax.scatter(cols, rows, s=6, c="red", marker="o", edgecolors="white", linewidths=0.4)
         ax.set_title(str(title), fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
