@@ -30,10 +30,8 @@ the OSIE and SALICON loaders.
 """
 from __future__ import annotations
 
-import operator
 import warnings
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd

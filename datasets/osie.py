@@ -42,10 +42,9 @@ it in ``dataset.missing``.
 """
 from __future__ import annotations
 
-import operator
 import warnings
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Mapping
 
 import numpy as np
 import pandas as pd

@@ -24,10 +24,9 @@ No regions unless ``regions="clusters"`` (:mod:`datasets.regions_from_fixations`
 """
 from __future__ import annotations
 
-import operator
 import warnings
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Mapping
 
 import numpy as np
 import scipy.io
