@@ -352,6 +352,8 @@ class OSIEDataset(LazyDataset):
         if regions == "auto":
             regions = "sr" if self.sr_dir is not None else "clusters"
         self.regions = regions
+        # Report categories in He et al.'s table order (dissection tables follow it).
+        self.category_order = list(OSIE_SR_CATEGORIES) if regions == "sr" else None
         self.cluster_params = dict(cluster_params or {})
         if regions == "clusters":
             # Fail now, not at the first sample, on a misspelt parameter.

@@ -693,6 +693,7 @@ class PopoutDataset:
         self.n_per_dimension = int(n_per_dimension)
         self.seed = _check_seed(seed)
         self.dimensions = dims
+        self.category_order = list(dims)  # dissection tables list the dimensions in this order
         self.params = params
 
     def __len__(self) -> int:

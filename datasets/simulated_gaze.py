@@ -83,6 +83,7 @@ class SimulatedGazeDataset:
         self._observers = {k: options.pop(k) for k in list(options) if k in observer_keys}
         self.base = PopoutDataset(n_per_dimension=n_per_dimension, seed=seed, **options)
         self.seed = seed
+        self.category_order = self.base.category_order
 
     def __len__(self) -> int:
         return len(self.base)

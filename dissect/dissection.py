@@ -245,7 +245,8 @@ def run_dissection(
         batch_size: images per forward pass.
         device: where the model runs (``"cpu"``, ``"cuda"``, ...); scores are computed on the CPU.
         top_k, threshold: summary statistics (He et al.: 10 and 1.5).
-        categories: order of categories in the tables (default: first seen).
+        categories: order of categories in the tables (default: the dataset's
+            ``category_order`` if it has one, e.g. He et al.'s for OSIE-SR, else first seen).
         checkpoint_dir: folder for the resumable state (``progress.json`` naming a ``state-N.npz``).
         resume: continue from ``checkpoint_dir`` if it holds a run with the same settings.
         progress: show a tqdm progress bar.
@@ -376,8 +377,25 @@ def run_dissection(
     }
     if max_images is not None:
         info["max_images"] = int(max_images)
-    return DissectionResult(units=acc.unit_table(), summary=acc.summary(top_k=top_k, threshold=threshold),
+    order = categories or getattr(dataset, "category_order", None)
+    return DissectionResult(units=_in_category_order(acc.unit_table(), order),
+                            summary=_in_category_order(acc.summary(top_k=top_k, threshold=threshold), order),
                             info=info, accumulator=acc)
+
+
+def _in_category_order(frame: pd.DataFrame, order: Sequence[str] | None) -> pd.DataFrame:
+    """Rows grouped by layer as they are, categories in ``order`` (unlisted ones after, as seen)."""
+    if not order or frame.empty:
+        return frame
+    rank = {c: i for i, c in enumerate(order)}
+    seen = list(dict.fromkeys(frame["category"]))
+    key = frame["category"].map(lambda c: rank.get(c, len(rank) + seen.index(c)))
+    layer_rank = frame["layer"].map({l: i for i, l in enumerate(dict.fromkeys(frame["layer"]))})
+    sort_cols = [layer_rank.rename("_layer"), key.rename("_cat")]
+    if "unit" in frame:
+        sort_cols.insert(1, frame["unit"].rename("_unit"))
+    keys = pd.concat(sort_cols, axis=1)
+    return frame.loc[keys.sort_values(list(keys.columns), kind="stable").index].reset_index(drop=True)
 
 
 def environment_versions() -> dict:
