@@ -40,6 +40,12 @@ class DissectConfig:
     overwrite: bool = False
     max_images: int | None = None
     progress: bool = True
+    dead_units: str = "skip"
+    regions: str | None = None
+    sr_root: str | None = None
+    on_missing: str | None = None
+    split: str | None = None
+    one_based: bool = False
 
     def out_dir(self) -> Path:
         if self.out:
@@ -68,7 +74,10 @@ def _expand_layers(model, specs: list[str]) -> list[str]:
             if i > j:
                 raise ValueError(f"layer range {part!r} runs backwards; write it from input to output")
             kind = first.rstrip("0123456789_")
-            names += [a for a in aliases[i:j + 1] if a.rstrip("0123456789_") == kind]
+            span = aliases[i:j + 1]
+            if last.rstrip("0123456789_") == kind:  # conv4_1:conv5_3 -> the convs only, not pool4
+                span = [a for a in span if a.rstrip("0123456789_") == kind]
+            names += span
     return list(dict.fromkeys(names))
 
 
@@ -82,8 +91,50 @@ def _resolve_device(name: str) -> str:
     return name
 
 
-def _dataset_options(dataset: str, data_root: str | None, seed: int) -> dict:
-    return {"seed": seed} if dataset in ("popout", "popout-gaze") and data_root is None else {}
+_DATASET_FLAGS = {  # loader keyword -> (flag, datasets that take it)
+    "regions": ("--regions", ("osie", "osie-sr", "salicon")),
+    "sr_root": ("--sr-root", ("osie", "osie-sr")),
+    "on_missing": ("--on-missing", ("osie", "osie-sr")),
+    "split": ("--split", ("salicon",)),
+    "one_based": ("--one-based", ("folder",)),
+}
+
+
+def dataset_options(dataset: str, data_root: str | None, seed: int, **flags) -> dict:
+    """Loader keywords from the command line's dataset flags (only those given).
+
+    Raises:
+        ValueError: a flag given for a dataset that does not take it.
+    """
+    options = {"seed": seed} if dataset in ("popout", "popout-gaze") and data_root is None else {}
+    for key, value in flags.items():
+        if value in (None, False):
+            continue
+        flag, takers = _DATASET_FLAGS[key]
+        if dataset not in takers:
+            raise ValueError(f"{flag} applies to --dataset {' or '.join(takers)}, not {dataset}")
+        options[key] = value
+    return options
+
+
+def _flags_of(ns) -> dict:
+    return {key: getattr(ns, key, None) for key in _DATASET_FLAGS}
+
+
+def _add_dataset_args(parser: argparse.ArgumentParser, default: str, help_text: str) -> None:
+    parser.add_argument("--dataset", default=default, help=help_text)
+    parser.add_argument("--data-root", help="folder holding the dataset (not needed for generated pop-out "
+                                            "arrays, nor for OSIE after `cli.py download osie`)")
+    parser.add_argument("--regions", choices=("auto", "sr", "clusters", "none"),
+                        help="OSIE/SALICON regions: OSIE-SR annotations, fixation clusters or none "
+                             "(default: sr for osie-sr, auto for osie, none for salicon)")
+    parser.add_argument("--sr-root", help="folder holding the OSIE-SR export (SegmentationObject/, "
+                                          "SegmentationClass/) when it is not beside the OSIE files")
+    parser.add_argument("--on-missing", choices=("error", "skip"),
+                        help="OSIE stimuli or annotation files that are missing: stop (default) or skip them")
+    parser.add_argument("--split", choices=("train", "val"), help="SALICON split (default train)")
+    parser.add_argument("--one-based", action="store_true",
+                        help="folder dataset: fixations.csv holds 1-based (MATLAB) coordinates")
 
 
 def cmd_dissect(cfg: DissectConfig) -> int:
@@ -103,27 +154,38 @@ def cmd_dissect(cfg: DissectConfig) -> int:
             state.unlink()
     check_writable(out)
     device = _resolve_device(cfg.device)
-    dataset = load_dataset(cfg.dataset, cfg.data_root, **_dataset_options(cfg.dataset, cfg.data_root, cfg.seed))
+    options = dataset_options(cfg.dataset, cfg.data_root, cfg.seed, regions=cfg.regions, sr_root=cfg.sr_root,
+                              on_missing=cfg.on_missing, split=cfg.split, one_based=cfg.one_based)
+    dataset = load_dataset(cfg.dataset, cfg.data_root, **options)
     model = load_model(cfg.model, weights=cfg.weights, seed=cfg.seed)
     layers = _expand_layers(model, cfg.layers)
     t0 = time.time()
+    progress_file = out / "progress.json"
+    before = progress_file.stat().st_mtime_ns if progress_file.exists() else None
+
+    def saved_now() -> bool:  # did this run checkpoint anything?
+        return progress_file.exists() and progress_file.stat().st_mtime_ns != before
+
     try:
         result = run_dissection(model, layers, dataset, image_size=cfg.image_size, batch_size=cfg.batch_size,
                                 device=device, top_k=cfg.top_k, threshold=cfg.threshold,
                                 checkpoint_dir=out, resume=cfg.resume, progress=cfg.progress,
-                                max_images=cfg.max_images)
+                                max_images=cfg.max_images, dead_units=cfg.dead_units,
+                                run_key={"dataset_options": options, "data_root": cfg.data_root})
     except KeyboardInterrupt:
-        print(f"interrupted: finished batches are saved in {out}; rerun the same command with --resume",
-              file=sys.stderr)
+        where = f"finished batches are saved in {out}; rerun the same command with --resume" if saved_now() \
+            else "no batch had finished, nothing to resume"
+        print(f"interrupted: {where}", file=sys.stderr)
         return 130
     except (ValueError, FileNotFoundError, OSError) as exc:
-        if (out / "progress.json").exists():  # some batches finished: say how to keep them
+        if saved_now():  # some batches finished: say how to keep them
             raise RuntimeError(f"{exc} (finished batches are saved in {out}: fix the problem and rerun "
                                "with --resume)") from exc
         raise
     params = {"command": "dissect", "config": asdict(cfg), "layers_resolved": layers,
               "model": getattr(model, "dissect_info", {}), "dataset": dataset.name,
-              "dataset_size": len(dataset), "versions": environment_versions(),
+              "dataset_options": options, "dataset_size": len(dataset), **_dataset_notes(dataset),
+              "versions": environment_versions(),
               "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0))}
     paths = write_dissection_reports(result, out, params)
     metric = "NMM" if result.info["metric"] == "nmm" else "region NSS"
@@ -136,6 +198,13 @@ def cmd_dissect(cfg: DissectConfig) -> int:
         print("skipped: " + ", ".join(f"{v} {k}" for k, v in skipped.items() if v))
     print(f"wrote {paths['units']}, {paths['summary']}, {paths['run']}")
     return 0
+
+
+def _dataset_notes(dataset) -> dict:
+    """What a loader skipped or could not find, for run.json."""
+    return {key: list(getattr(dataset, attr)) for key, attr in (("images_skipped", "skipped"),
+                                                               ("images_missing", "missing"))
+            if getattr(dataset, attr, None)}
 
 
 def cmd_popout_generate(args) -> int:
@@ -161,15 +230,27 @@ def cmd_attention(args) -> int:
 
     out = check_writable(args.out or Path("runs") / f"attention-{args.model}-{args.dataset}")
     device = _resolve_device(args.device)
-    dataset = load_dataset(args.dataset, args.data_root, **_dataset_options(args.dataset, args.data_root, args.seed))
-    dataset = first(dataset, args.max_images)
+    options = dataset_options(args.dataset, args.data_root, args.seed, **_flags_of(args))
+    dataset = first(load_dataset(args.dataset, args.data_root, **options), args.max_images)
     model = load_model(args.model, weights=args.weights, seed=args.seed).to(device)
     methods = args.methods or ["gradcam"]
+    method_options = {}
+    if args.cam_fit_images:
+        if "cam" not in methods:
+            raise ValueError("--cam-fit-images is for --method cam")
+        from dissect.attention import fit_cam_regression
+        from dissect.dissection import preprocess
+
+        n = min(args.cam_fit_images, len(dataset))
+        images = preprocess([dataset[i].image for i in range(n)], args.image_size)
+        method_options["cam"] = {"cam_weights": fit_cam_regression(model, images.to(device))}
     params = {"command": "attention", "args": vars(args), "model": getattr(model, "dissect_info", {}),
-              "dataset": dataset.name, "versions": environment_versions()}
+              "dataset": dataset.name, "dataset_options": options, **_dataset_notes(dataset),
+              "versions": environment_versions()}
     paths = write_attention_report(model, dataset, methods, out, params=params, layers=args.layers,
                                    image_size=args.image_size, batch_size=args.batch_size, sigma=args.sigma,
-                                   seed=args.seed, progress=not args.no_progress, ceiling=not args.no_ceiling)
+                                   seed=args.seed, progress=not args.no_progress, ceiling=not args.no_ceiling,
+                                   options=method_options or None, dense_layers=args.dense_layers)
     import pandas as pd
 
     summary = pd.read_csv(paths["summary"], keep_default_na=False, na_values=[""])
@@ -185,16 +266,18 @@ def cmd_robustness(args) -> int:
     import pandas as pd
 
     from datasets import load_dataset
+    from datasets.base import first
     from dissect.attention_study import fooling_rate
     from dissect.models import load_model
     from dissect.reports import check_writable
 
-    out = check_writable(args.out or Path("runs") / f"robustness-{args.dataset}")
-    device = _resolve_device(args.device)
-    dataset = load_dataset(args.dataset, args.data_root, **_dataset_options(args.dataset, args.data_root, args.seed))
     for eps in args.epsilon:
         if not 0.0 <= eps <= 1.0:
             raise ValueError(f"epsilon {eps} is outside [0, 1] (it is in pixel units of images scaled to [0, 1])")
+    out = check_writable(args.out or Path("runs") / f"robustness-{args.dataset}")
+    device = _resolve_device(args.device)
+    options = dataset_options(args.dataset, args.data_root, args.seed, **_flags_of(args))
+    dataset = first(load_dataset(args.dataset, args.data_root, **options), args.max_images)
     rows = []
     for name in args.models or ["vgg16"]:
         model = load_model(name, weights=args.weights, seed=args.seed).to(device)
@@ -206,6 +289,18 @@ def cmd_robustness(args) -> int:
     table.to_csv(out / "robustness.csv", index=False)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {out / 'robustness.csv'}")
+    return 0
+
+
+def cmd_download(args) -> int:
+    from datasets import download
+
+    if args.name == "osie":
+        path = download.download_osie(args.data_dir, force=args.force)
+        print(f"OSIE is in {path}: use --dataset osie --data-root {path} (or no --data-root); put He et al.'s "
+              f"OSIE-SR export (SegmentationObject/, SegmentationClass/) in {path} for --dataset osie-sr")
+    else:
+        print(download.download_salicon(args.data_dir))
     return 0
 
 
@@ -241,9 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--layer", "--layers", dest="layers", action="append", metavar="NAME",
                    help="layer alias (conv5_3), dotted module path, or a range conv4_1:conv5_3; repeatable "
                         "(default conv5_3)")
-    d.add_argument("--dataset", default="popout", help="popout (default, generated offline), folder, osie, "
-                                                       "osie-sr or salicon")
-    d.add_argument("--data-root", help="folder holding the dataset (not needed for generated pop-out arrays)")
+    _add_dataset_args(d, "popout", "popout (default, generated offline), popout-gaze (simulated observers), "
+                                   "folder, osie, osie-sr or salicon")
     d.add_argument("--weights", default="auto", help="auto (ImageNet if available, else random with a warning), "
                                                      "imagenet, random, or a path to a state dict/checkpoint")
     d.add_argument("--out", help="run folder (default runs/dissect-MODEL-DATASET)")
@@ -254,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--threshold", type=float, default=1.5, help="score threshold for counting units (default 1.5)")
     d.add_argument("--seed", type=int, default=0, help="seed of random weights and generated pop-out arrays")
     d.add_argument("--max-images", type=int, help="stop after this many images (a quick look)")
+    d.add_argument("--dead-units", choices=("skip", "zero"), default="skip",
+                   help="a unit constant on an image: leave that region out of its mean (skip, default) or "
+                        "score it 0 as He et al.'s code did (zero)")
     d.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     d.add_argument("--overwrite", action="store_true", help="discard a previous run in --out")
     d.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -288,10 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="activation, cam, gradcam, guided_backprop, guided_gradcam or dense; repeatable "
                         "(default gradcam)")
     a.add_argument("--layer", dest="layers", action="append", help="layer(s) of the layer-level methods "
-                                                                    "(default: each method's own)")
-    a.add_argument("--dataset", default="popout-gaze", help="a dataset with fixations: osie, osie-sr, salicon, "
-                                                            "folder, or popout-gaze (simulated observers, offline)")
-    a.add_argument("--data-root")
+                                                                    "(default: each method's own; not dense)")
+    a.add_argument("--dense-layer", dest="dense_layers", action="append",
+                   help="layers of the dense attention model (default: every conv layer alias)")
+    _add_dataset_args(a, "popout-gaze", "a dataset with fixations: osie, osie-sr, salicon, folder, or popout-gaze "
+                                        "(simulated observers, offline)")
     a.add_argument("--weights", default="auto")
     a.add_argument("--out", help="run folder (default runs/attention-MODEL-DATASET)")
     a.add_argument("--image-size", type=int, default=224)
@@ -301,6 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--max-images", type=int, help="use only the first N images")
     a.add_argument("--no-ceiling", action="store_true", help="skip the leave-one-subject-out ceiling (slow)")
+    a.add_argument("--cam-fit-images", type=int, metavar="N",
+                   help="for cam on models without GAP + linear (VGG, AlexNet): fit the class weights by "
+                        "regression of class scores on GAP features over the first N images (Ebrahimpour et al.; "
+                        "N must exceed the layer's channels, e.g. 600 for VGG16 conv5_3)")
     a.add_argument("--no-progress", action="store_true")
 
     r = sub.add_parser("robustness", help="FGSM fooling rate per model (captum)",
@@ -308,8 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "perturbation of size epsilon (pixel units of [0, 1] images).")
     r.add_argument("--model", dest="models", action="append", help="repeatable (default vgg16)")
     r.add_argument("--epsilon", type=float, action="append", required=True, help="repeatable, in [0, 1]")
-    r.add_argument("--dataset", default="popout")
-    r.add_argument("--data-root")
+    _add_dataset_args(r, "popout", "any dataset (default popout)")
+    r.add_argument("--max-images", type=int, help="use only the first N images")
     r.add_argument("--weights", default="auto")
     r.add_argument("--out", help="folder for robustness.csv (default runs/robustness-DATASET)")
     r.add_argument("--image-size", type=int, default=224)
@@ -317,6 +419,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="cpu")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--no-progress", action="store_true")
+
+    dl = sub.add_parser("download", help="fetch a public dataset into the data cache",
+                        description="Download OSIE from its public repository (checksum verified) into the cache "
+                                    "(~/.cache/saliency-dissect or $SALIENCY_DISSECT_DATA); for SALICON, say where "
+                                    "to get it and how to lay it out.")
+    dl.add_argument("name", choices=("osie", "salicon"))
+    dl.add_argument("--data-dir", help="cache folder (default ~/.cache/saliency-dissect)")
+    dl.add_argument("--force", action="store_true", help="download again even if the files are there")
 
     lay = sub.add_parser("layers", help="list a model's readable layer names with channels and stride")
     lay.add_argument("--model", default="vgg16")
@@ -329,7 +439,8 @@ def _config_from_args(args) -> DissectConfig:
                          data_root=args.data_root, weights=args.weights, out=args.out,
                          image_size=args.image_size, batch_size=args.batch_size, device=args.device,
                          top_k=args.top_k, threshold=args.threshold, seed=args.seed, resume=args.resume,
-                         overwrite=args.overwrite, max_images=args.max_images, progress=not args.no_progress)
+                         overwrite=args.overwrite, max_images=args.max_images, progress=not args.no_progress,
+                         dead_units=args.dead_units, **_flags_of(args))
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
@@ -343,6 +454,7 @@ _COMMANDS = {
     "stats": lambda args: cmd_stats(args),
     "attention": lambda args: cmd_attention(args),
     "robustness": lambda args: cmd_robustness(args),
+    "download": lambda args: cmd_download(args),
 }
 
 
@@ -353,11 +465,17 @@ def main(argv: list[str] | None = None) -> int:
         warnings.formatwarning = _one_line_warning
     try:
         return _COMMANDS[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, PermissionError, RuntimeError, OSError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, PermissionError, RuntimeError, OSError,
+            ConnectionError) as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130
     finally:
         warnings.formatwarning = original
 

@@ -5,6 +5,7 @@ module and is imported only when asked for.
 """
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 from datasets.base import ListDataset, Sample
@@ -22,17 +23,32 @@ def load_dataset(name: str, root: str | Path | None = None, **options):
             80 pop-out arrays on the fly (offline); with ``root`` it reads a folder written by
             ``cli.py popout generate``. ``popout-gaze`` is the same arrays viewed by
             *simulated* observers (:mod:`datasets.simulated_gaze`; not human data), so the
-            fixation-based analyses run offline too.
-        root: the data folder (required for every dataset but generated pop-out arrays).
+            fixation-based analyses run offline too. ``osie`` / ``osie-sr`` without ``root`` use
+            the copy that ``datasets.download.download_osie`` (CLI: ``python cli.py download
+            osie``) put in ``datasets.download.default_data_dir() / "osie"``.
+        root: the data folder (required for ``folder`` and ``salicon``; optional for OSIE).
         **options: passed to the loader (e.g. ``seed``, ``n_per_dimension`` for pop-out,
-            ``split`` for SALICON, ``regions`` for OSIE).
+            ``split`` for SALICON, ``regions``, ``sr_root``, ``on_missing`` for OSIE,
+            ``one_based`` for folder). An option the loader does not take is an error, never
+            silently dropped.
 
     Raises:
-        ValueError: unknown name (the message lists the valid ones).
+        ValueError: unknown name (the message lists the valid ones), an option the loader does
+            not take (named, with the ones it takes), a missing root (with how to get one).
         FileNotFoundError: a root that does not exist.
     """
     if name not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASET_NAMES)}")
+    if root is None and name in ("osie", "osie-sr"):
+        from datasets.download import cached_osie, default_data_dir
+
+        root = cached_osie()
+        if root is None:
+            raise ValueError(
+                f"dataset {name!r} needs --data-root pointing at its folder, or a downloaded copy in "
+                f"{default_data_dir() / 'osie'}: run `python cli.py download osie` "
+                "(library: datasets.download.download_osie())"
+            )
     if root is None and name not in ("popout", "popout-gaze"):
         raise ValueError(f"dataset {name!r} needs --data-root pointing at its folder")
     if root is not None:
@@ -43,23 +59,36 @@ def load_dataset(name: str, root: str | Path | None = None, **options):
         from datasets import popout
 
         if root is None:
-            return popout.PopoutDataset(**options)
-        return popout.PopoutFolder(root)
+            return popout.PopoutDataset(**_checked(repr(name), popout.PopoutDataset, options))
+        return popout.PopoutFolder(root, **_checked(f"{name!r} read from {root}", popout.PopoutFolder, options))
     if name == "popout-gaze":
         from datasets.simulated_gaze import SimulatedGazeDataset
 
         if root is not None:
             raise ValueError("popout-gaze is generated: drop --data-root (or use --dataset folder for your own data)")
-        return SimulatedGazeDataset(**options)
+        return SimulatedGazeDataset(**options)  # checks its options itself (pop-out + observer options)
     if name == "folder":
         from datasets.folder import FolderDataset
 
-        return FolderDataset(root, **options)
+        return FolderDataset(root, **_checked(repr(name), FolderDataset, options))
     if name in ("osie", "osie-sr"):
         from datasets.osie import OSIEDataset
 
         options.setdefault("regions", "sr" if name == "osie-sr" else "auto")
-        return OSIEDataset(root, **options)
+        return OSIEDataset(root, **_checked(repr(name), OSIEDataset, options))
     from datasets.salicon import SaliconDataset
 
-    return SaliconDataset(root, **options)
+    return SaliconDataset(root, **_checked(repr(name), SaliconDataset, options))
+
+
+def _checked(what: str, reader, options: dict) -> dict:
+    """``options`` if ``reader`` takes every one of them (besides ``root``), else a ValueError naming them."""
+    params = inspect.signature(reader).parameters.values()
+    takes = [p.name for p in params if p.name != "root" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(options) - set(takes))
+    if unknown:
+        raise ValueError(
+            f"dataset {what} does not take option(s) {', '.join(unknown)}; "
+            + (f"it takes {', '.join(takes)}" if takes else "it takes none")
+        )
+    return options

@@ -20,8 +20,11 @@ class Sample:
 
     Attributes:
         image_id: stable identifier (file stem), used in reports and for resuming.
-        image: ``H x W x 3`` uint8 RGB array at the image's own resolution.
-        masks: ``R x H x W`` bool array, one mask per annotated region (``R`` may be 0).
+        image: ``H x W x 3`` uint8 RGB array at the image's own resolution (other dtypes are
+            refused: a float image in [0, 1] would otherwise be read as almost black).
+        masks: ``R x H x W`` bool array, one mask per annotated region (``R`` may be 0). A 2-D
+            array is taken as ONE mask and must be binary (0 and one non-zero value); an
+            integer label map is refused (split it with :func:`datasets.folder.instance_masks`).
         categories: ``R`` category names, one per mask.
         fixation_map: ``H x W`` bool map of the unique fixated pixels (MATLAB rounding,
             digest section 1), or ``None`` for datasets without gaze (pop-out arrays).
@@ -45,8 +48,22 @@ class Sample:
             raise ValueError(
                 f"image {self.image_id!r}: expected an H x W x 3 RGB array, got shape {img.shape}"
             )
+        if img.dtype != np.uint8:
+            raise ValueError(
+                f"image {self.image_id!r}: expected a uint8 RGB array (0..255), got dtype {img.dtype}; "
+                "convert it first, e.g. (img * 255).round().astype(np.uint8) for floats in [0, 1]"
+            )
         h, w = img.shape[:2]
-        masks = np.asarray(self.masks, dtype=bool)
+        raw = np.asarray(self.masks)
+        n_values = np.unique(raw[raw != 0]).size if raw.ndim == 2 and raw.dtype != bool else 1
+        if n_values > 1:
+            # A label map (0 = background, 1..R = regions) cast to bool would silently become ONE region.
+            raise ValueError(
+                f"image {self.image_id!r}: masks is a 2-D array with {n_values} different non-zero values, "
+                "i.e. a label map, not one binary mask; split it into one mask per region first "
+                "(datasets.folder.instance_masks(label_map) returns the ids and R x H x W masks)"
+            )
+        masks = raw.astype(bool)
         if masks.ndim == 2:
             masks = masks[None]
         if masks.size == 0:
@@ -151,9 +168,15 @@ class Subset:
 
 
 def first(dataset, n: int | None):
-    """The first ``n`` images of ``dataset`` (all of them when ``n`` is None), lazily."""
-    if n is None or n >= len(dataset):
+    """The first ``n`` images of ``dataset`` (all of them when ``n`` is None or ``>= len``), lazily.
+
+    Raises:
+        ValueError: ``n`` is not an integer >= 1.
+    """
+    if n is None:
         return dataset
-    if n < 1:
-        raise ValueError(f"the number of images must be >= 1, got {n}")
-    return Subset(dataset, range(n))
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"the number of images must be an integer >= 1, got {n!r}")
+    if n >= len(dataset):
+        return dataset
+    return Subset(dataset, range(int(n)))

@@ -8,7 +8,10 @@ The cache folder is ``data_dir`` if given, else ``$SALIENCY_DISSECT_DATA``, else
   and the licence/readme are kept, in the repository layout that ``OSIEDataset`` reads:
   ``<data_dir>/osie/data/stimuli/*.jpg`` and ``<data_dir>/osie/data/eye/fixations.mat``.
   ``fixations.mat`` must have md5 ``8efdf6fe66f38b6e70f854c7ff45aa70`` (the checksum pysaliency
-  verifies too). A complete cache is reused without touching the network.
+  verifies too). A complete cache is reused without touching the network. A (re-)download
+  replaces only the files the archive holds; anything else in ``<data_dir>/osie`` (e.g. He et al.'s
+  OSIE-SR export, ``SegmentationObject/`` and ``SegmentationClass/``, put there as the OSIE docs
+  suggest) is never deleted or overwritten.
 * SALICON sits behind a registration page, so it cannot be fetched here: ``download_salicon``
   checks the cache and otherwise says where to get it and how to lay it out.
 """
@@ -28,6 +31,7 @@ __all__ = [
     "OSIE_FIXATIONS_MD5",
     "DATA_ENV",
     "default_data_dir",
+    "cached_osie",
     "download_osie",
     "download_salicon",
 ]
@@ -58,6 +62,17 @@ def _osie_complete(root: Path) -> bool:
     fix = root / "data" / "eye" / "fixations.mat"
     stimuli = root / "data" / "stimuli"
     return fix.is_file() and stimuli.is_dir() and any(stimuli.glob("*.jpg")) and _md5(fix) == OSIE_FIXATIONS_MD5
+
+
+def cached_osie(data_dir: str | Path | None = None) -> Path | None:
+    """``<data_dir>/osie`` if it holds a complete, verified download, else ``None`` (no network).
+
+    Args:
+        data_dir: cache folder (default: :func:`default_data_dir`).
+    """
+    data_dir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    root = data_dir / "osie"
+    return root if root.is_dir() and _osie_complete(root) else None
 
 
 def _fetch(url: str, dest: Path) -> None:
@@ -101,7 +116,8 @@ def download_osie(data_dir: str | Path | None = None, *, force: bool = False) ->
 
     Args:
         data_dir: cache folder (default: :func:`default_data_dir`).
-        force: download again even if a verified copy exists.
+        force: download again even if a verified copy exists (only the downloaded files are
+            replaced; other files in ``<data_dir>/osie`` are kept).
 
     Returns:
         The OSIE root, to pass to ``OSIEDataset(root)``.
@@ -113,7 +129,7 @@ def download_osie(data_dir: str | Path | None = None, *, force: bool = False) ->
     """
     data_dir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     root = data_dir / "osie"
-    if not force and root.is_dir() and _osie_complete(root):
+    if not force and cached_osie(data_dir) is not None:
         return root
     data_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=data_dir, prefix=".osie-") as tmp:
@@ -131,11 +147,28 @@ def download_osie(data_dir: str | Path | None = None, *, force: bool = False) ->
                 f"downloaded fixations.mat has md5 {md5}, expected {OSIE_FIXATIONS_MD5}; the repository "
                 "changed or the download is corrupt, so it was not installed"
             )
-        if root.exists():
-            shutil.rmtree(root)
-        # Same file system (tmp lives in data_dir): the cache appears complete or not at all.
-        staged.rename(root)
+        _install(staged, root)
     return root
+
+
+def _install(staged: Path, root: Path) -> None:
+    """Move every staged file to the same place under ``root``, replacing only those paths.
+
+    Nothing else under ``root`` is touched: a user's OSIE-SR export (``SegmentationObject/``,
+    ``SegmentationClass/``) or notes kept there survive a re-download. ``fixations.mat`` is the
+    completeness marker (:func:`_osie_complete`), so the old one is removed first and the new one
+    moved last: an interrupted install reads as incomplete and is redone next time.
+    """
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"{root} exists but is not a folder; move it away and download again")
+    marker = Path("data", "eye", "fixations.mat")
+    (root / marker).unlink(missing_ok=True)
+    files = sorted(p.relative_to(staged) for p in staged.rglob("*") if p.is_file())
+    for rel in sorted(files, key=lambda r: r == marker):  # the marker last
+        dest = root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # Same file system (staged lives in data_dir): each file is replaced atomically.
+        os.replace(staged / rel, dest)
 
 
 def download_salicon(data_dir: str | Path | None = None) -> Path:

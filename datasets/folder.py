@@ -23,7 +23,9 @@ Layout of ``root`` (only ``images/`` is required)::
   integer array) at the image's own size; each non-zero value is one region (ascending order). An
   image without a mask file has no regions.
 * ``categories.csv`` names each region (``region`` = the value in the mask); it must cover every
-  region of every mask it mentions. Without it every region is ``"region"``.
+  region of every mask it mentions, and every image it mentions must have a mask file. Without it
+  every region is ``"region"``.
+* ``subject`` values must be integers (``1.7`` is refused, not truncated).
 
 The helpers :func:`read_image`, :func:`read_label_map` and :func:`instance_masks` are shared with
 the OSIE and SALICON loaders.
@@ -171,10 +173,10 @@ class FolderDataset(LazyDataset):
         name: dataset name for reports (default: ``folder:<root folder name>``).
 
     Raises:
-        FileNotFoundError: no ``images/`` folder, no image in it, or fixation rows naming images
-            that are not there.
-        ValueError: a CSV without its required columns, non-numeric or NaN coordinates, two images
-            with the same stem.
+        FileNotFoundError: no ``images/`` folder, no image in it, CSV rows naming images that are
+            not there, or categories.csv naming an image without a mask file.
+        ValueError: a CSV without its required columns, non-numeric or NaN coordinates, a
+            non-integer ``subject``, two images with the same stem.
     """
 
     def __init__(self, root: str | Path, one_based: bool = False, name: str | None = None) -> None:
@@ -201,6 +203,8 @@ class FolderDataset(LazyDataset):
         self._mask_dir = self.root / "masks"
         self._fixations = self._read_fixations(by_stem)
         self._categories = self._read_categories(by_stem)
+        if self._categories is not None:
+            self._check_category_masks(sorted({stem for stem, _ in self._categories}))
         self.skipped: list[str] = []
         if self._fixations is not None:
             self.skipped = [s for s in by_stem if s not in self._fixations]
@@ -255,6 +259,12 @@ class FolderDataset(LazyDataset):
                 got = "an empty cell" if pd.isna(raw) else repr(str(raw))
                 # +2: the header is line 1 and lines count from 1
                 raise ValueError(f"{path}, line {first + 2}: column {col!r} must be a number, got {got}")
+            if col == "subject" and (values != np.round(values)).any():
+                first = int(np.flatnonzero((values != np.round(values)).to_numpy())[0])
+                raise ValueError(
+                    f"{path}, line {first + 2}: column 'subject' must hold integer subject ids, "
+                    f"got {str(df[col].iloc[first])!r}"
+                )
             df[col] = values
         df["stem"] = [self._stem_of(n, by_stem) for n in df["image"]]
         self._check_known(list(df["stem"]), by_stem, path)
@@ -279,6 +289,16 @@ class FolderDataset(LazyDataset):
                 raise ValueError(f"{path}: region {int(r)} of image {stem!r} has two categories")
             table[(stem, int(r))] = cat
         return table
+
+    def _check_category_masks(self, stems: list[str]) -> None:
+        """Every image that categories.csv names must have a mask file (else its rows would be ignored)."""
+        has_dir = self._mask_dir.is_dir()
+        no_mask = [s for s in stems if not has_dir or find_label_file(self._mask_dir, s) is None]
+        if no_mask:
+            raise missing_files_error(
+                "mask files (masks/<stem>.png|.npy) of images named in categories.csv are", no_mask,
+                len(stems), self._mask_dir, "add the masks or remove those images' rows from categories.csv",
+            )
 
     # ------------------------------------------------------------------ samples
     def _regions(self, stem: str, shape: tuple[int, int]) -> tuple[np.ndarray, list[str]]:

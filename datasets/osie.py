@@ -210,14 +210,16 @@ def find_osie_files(root: str | Path) -> tuple[Path, Path, Path | None]:
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"OSIE root {root} does not exist; download it with datasets.download.download_osie")
+        raise FileNotFoundError(f"OSIE root {root} does not exist; download OSIE with datasets.download.download_osie "
+                                "(CLI: python cli.py download osie) or point root (CLI: --data-root) at your copy")
     for base, fix in ((root / "data", root / "data" / "eye" / "fixations.mat"), (root, root / "fixations.mat")):
         if fix.is_file() and (base / "stimuli").is_dir():
             attrs = base / "attrs.mat"
             return base / "stimuli", fix, attrs if attrs.is_file() else None
     raise FileNotFoundError(
         f"no OSIE data in {root}: expected data/stimuli/ + data/eye/fixations.mat (the public repository) "
-        "or stimuli/ + fixations.mat (flat)"
+        "or stimuli/ + fixations.mat (flat); download OSIE with datasets.download.download_osie "
+        "(CLI: python cli.py download osie)"
     )
 
 
@@ -234,8 +236,8 @@ def find_sr_export(root: str | Path, sr_root: str | Path | None = None) -> Path 
         candidates = [Path(sr_root)]
         if not (candidates[0] / "SegmentationObject").is_dir():
             raise FileNotFoundError(
-                f"sr_root {sr_root} has no SegmentationObject/ folder; point it at the labelme2voc export "
-                "holding SegmentationObject/ and SegmentationClass/"
+                f"sr_root {sr_root} has no SegmentationObject/ folder; point sr_root (CLI: --sr-root DIR) at "
+                "the labelme2voc export holding SegmentationObject/ and SegmentationClass/"
             )
     else:
         root = Path(root)
@@ -267,9 +269,13 @@ def sr_regions(
     Returns:
         ``(masks, categories, ids)``: ``R x H x W`` bool masks, ``R`` category names, ``R`` ids.
 
+    Class ids are read only inside instances (instance id != 0): background may hold anything,
+    e.g. labelme2voc's -1 for ``__ignore__`` shapes (whose instance id it sets to 0).
+
     Raises:
         ValueError: maps of different shapes, an instance whose pixels are background (class 0)
-            in SegmentationClass, or a class id outside OSIE-SR's table.
+            in SegmentationClass, a negative class id inside an instance, or a class id outside
+            OSIE-SR's table.
     """
     obj = np.asarray(object_map)
     cls = np.asarray(class_map)
@@ -279,12 +285,19 @@ def sr_regions(
             "they must come from the same export"
         )
     ids, masks = instance_masks(obj, source)
-    if cls.size and cls.min() < 0:
-        raise ValueError(f"{source}: negative class id {int(cls.min())} in SegmentationClass")
-    # One joint histogram of (instance, class) pairs instead of a np.unique per instance.
-    n_cls = int(cls.max()) + 1 if cls.size else 1
     inside = obj.ravel() != 0
-    pairs = np.bincount(obj.ravel()[inside].astype(np.int64) * n_cls + cls.ravel()[inside].astype(np.int64),
+    cls_in = cls.ravel()[inside].astype(np.int64)
+    # Only pixels of an instance carry a class: labelme2voc writes -1 for `__ignore__` shapes and
+    # sets their instance id to 0, so -1 (or any value) on background is not an error.
+    if cls_in.size and cls_in.min() < 0:
+        k = int(obj.ravel()[inside][np.argmin(cls_in)])
+        raise ValueError(
+            f"{source}: instance {k} has negative class id {int(cls_in.min())} in SegmentationClass; "
+            "only background (instance 0) may be -1 (labelme's __ignore__)"
+        )
+    # One joint histogram of (instance, class) pairs instead of a np.unique per instance.
+    n_cls = int(cls_in.max()) + 1 if cls_in.size else 1
+    pairs = np.bincount(obj.ravel()[inside].astype(np.int64) * n_cls + cls_in,
                         minlength=(int(ids.max()) + 1 if ids.size else 1) * n_cls).reshape(-1, n_cls)
     cats: list[str] = []
     for k in ids:
@@ -337,9 +350,12 @@ class OSIEDataset(LazyDataset):
         name: str | None = None,
     ) -> None:
         if regions not in REGION_MODES:
-            raise ValueError(f"regions must be one of {', '.join(REGION_MODES)}, got {regions!r}")
+            raise ValueError(
+                f"regions must be one of {', '.join(REGION_MODES)} (CLI: --regions {'|'.join(REGION_MODES)}), "
+                f"got {regions!r}"
+            )
         if on_missing not in _ON_MISSING:
-            raise ValueError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
+            raise ValueError(f"on_missing must be 'error' or 'skip' (CLI: --on-missing error|skip), got {on_missing!r}")
         self.root = Path(root)
         self.on_missing = on_missing
         self.stimuli_dir, self.fixations_path, self.attrs_path = find_osie_files(self.root)
@@ -347,7 +363,8 @@ class OSIEDataset(LazyDataset):
         if regions == "sr" and self.sr_dir is None:
             raise FileNotFoundError(
                 f"regions='sr' but no OSIE-SR export (SegmentationObject/, SegmentationClass/) in {self.root} "
-                "or its data/ folder; pass sr_root=... or use regions='clusters'"
+                "or its data/ folder; point sr_root at the export's folder (CLI: --sr-root DIR) or use "
+                "regions='clusters' (CLI: --regions clusters, or --dataset osie)"
             )
         if regions == "auto":
             regions = "sr" if self.sr_dir is not None else "clusters"
@@ -375,7 +392,8 @@ class OSIEDataset(LazyDataset):
         self._items: list[tuple[str, Path, np.ndarray, Path | None, Path | None]] = []
         missing_stim = [img for img in candidates if not (self.stimuli_dir / img).is_file()]
         self._handle_missing(missing_stim, len(candidates), "stimuli listed in fixations.mat are", self.stimuli_dir,
-                             "download OSIE again (datasets.download.download_osie) or pass on_missing='skip'")
+                             "download OSIE again (datasets.download.download_osie; CLI: python cli.py download osie) "
+                             "or skip those images with on_missing='skip' (CLI: --on-missing skip)")
         missing_sr: list[str] = []
         skip = set(missing_stim)
         for img in candidates:
@@ -392,7 +410,9 @@ class OSIEDataset(LazyDataset):
             self._items.append((stem, self.stimuli_dir / img, groups[img], obj, cls))
         self._handle_missing(missing_sr, len(candidates) - len(missing_stim),
                              "OSIE-SR mask files (SegmentationObject/ and SegmentationClass/<stem>.npy|png) are",
-                             self.sr_dir, "complete the export, use regions='clusters' or pass on_missing='skip'")
+                             self.sr_dir, "complete the export, use fixation clusters with regions='clusters' "
+                             "(CLI: --regions clusters) or skip those images with on_missing='skip' "
+                             "(CLI: --on-missing skip)")
 
     def _handle_missing(self, names: list[str], total: int, what: str, where: Path | None, fix: str) -> None:
         """Raise (``on_missing="error"``) or skip with a warning, recording ``names`` in ``self.missing``."""

@@ -6,11 +6,19 @@ differing from them along ONE feature dimension, with a pixel-exact mask of the 
 
 Rendering (``classical-saliency-and-popout.md`` section 3.2). Every item is an exact geometric shape
 (an implicit ``inside(u, v)`` test). Each pixel is sampled at ``supersample x supersample`` sub-pixel
-centres and the samples are box-averaged: the per-pixel *coverage* ``alpha`` in ``[0, 1]`` is the
-fraction of the pixel the item covers (identical to drawing at ``supersample``-times the resolution
-and downsampling with PIL's BOX filter). Items never overlap (checked), so the image is the
+centres (default 8 x 8) and the samples are box-averaged: the per-pixel *coverage* ``alpha`` in
+``[0, 1]`` is the fraction of the pixel the item covers (identical to drawing at
+``supersample``-times the resolution and downsampling with PIL's BOX filter). Items never overlap (checked), so the image is the
 composite ``pixel = (1 - alpha) * background + alpha * colour`` in sRGB-encoded values, rounded to
 uint8 (what a box-filtered RGB rendering gives).
+
+Sampling tolerance. Supersampling estimates each item's area, so items specified with equal ink
+render with ink equal only up to the sampling error, which depends on the sub-pixel phase of the
+item. Measured as max |distractor ink / target ink - 1| over seeds 0-9 at the default params
+(supersample 8): <= 0.35 % for discs, bars, strokes and rings, 1.1 % for the shape dimension's
+square vs discs, 3.1 % for density's 3 px dots (at supersample 4: 1.4 % and 5.2 %; 16 would give
+0.35 % and 1.1 % but takes 2-3 times as long). Generating the default 80 arrays takes about
+1.5-2.5 s on one CPU core.
 
 Target mask (fixed here): the pixels whose coverage by the target is ``>= 0.5``. It is exact for
 the shape the target is (no bounding box, disc or dilation), holds only the target's own ink (a
@@ -57,10 +65,16 @@ curvature     grey strokes of length ``s`` and width ``s/5``; distractors straig
               ``s / turn``), bulging right; equal area ``length * width`` exactly.
 closure       grey rings of outer diameter ``s``; the target is a closed ring, distractors are
               C's with a gap of ``90 c`` deg facing right. Ink is equalised by widening the C's
-              stroke: ``w_C = w * 360 / (360 - gap)``, target stroke ``w = 0.15 s``.
-density       grey 3 x 3 dot lattices, dot diameter ``0.15 s``; distractor spacing
+              stroke: ``w_C = w * 360 / (360 - gap)``, target stroke ``w = 0.15 s``. So the
+              target's stroke is thinner (``0.75 w_C`` at ``c = 1``: 3.0 vs 4.0 px at ``s = 20``),
+              a second, weaker cue besides closure. It is a deliberate trade-off: a closed
+              ring cannot match the C's outer size, stroke width and ink at once; keeping size
+              and ink equal (luminance-driven models see equal mean luminance) costs the stroke.
+density       grey 3 x 3 dot lattices, dot diameter ``0.15 s`` but at least 1.1 px (smaller dots,
+              e.g. at a 64 px canvas, could leave the target mask empty); distractor spacing
               ``(s - dot) / 2`` (extent ``s``), target spacing ``(1 - c/2)`` times that (4 times
-              the dot density at ``c = 1``); same dots, same ink.
+              the dot density at ``c = 1``); same dots, same ink. Items too small for separate
+              dots (``s <= 5.5`` px at ``c = 1``) are refused.
 conjunction   control, no single-feature pop-out: bars ``s x s/4`` in the two isoluminant hue
               colours; target = target colour, vertical; distractors (half each, seeded) =
               target colour rotated ``90 c`` deg, or distractor colour vertical.
@@ -91,6 +105,7 @@ __all__ = [
     "PopoutRender",
     "render_array",
     "generate_array",
+    "array_seed",
     "PopoutDataset",
     "write_popout_set",
     "PopoutFolder",
@@ -120,6 +135,7 @@ _BAR_WIDTH = 0.25  # fraction of item_size
 _STROKE_WIDTH = 0.20  # curvature strokes, fraction of item_size
 _RING_WIDTH = 0.15  # closure strokes, fraction of item_size
 _DOT_DIAMETER = 0.15  # density dots, fraction of item_size
+_MIN_DOT_PX = 1.1  # ... but at least 1.1 px: smaller dots may cover no pixel to >= 0.5 (empty mask)
 _SHAPE_DISC = 0.80  # shape-dimension disc diameter, fraction of item_size (square fits in s)
 
 # Columns of metadata.csv: per-array fields, then the flattened PopoutParams.
@@ -162,7 +178,11 @@ class PopoutParams:
         grid: ``(rows, cols)``; every cell holds one item, one of them the target.
         jitter: maximum offset of an item from its cell centre, as a fraction of the cell size per
             axis (uniform in ``[-jitter, jitter]``), in ``[0, 0.5)``.
-        item_size: extent of the largest item in pixels (disc diameter, bar length, ...).
+        item_size: extent of the largest item in pixels (disc diameter, bar length, ...). ``None``
+            (default): ``15/28`` of the smaller cell side, ``min(H / rows, W / cols)``, i.e. 20 px
+            on the default 224 px canvas with a 6 x 6 grid; items then scale with the canvas and
+            the grid, and fit their cells at any jitter up to 0.2. After construction it holds the
+            resolved number.
         contrast: target/distractor difference along the tested dimension, in ``[0, 1]``; 0 makes
             the target identical to the distractors (module docstring table).
         background: grey level of the background, 0..255 (128 -> L* 53.6).
@@ -170,7 +190,8 @@ class PopoutParams:
             is ``luminance``), in ``[0, 100]``.
         chroma: CIELAB chroma of the ``hue`` / ``conjunction`` colours (35 keeps every hue angle
             inside the sRGB gamut at L* 60..75).
-        supersample: sub-pixel samples per axis for anti-aliasing and coverage (4 -> 16 per pixel).
+        supersample: sub-pixel samples per axis for anti-aliasing and coverage (8 -> 64 per
+            pixel; see "Sampling tolerance" in the module docstring).
         isoluminance: how the ``hue`` / ``conjunction`` colours are matched: ``"cielab"`` (equal
             CIELAB L*, i.e. equal CIE luminance Y) or ``"luma601"`` (equal BT.601 luma of the
             gamma-encoded values; the target's L* then differs slightly).
@@ -179,12 +200,12 @@ class PopoutParams:
     canvas: tuple[int, int] = (224, 224)
     grid: tuple[int, int] = (6, 6)
     jitter: float = 0.15
-    item_size: float = 20.0
+    item_size: float | None = None
     contrast: float = 1.0
     background: int = 128
     item_lightness: float = 70.0
     chroma: float = 35.0
-    supersample: int = 4
+    supersample: int = 8
     isoluminance: str = "cielab"
 
     def __post_init__(self) -> None:
@@ -193,6 +214,10 @@ class PopoutParams:
         if self.grid[0] * self.grid[1] < 2:
             raise ValueError(f"grid must hold at least 2 cells (a target and a distractor), got {self.grid}")
         _set_float(self, "jitter", 0.0, 0.5, hi_open=True)
+        if self.item_size is None:
+            (h, w), (rows, cols) = self.canvas, self.grid
+            # Integer numerators: the default 224 px, 6 x 6 grid gives exactly 3360 / 168 = 20.0.
+            object.__setattr__(self, "item_size", min(15 * h / (28 * rows), 15 * w / (28 * cols)))
         _set_float(self, "item_size", 0.0, math.inf, lo_open=True)
         _set_float(self, "contrast", 0.0, 1.0)
         _set_float(self, "item_lightness", 0.0, 100.0)
@@ -452,8 +477,14 @@ def _specs(
         radius = (s - w_c) / 2.0
         distractor, tgt = (_ring(radius, w_c, gap), grey), (_ring(radius, w, 0.0), grey)
     elif dimension == "density":
-        dot = _DOT_DIAMETER * s
+        dot = max(_DOT_DIAMETER * s, _MIN_DOT_PX)
         spacing = (s - dot) / 2.0
+        if spacing * (1.0 - c / 2.0) <= dot:
+            # Touching dots would merge and the target would lose ink: a silently wrong array.
+            raise ValueError(
+                f"item_size {s:.3g} px is too small for the density dimension (its {dot:.2g} px dots "
+                "would touch); use a larger canvas (>= 64 px with a 6 x 6 grid) or a coarser grid"
+            )
         distractor = (_dots(spacing, dot), grey)
         tgt = (_dots(spacing * (1.0 - c / 2.0), dot), grey)
     elif dimension == "conjunction":
@@ -610,11 +641,25 @@ def _mask_fraction(mask: np.ndarray) -> float:
     return float(np.count_nonzero(mask)) / float(mask.size)
 
 
-def _image_id(dimension: str, seed: int) -> str:
-    return f"{dimension}_{seed:03d}"
+def array_seed(seed: int, k: int) -> int:
+    """The seed of array ``k`` of a :class:`PopoutDataset` with dataset seed ``seed``.
+
+    ``SeedSequence([seed, k])`` hashed to one 32-bit integer, so datasets with different seeds
+    share no arrays (``seed + k`` would make seeds 0 and 1 share 9 of 10 arrays per dimension),
+    and array ``k`` does not depend on ``n_per_dimension``.
+
+    Raises:
+        ValueError: a negative or non-integer ``seed`` or ``k``.
+    """
+    seed = _check_seed(seed)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"array index must be a non-negative integer, got {k!r}")
+    return int(np.random.SeedSequence([seed, int(k)]).generate_state(1)[0])
 
 
-def generate_array(dimension: str, seed: int, params: PopoutParams = PopoutParams()) -> Sample:
+def generate_array(
+    dimension: str, seed: int, params: PopoutParams = PopoutParams(), *, image_id: str | None = None
+) -> Sample:
     """One pop-out search array as a :class:`Sample`.
 
     Args:
@@ -622,9 +667,10 @@ def generate_array(dimension: str, seed: int, params: PopoutParams = PopoutParam
         seed: non-negative integer; same seed and params -> identical pixels. The layout (target
             cell, jitter) depends on the seed only, so it is shared across dimensions.
         params: geometry and contrast.
+        image_id: the sample's id (default ``f"{dimension}_seed{seed}"``).
 
     Returns:
-        Sample with ``image_id = f"{dimension}_{seed:03d}"``, ``masks`` ``1 x H x W`` (target
+        Sample with ``image_id``, ``masks`` ``1 x H x W`` (target
         coverage >= 0.5), ``categories = [dimension]``, no fixations, and ``meta`` with
         ``dimension, seed, target_row, target_col`` (0-based cell), ``target_x, target_y``
         (1-based pixels), ``eccentricity`` (px from the image centre), ``mask_fraction`` p,
@@ -637,7 +683,10 @@ def generate_array(dimension: str, seed: int, params: PopoutParams = PopoutParam
     mask = r.target_mask
     p = _mask_fraction(mask)
     if p == 0.0:
-        raise ValueError(f"the {dimension} target covers no whole pixel; increase item_size")
+        raise ValueError(
+            f"the {dimension} target covers no pixel to >= 50 % (item_size {params.item_size:.3g} px); use a "
+            "larger canvas or a coarser grid (the default item_size follows them) or a larger item_size"
+        )
     h, w = params.canvas
     tx, ty = r.target_xy
     meta = {
@@ -653,7 +702,8 @@ def generate_array(dimension: str, seed: int, params: PopoutParams = PopoutParam
         "nmm_ceiling": math.sqrt((1.0 - p) / p),
         "params": params,
     }
-    return Sample(_image_id(dimension, int(seed)), r.image, mask[None], [dimension], meta=meta)
+    sid = f"{dimension}_seed{int(seed)}" if image_id is None else str(image_id)
+    return Sample(sid, r.image, mask[None], [dimension], meta=meta)
 
 
 # --------------------------------------------------------------------------------------------
@@ -663,10 +713,13 @@ def generate_array(dimension: str, seed: int, params: PopoutParams = PopoutParam
 class PopoutDataset:
     """``n_per_dimension`` arrays per dimension, generated lazily and deterministically.
 
-    Index ``i`` is array ``k = i % n_per_dimension`` of ``dimensions[i // n_per_dimension]``, with
-    array seed ``seed + k`` (so ids are ``hue_000 ... hue_009`` for ``seed = 0``). The default is
-    He et al.'s 80 arrays: 10 per feature dimension. Add the control with
-    ``dimensions=DIMENSIONS + CONTROL_DIMENSIONS``.
+    Index ``i`` is array ``k = i % n_per_dimension`` of ``dimensions[i // n_per_dimension]``:
+    ``generate_array(dimension, array_seed(seed, k), params)`` (``meta["seed"]`` holds that array
+    seed). Array ``k`` has the same layout in every dimension and does not depend on
+    ``n_per_dimension``; different dataset seeds share no arrays. Ids are ``f"{dimension}_{k:03d}"``
+    for ``seed = 0`` (``hue_000 ... hue_009``) and ``f"{dimension}_s{seed}_{k:03d}"`` otherwise, so
+    arrays of different seeds never share an id. The default is He et al.'s 80 arrays: 10 per
+    feature dimension. Add the control with ``dimensions=DIMENSIONS + CONTROL_DIMENSIONS``.
     """
 
     name = "popout"
@@ -706,8 +759,9 @@ class PopoutDataset:
         i = int(index) + n if index < 0 else int(index)
         if not 0 <= i < n:
             raise IndexError(f"index {index} out of range for a pop-out dataset of {n} arrays")
-        dim = self.dimensions[i // self.n_per_dimension]
-        return generate_array(dim, self.seed + i % self.n_per_dimension, self.params)
+        dim, k = self.dimensions[i // self.n_per_dimension], i % self.n_per_dimension
+        sid = f"{dim}_{k:03d}" if self.seed == 0 else f"{dim}_s{self.seed}_{k:03d}"
+        return generate_array(dim, array_seed(self.seed, k), self.params, image_id=sid)
 
     def __iter__(self) -> Iterator[Sample]:
         return (self[i] for i in range(len(self)))
@@ -811,10 +865,13 @@ class PopoutFolder:
 
     The folder and its files are checked when the object is made; pixels are read lazily. The
     arrays are listed in ``metadata.csv`` order; PNGs not listed there are ignored.
+    ``category_order`` lists the dimensions present, in :data:`DIMENSIONS` order, then the
+    controls (as :class:`PopoutDataset` does), for the dissection tables.
 
     Raises:
         FileNotFoundError: a missing folder, ``metadata.csv``, image or mask.
-        ValueError: ``metadata.csv`` without the expected columns or with unreadable values.
+        ValueError: ``metadata.csv`` without the expected columns, with unreadable values or an
+            unknown dimension.
     """
 
     name = "popout"
@@ -840,6 +897,8 @@ class PopoutFolder:
                     f"{str(meta_path)!r} lacks columns {missing}; rewrite it with write_popout_set"
                 )
             self._rows = [self._parse(row, meta_path, n + 2) for n, row in enumerate(reader)]
+        present = {row["dimension"] for row in self._rows}
+        self.category_order = [d for d in _ALL_DIMENSIONS if d in present]
         for row in self._rows:
             sid = row["image_id"]
             if not (self.root / "images" / f"{sid}.png").is_file():
@@ -862,6 +921,11 @@ class PopoutFolder:
             raise ValueError(
                 f"{str(path)!r} line {line}: unreadable value ({err}); rewrite it with write_popout_set"
             ) from None
+        if out["dimension"] not in _ALL_DIMENSIONS:
+            raise ValueError(
+                f"{str(path)!r} line {line}: unknown dimension {out['dimension']!r}; "
+                f"expected one of {', '.join(_ALL_DIMENSIONS)}"
+            )
         return out
 
     def __len__(self) -> int:

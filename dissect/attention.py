@@ -292,7 +292,7 @@ def _cam(model: nn.Module, x: torch.Tensor, layer: LayerSpec | None, target: Tar
         raise ValueError(
             f"cam needs a global-average-pooling + linear classifier (e.g. resnet50); for "
             f"{_arch(model)} fit class weights first with fit_cam_regression(model, images, layer) "
-            f"and pass cam_weights=..."
+            f"and pass cam_weights=... (CLI: --cam-fit-images N)"
         )
     cam = torch.einsum("nk,nkhw->nhw", weights[t], f)  # Ebrahimpour et al. 2019, eq. 1
     return _upsample(cam, x.shape[-2:])

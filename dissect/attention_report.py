@@ -13,30 +13,25 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-import torch.nn.functional as F
-
 from dissect import attention
 from dissect.attention_study import run_attention_study
 from dissect.dissection import preprocess
 from dissect.reports import check_writable
+from dissect.resize import resize_map
 from probes.attention_figures import attention_overlays, dense_layer_mae
 from probes.gaze import human_density
 
 __all__ = ["write_attention_report", "example_maps"]
 
 
-def example_maps(model, samples, methods: Sequence[str], *, image_size: int = 224,
-                 sigma: float = 24.0) -> tuple[list, dict]:
+def example_maps(model, samples, methods: Sequence[str], *, image_size: int = 224, sigma: float = 24.0,
+                 options: dict | None = None) -> tuple[list, dict]:
     """Human density maps and each method's map (default layer), at each image's own size."""
     batch = preprocess([s.image for s in samples], image_size)
     maps: dict[str, list] = {}
     for method in methods:
-        out = attention.attention_maps(model, batch, method)
-        maps[method] = [
-            F.interpolate(out[i][None, None].double(), size=s.shape, mode="bilinear",
-                          align_corners=False)[0, 0].numpy()
-            for i, s in enumerate(samples)
-        ]
+        out = attention.attention_maps(model, batch, method, **(options or {}).get(method, {}))
+        maps[method] = [resize_map(out[i], s.shape) for i, s in enumerate(samples)]
     return [human_density(s, sigma) for s in samples], maps
 
 
@@ -66,7 +61,8 @@ def write_attention_report(model, dataset, methods: Sequence[str], out_dir: str 
     if samples:
         human, maps = example_maps(model, samples, methods,
                                    image_size=study_options.get("image_size", 224),
-                                   sigma=study_options.get("sigma", 24.0))
+                                   sigma=study_options.get("sigma", 24.0),
+                                   options=study_options.get("options"))
         paths["overlays"] = attention_overlays([s.image for s in samples], human, maps, out / "overlays.png",
                                                titles=[s.image_id for s in samples])
     if "dense" in methods:

@@ -26,6 +26,8 @@ from dissect import attention
 from dissect.dissection import preprocess
 from dissect.hooks import resolve_layer
 from dissect.models import IMAGENET_MEAN, IMAGENET_STD
+from dissect.resize import resize_map
+from probes.metrics import is_constant
 from probes.gaze import (
     CEILING,
     FLOOR,
@@ -154,21 +156,6 @@ def _sample_fixation_map(sample) -> np.ndarray | None:
     if table is None:
         return None
     return fixation_map(table["x"].to_numpy(), table["y"].to_numpy(), sample.shape)
-
-
-def _upsample(small: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
-    """``h x w`` map -> ``H x W`` float64, bilinear with half-pixel centres (digest section 1).
-
-    Computed in float64, and a constant map stays exactly constant: float32 interpolation
-    weights do not sum to exactly 1, which would turn a dead (constant) map into rounding noise
-    with a finite, meaningless NSS instead of NaN.
-    """
-    m = small.detach().to("cpu", torch.float64)
-    if m.numel() and bool(m.max() == m.min()):
-        return np.full(tuple(shape), float(m.flatten()[0]))
-    if tuple(m.shape) != tuple(shape):
-        m = F.interpolate(m[None, None], size=tuple(shape), mode="bilinear", align_corners=False)[0, 0]
-    return m.numpy()
 
 
 # --------------------------------------------------------------------------- gaze study
@@ -311,13 +298,13 @@ def run_attention_study(
                          if len(usable) > 1 else None)
                 bias = center_bias_map(shape)
                 for (method, label), m in maps.items():
-                    up = _upsample(m[k], shape)
-                    if not np.isfinite(up).all():
+                    if not bool(torch.isfinite(m[k]).all()):
                         n_nonfinite[method] += 1
                         scores = dict.fromkeys(GAZE_METRICS, math.nan)
                     else:
-                        n_constant[method] += int(up.max() == up.min())
-                        scores = gaze_scores(up, fix, density, other_fixation_map=other, baseline=bias, seed=seed)
+                        n_constant[method] += int(is_constant(m[k]))
+                        scores = gaze_scores(resize_map(m[k], shape), fix, density, other_fixation_map=other,
+                                             baseline=bias, seed=seed)
                     rows.append({"image": sample.image_id, "method": method, "layer": label, **scores})
                 rows.append({"image": sample.image_id, "method": FLOOR, "layer": "",
                              **gaze_scores(bias, fix, density, other_fixation_map=other, baseline=bias, seed=seed)})

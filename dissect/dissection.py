@@ -15,6 +15,7 @@ uninterrupted run.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -106,15 +107,26 @@ def valid_regions(sample) -> tuple[np.ndarray, int, int]:
     return keep, int((~nonempty).sum()), int((nonempty & ~fixated).sum())
 
 
-def _fingerprint(layer_names, dataset, image_size, model) -> dict:
+def _fingerprint(layer_names, dataset, image_size, model, run_key) -> dict:
+    """What must not change between an interrupted run and its resumption."""
     info = getattr(model, "dissect_info", {})
+    weights = info.get("weights_detail")
+    if weights is None:  # a model from outside the zoo: identify it by its parameters
+        digest = hashlib.sha256()
+        for name, tensor in model.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        weights = f"state_dict sha256:{digest.hexdigest()[:16]}"
+    root = getattr(dataset, "root", None)
     return {
         "layers": list(layer_names),
         "dataset": getattr(dataset, "name", type(dataset).__name__),
-        "n_images": len(dataset),
+        "dataset_root": str(Path(root).resolve()) if root is not None else None,
+        "dataset_seed": getattr(dataset, "seed", None),
         "image_size": image_size,
         "model": info.get("arch", type(model).__name__),
-        "weights": info.get("weights_detail", info.get("weights", "unknown")),
+        "weights": weights,
+        **(run_key or {}),
     }
 
 
@@ -155,15 +167,17 @@ def _load_batch(dataset, start: int, stop: int, image_size: int | None):
     return samples, preprocess([s.image for s in samples], image_size)
 
 
-def _score_batch(scorer: RegionScorer, samples, activations: dict, layer_names, categories, stop: int):
+def _score_batch(scorer: RegionScorer, samples, activations: dict, layer_names, categories, stop: int,
+                 dead_units: str):
     """Score one batch into a fresh accumulator (merged by the caller, in order)."""
     t0 = time.perf_counter()
     batch_acc = UnitScoreAccumulator(categories=categories)
     counts = {"n_images": 0, "n_images_without_regions": 0, "n_regions_scored": 0,
-              "n_regions_empty": 0, "n_regions_unfixated": 0}
+              "n_regions_empty": 0, "n_regions_unfixated": 0, "n_fixations_clamped": 0}
     for i, sample in enumerate(samples):
         keep, n_empty, n_unfixated = valid_regions(sample)
         counts["n_images"] += 1
+        counts["n_fixations_clamped"] += int(sample.meta.get("n_clamped", 0))
         counts["n_regions_empty"] += n_empty
         counts["n_regions_unfixated"] += n_unfixated
         if keep.size == 0:
@@ -173,7 +187,12 @@ def _score_batch(scorer: RegionScorer, samples, activations: dict, layer_names, 
         scorer.set_regions(sample.masks[keep], sample.fixation_map)
         cats = [sample.categories[k] for k in keep]
         for name in layer_names:
-            batch_acc.add(name, scorer.score(activations[name][i]), cats)
+            scores = scorer.score(activations[name][i])
+            if dead_units == "zero":
+                # He et al.'s demo: a constant map scores 0 on the region (regions without
+                # fixations were dropped above, so NaN here only marks a constant map).
+                scores = np.nan_to_num(scores, nan=0.0)
+            batch_acc.add(name, scores, cats)
     return batch_acc, counts, stop, time.perf_counter() - t0
 
 
@@ -234,6 +253,8 @@ def run_dissection(
     resume: bool = False,
     progress: bool = True,
     max_images: int | None = None,
+    dead_units: str = "skip",
+    run_key: dict | None = None,
 ) -> DissectionResult:
     """Dissect ``layers`` of any ``nn.Module`` on ``dataset``.
 
@@ -245,12 +266,19 @@ def run_dissection(
         batch_size: images per forward pass.
         device: where the model runs (``"cpu"``, ``"cuda"``, ...); scores are computed on the CPU.
         top_k, threshold: summary statistics (He et al.: 10 and 1.5).
-        categories: order of categories in the tables (default: the dataset's
-            ``category_order`` if it has one, e.g. He et al.'s for OSIE-SR, else first seen).
+        categories: the categories of the tables, in order (default: the dataset's
+            ``category_order`` if it has one, e.g. He et al.'s 12 for OSIE-SR, else first seen);
+            a region of another category is an error.
         checkpoint_dir: folder for the resumable state (``progress.json`` naming a ``state-N.npz``).
         resume: continue from ``checkpoint_dir`` if it holds a run with the same settings.
         progress: show a tqdm progress bar.
         max_images: stop after this many images (quick looks; recorded in ``info``).
+        dead_units: a unit whose map is constant on an image: ``"skip"`` (default, digest
+            section 3: that region is left out of the unit's mean; ``n_valid`` in the unit
+            table counts the regions it was live on) or ``"zero"`` (He et al.'s demo code:
+            the region scores 0, so mostly-dead units cannot rank on a few regions).
+        run_key: anything else that identifies the run for ``resume`` (the CLI passes the
+            dataset's loader options).
 
     Returns:
         :class:`DissectionResult`.
@@ -261,8 +289,16 @@ def run_dissection(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if dead_units not in ("skip", "zero"):
+        raise ValueError(f"dead_units must be 'skip' or 'zero', got {dead_units!r}")
+    if int(top_k) < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if not np.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number, got {threshold}")
     n_total = len(dataset)
     if max_images is not None:
+        if int(max_images) < 1:
+            raise ValueError(f"max_images must be >= 1, got {max_images}")
         n_total = min(n_total, int(max_images))
     if n_total == 0:
         raise ValueError(f"dataset {getattr(dataset, 'name', '')!r} has no images: check the data root")
@@ -273,10 +309,14 @@ def run_dissection(
     if len(set(layer_names)) != len(layer_names):
         raise ValueError(f"layers listed twice: {layer_names}")
     device = torch.device(device)
-    fingerprint = _fingerprint(layer_names, dataset, image_size, model)
+    fingerprint = _fingerprint(layer_names, dataset, image_size, model, run_key)
     fingerprint["n_images"] = n_total
+    fingerprint["dead_units"] = dead_units
+    # A dataset that knows its categories (OSIE-SR's 12, the pop-out dimensions) gets a row for
+    # each of them, in its order, even where a subset has no region of one (n_regions = 0).
+    acc_categories = list(categories) if categories else getattr(dataset, "category_order", None)
 
-    acc = UnitScoreAccumulator(categories=categories)
+    acc = UnitScoreAccumulator(categories=acc_categories)
     counts: dict[str, int] = {}
     metric = None
     start = 0
@@ -345,13 +385,14 @@ def run_dissection(
                     timings["forward"] += time.perf_counter() - t0
                     activations = {name: rec.activations[name] for name in layer_names}
                     if scored is not None:
-                        land(scored)
+                        job, scored = scored, None  # cleared first: a job must never land twice
+                        land(job)
                     scored = scorer_pool.submit(_score_batch, scorer, samples, activations, layer_names,
-                                                categories, stop)
+                                                acc_categories, stop, dead_units)
                     index = stop
                 if scored is not None:
-                    land(scored)
-                scored = None
+                    job, scored = scored, None
+                    land(job)
             except BaseException:
                 # Keep the batch that was being scored when the run stopped (Ctrl-C, a bad
                 # image further on): finished work is never thrown away.
@@ -370,6 +411,7 @@ def run_dissection(
         "device": str(device),
         "top_k": top_k,
         "threshold": threshold,
+        "dead_units": dead_units,
         "resumed_from_image": start,
         **counts,
         "timings_s": {"forward": round(timings["forward"], 4), "scoring": round(timings["scoring"], 4),
@@ -377,25 +419,8 @@ def run_dissection(
     }
     if max_images is not None:
         info["max_images"] = int(max_images)
-    order = categories or getattr(dataset, "category_order", None)
-    return DissectionResult(units=_in_category_order(acc.unit_table(), order),
-                            summary=_in_category_order(acc.summary(top_k=top_k, threshold=threshold), order),
+    return DissectionResult(units=acc.unit_table(), summary=acc.summary(top_k=top_k, threshold=threshold),
                             info=info, accumulator=acc)
-
-
-def _in_category_order(frame: pd.DataFrame, order: Sequence[str] | None) -> pd.DataFrame:
-    """Rows grouped by layer as they are, categories in ``order`` (unlisted ones after, as seen)."""
-    if not order or frame.empty:
-        return frame
-    rank = {c: i for i, c in enumerate(order)}
-    seen = list(dict.fromkeys(frame["category"]))
-    key = frame["category"].map(lambda c: rank.get(c, len(rank) + seen.index(c)))
-    layer_rank = frame["layer"].map({l: i for i, l in enumerate(dict.fromkeys(frame["layer"]))})
-    sort_cols = [layer_rank.rename("_layer"), key.rename("_cat")]
-    if "unit" in frame:
-        sort_cols.insert(1, frame["unit"].rename("_unit"))
-    keys = pd.concat(sort_cols, axis=1)
-    return frame.loc[keys.sort_values(list(keys.columns), kind="stable").index].reset_index(drop=True)
 
 
 def environment_versions() -> dict:

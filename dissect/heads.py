@@ -4,6 +4,9 @@ Both use VGG16 conv1_1..conv5_3 (``features[:30]``: pool5 dropped, output = ReLU
 512 channels) as the encoder, so the layer aliases of :func:`dissect.models.layer_aliases`
 (``conv1_1`` .. ``conv5_3``, ``pool1`` .. ``pool4``) address the same modules as in ``vgg16``.
 No training loop lives here; :func:`freeze_encoder` sets He et al.'s setups I and II.
+A model saved with :func:`dissect.models.save_checkpoint` reloads with
+``load_model("saliency_vgg16" | "scene_vgg16", weights=path)``; ``dissect_info`` follows
+``load_model``'s record (``weights`` ``"random"``, ``"imagenet-encoder"`` or ``"file-encoder"``).
 """
 from __future__ import annotations
 
@@ -27,6 +30,22 @@ def _vgg16_encoder(
     """VGG16 ``features[:30]`` (up to ReLU(conv5_3)), its pool5, and the weights record."""
     vgg = load_model("vgg16", weights, seed=seed, progress=progress)
     return vgg.features[:_N_ENCODER_MODULES], vgg.features[_N_ENCODER_MODULES], vgg.dissect_info
+
+
+def _head_info(arch: str, encoder_info: dict, seed: int, **options) -> dict:
+    """``dissect_info`` of a task model built from an encoder record, as in ``load_model``.
+
+    A random encoder and head share ``seed``, so ``weights_detail`` is just ``seed=...``;
+    otherwise ``weights`` is ``"imagenet-encoder"`` / ``"file-encoder"`` and the detail names
+    the encoder's weights and the head's seed.
+    """
+    if encoder_info["weights"] == "random":
+        weights, detail = "random", f"seed={seed}"
+    else:
+        weights = f"{encoder_info['weights']}-encoder"
+        detail = f"encoder {encoder_info['weights_detail']}, head seed={seed}"
+    return {"arch": arch, "weights": weights, "weights_detail": detail, "seed": seed,
+            "requested": encoder_info["requested"], **options, "encoder": encoder_info}
 
 
 class SaliencyVGG(nn.Module):
@@ -53,7 +72,7 @@ class SaliencyVGG(nn.Module):
             torch.manual_seed(seed)
             # He et al. 2019 (PyTorch code): Conv2d(512, 1, 1, bias=False), a linear read-out.
             self.readout = nn.Conv2d(512, 1, kernel_size=1, bias=False)
-        self.dissect_info = {"arch": "saliency_vgg16", "encoder": encoder_info, "seed": seed}
+        self.dissect_info = _head_info("saliency_vgg16", encoder_info, seed)
         self.eval()
 
     def forward(self, x: torch.Tensor, out_size: Sequence[int] | None = None) -> torch.Tensor:
@@ -109,8 +128,8 @@ class SceneVGG(nn.Module):
                 nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
                 nn.Linear(hidden, n_classes),
             )
-        self.dissect_info = {"arch": "scene_vgg16", "encoder": encoder_info, "seed": seed,
-                             "n_classes": n_classes}
+        self.dissect_info = _head_info("scene_vgg16", encoder_info, seed, n_classes=n_classes,
+                                       hidden=hidden, dropout=dropout)
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,10 @@
 """The model zoo: build torchvision CNNs with known weights and name their layers.
 
-``load_model`` builds one of :data:`MODEL_NAMES` in eval mode with ImageNet, seeded random or
-file weights and records what it used in ``model.dissect_info``, so every report can state it.
+``load_model`` builds one of :data:`ALL_MODEL_NAMES` in eval mode with ImageNet, seeded random or
+file weights and records what it used in ``model.dissect_info``, so every report can state it:
+the ImageNet classifiers of :data:`MODEL_NAMES` and He et al.'s task models of
+:data:`HEAD_NAMES` (:mod:`dissect.heads`: a VGG16 encoder + a saliency or scene head), so a
+fine-tuned checkpoint is dissected exactly like the pretrained backbone.
 ``layer_aliases`` maps the readable layer names of the studies (``conv5_3``, ``pool4``,
 ``layer3``) to dotted module paths, and ``list_layers`` measures their shapes with one dummy
 forward pass.
@@ -28,6 +31,8 @@ from torch import nn
 
 __all__ = [
     "MODEL_NAMES",
+    "HEAD_NAMES",
+    "ALL_MODEL_NAMES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "load_model",
@@ -36,7 +41,11 @@ __all__ = [
     "list_layers",
 ]
 
+# The ImageNet classification backbones (torchvision architectures with a 1000-class output).
 MODEL_NAMES: tuple[str, ...] = ("vgg16", "vgg19", "resnet50", "alexnet")
+# He et al. 2019's task models (dissect.heads): VGG16 features[:30] + a saliency / scene head.
+HEAD_NAMES: tuple[str, ...] = ("saliency_vgg16", "scene_vgg16")
+ALL_MODEL_NAMES: tuple[str, ...] = MODEL_NAMES + HEAD_NAMES
 
 # torchvision's ImageNet preprocessing (RGB, inputs in [0, 1]); He et al.'s PyTorch code uses them.
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -52,6 +61,9 @@ _IMAGENET_WEIGHTS = {
 }
 
 _CHECKPOINT_FORMAT = "saliency-dissect-checkpoint"
+# dissect_info["weights"] of a task model with an ImageNet encoder; accepted back as `weights`
+# so a run's record rebuilds its model.
+_HEAD_IMAGENET = "imagenet-encoder"
 _PLAIN_TYPES = (str, int, float, bool, type(None))
 
 
@@ -62,18 +74,28 @@ class _WeightsUnavailable(RuntimeError):
 def load_model(
     name: str, weights: str | os.PathLike = "auto", *, seed: int = 0, progress: bool = False
 ) -> nn.Module:
-    """Build a torchvision model in eval mode with the requested weights.
+    """Build a model of the zoo in eval mode with the requested weights.
 
     The choice is recorded as ``model.dissect_info = {"arch", "weights", "weights_detail",
-    "seed", "requested"}`` with ``weights`` one of ``"imagenet"``, ``"random"``, ``"file"``.
+    "seed", "requested"}`` with ``weights`` one of ``"imagenet"``, ``"random"``, ``"file"``, or,
+    for :data:`HEAD_NAMES`, ``"imagenet-encoder"`` (ImageNet VGG16 encoder, fresh head).
+    ``weights_detail`` is the seed, the torchvision weights enum, or the file's absolute path
+    and sha256 prefix. Task models add ``"encoder"`` (the encoder's record; not for files) and
+    ``scene_vgg16`` adds ``"n_classes", "hidden", "dropout"``.
 
     Args:
-        name: one of :data:`MODEL_NAMES`.
+        name: one of :data:`ALL_MODEL_NAMES`: a classifier of :data:`MODEL_NAMES` or a task
+            model of :data:`HEAD_NAMES` (:class:`dissect.heads.SaliencyVGG`,
+            :class:`dissect.heads.SceneVGG` with 26 classes and hidden width 1024).
         weights: ``"imagenet"`` (torchvision's ``IMAGENET1K_V1``, downloaded once to torch's hub
             cache), ``"random"`` (torchvision's initialisation seeded with ``seed``; the global
             RNG state is restored afterwards), a path to a state dict or to a checkpoint written
             by :func:`save_checkpoint`, or ``"auto"``: ImageNet if cached or downloadable,
-            otherwise random weights with a :class:`UserWarning`.
+            otherwise random weights with a :class:`UserWarning`. For a task model,
+            ``"imagenet"`` / ``"auto"`` (or ``"imagenet-encoder"``, as recorded) give the ImageNet
+            VGG16 encoder and a fresh head seeded with ``seed``; ``"random"`` gives the encoder of
+            ``load_model("vgg16", "random", seed=seed)`` and a head seeded with ``seed``; a file
+            must hold that task model (its scene classifier sizes are read from the weights).
         seed: seed of the random initialisation (same seed -> identical state dict).
         progress: show a download progress bar.
 
@@ -85,14 +107,29 @@ def load_model(
         FileNotFoundError: ``weights`` is a path that does not exist.
         RuntimeError: ``weights="imagenet"`` and the weights can be neither found nor downloaded.
     """
-    if name not in MODEL_NAMES:
-        raise ValueError(f"unknown model {name!r}: use one of {', '.join(MODEL_NAMES)}")
+    if name not in ALL_MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}: use one of {', '.join(ALL_MODEL_NAMES)}")
     if not isinstance(weights, (str, os.PathLike)):
         raise ValueError(
             f"weights must be 'auto', 'imagenet', 'random' or a file path, got {type(weights).__name__}"
         )
+    if not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
     requested = os.fspath(weights)
 
+    if name in HEAD_NAMES:
+        model, info = _load_head(name, requested, seed, progress)
+        model.eval()
+        model.dissect_info = {"arch": name, "weights": info.pop("weights"),
+                              "weights_detail": info.pop("weights_detail"), "seed": seed,
+                              "requested": requested, **info}
+        return model
+
+    if requested == _HEAD_IMAGENET:
+        raise ValueError(
+            f"weights {_HEAD_IMAGENET!r} is for the task models {', '.join(HEAD_NAMES)}: "
+            f"use weights='imagenet' for {name}"
+        )
     if requested == "random":
         model, kind, detail = _build_random(name, seed), "random", f"seed={seed}"
     elif requested in ("imagenet", "auto"):
@@ -109,7 +146,10 @@ def load_model(
             )
             model, kind, detail = _build_random(name, seed), "random", f"seed={seed}"
     else:
-        (model, detail), kind = _build_from_file(name, Path(requested)), "file"
+        path = _resolve_file(requested)
+        state, _ = _read_state(name, path)
+        model, kind = _build_with_state(name, state, path), "file"
+        detail = f"{path} sha256:{_sha256_prefix(path)}"
 
     model.eval()
     model.dissect_info = {
@@ -176,8 +216,10 @@ def layer_aliases(model: nn.Module) -> dict[str, str]:
 
     VGG: ``conv{b}_{i}`` = the ReLU after the i-th conv of block b, ``pool{b}`` = the max-pool
     ending block b (``vgg16``: conv1_1 -> ``features.1`` ... conv5_3 -> ``features.29``, pool5
-    -> ``features.30``). AlexNet: ``conv1..conv5`` = the ReLU after each conv, ``pool{k}`` =
-    the max-pool after conv k (pool1, pool2, pool5). ResNet: ``conv1`` = the stem ReLU
+    -> ``features.30``; the task models' encoders end at conv5_3, and
+    :class:`dissect.heads.SceneVGG`'s pool5 is its top-level ``pool5``). AlexNet:
+    ``conv1..conv5`` = the ReLU after each conv, ``pool{k}`` = the max-pool after conv k
+    (pool1, pool2, pool5). ResNet: ``conv1`` = the stem ReLU
     (``relu``), ``layer1..layer4``. Indices are computed from the module structure, so VGG19
     gets conv3_4, conv4_4, conv5_4 and truncated encoders (``features[:30]``) work too.
 
@@ -216,6 +258,10 @@ def layer_aliases(model: nn.Module) -> dict[str, str]:
         elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
             out[f"pool{block}" if family == "vgg" else f"pool{conv_total}"] = path
             block, conv_in_block = block + 1, 0
+    # A truncated VGG encoder whose next pool is a top-level module (SceneVGG.pool5).
+    pool = getattr(model, f"pool{block}", None)
+    if family == "vgg" and conv_in_block and isinstance(pool, (nn.MaxPool2d, nn.AvgPool2d)):
+        out[f"pool{block}"] = f"pool{block}"
     return out
 
 
@@ -340,40 +386,100 @@ def _build_imagenet(name: str, progress: bool) -> tuple[nn.Module, str]:
     return _build_with_state(name, state, None), f"{type(enum).__name__}.{enum.name}"
 
 
-def _build_from_file(name: str, path: Path) -> tuple[nn.Module, str]:
-    path = path.expanduser().resolve()
+def _resolve_file(requested: str) -> Path:
+    path = Path(requested).expanduser().resolve()
     if not path.is_file():
         raise FileNotFoundError(
             f"weights file not found: {path} (use weights='auto', 'imagenet', 'random' or an existing file)"
         )
+    return path
+
+
+def _read_state(name: str, path: Path) -> tuple[Mapping[str, torch.Tensor], Mapping]:
+    """The state dict in ``path`` (a checkpoint of ``name`` or a plain state dict) and the
+    checkpoint's stored ``dissect_info`` (empty for a plain state dict)."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a file that is not a torch archive
         raise ValueError(f"could not read weights file {path}: {err}") from err
+    info: Mapping = {}
     if isinstance(obj, Mapping) and obj.get("format") == _CHECKPOINT_FORMAT:
         if obj.get("arch") != name:
-            raise ValueError(
-                f"weights file {path} is a checkpoint of architecture {obj.get('arch')!r}, "
-                f"not {name!r}: load it with load_model({obj.get('arch')!r}, weights=...)"
-            )
+            raise ValueError(_wrong_arch_message(name, obj.get("arch"), path))
         state = obj["state_dict"]
+        info = obj.get("dissect_info") if isinstance(obj.get("dissect_info"), Mapping) else {}
     else:
         state = obj
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"weights file {path} holds no state dict (a mapping of names to tensors)")
-    return _build_with_state(name, state, path), f"{path} sha256:{_sha256_prefix(path)}"
+    return state, info
+
+
+def _wrong_arch_message(name: str, arch: Any, path: Path) -> str:
+    """One line: whose checkpoint ``path`` is and the call that loads it."""
+    msg = f"weights file {path} is a checkpoint of architecture {arch!r}, not {name!r}: "
+    if arch not in ALL_MODEL_NAMES:
+        return msg + f"{arch!r} is not one of {', '.join(ALL_MODEL_NAMES)}"
+    msg += f"load it with load_model({arch!r}, weights={str(path)!r})"
+    if arch in HEAD_NAMES and name in MODEL_NAMES:
+        # A task checkpoint has no fc6-fc8: there is no unambiguous classifier to build.
+        msg += " (its VGG16 encoder is the model's .features)"
+    elif arch == "vgg16" and name in HEAD_NAMES:
+        cls = "SaliencyVGG" if name == "saliency_vgg16" else "SceneVGG"
+        msg += f", or put a fresh head on it with dissect.heads.{cls}(encoder_weights=...)"
+    return msg
+
+
+def _load_head(name: str, requested: str, seed: int, progress: bool) -> tuple[nn.Module, dict]:
+    """A task model of HEAD_NAMES and its record (without arch, seed, requested)."""
+    from dissect import heads  # lazy: dissect.heads builds its encoder with load_model
+
+    cls = {"saliency_vgg16": heads.SaliencyVGG, "scene_vgg16": heads.SceneVGG}[name]
+    if requested in ("random", "imagenet", "auto", _HEAD_IMAGENET):
+        encoder = "imagenet" if requested == _HEAD_IMAGENET else requested
+        model = cls(encoder_weights=encoder, seed=seed, progress=progress)
+        info = {k: v for k, v in model.dissect_info.items() if k not in ("arch", "seed", "requested")}
+        return model, info
+    path = _resolve_file(requested)
+    state, stored = _read_state(name, path)
+    options: dict[str, Any] = {}
+    if name == "scene_vgg16":
+        options = _scene_options(state, stored)
+    with torch.device("meta"):  # no wasted random init; every tensor comes from the file
+        model = cls(encoder_weights="random", seed=seed, **options)
+    _assign_state(model, name, state, path)
+    return model, {"weights": "file", "weights_detail": f"{path} sha256:{_sha256_prefix(path)}",
+                   **options}
+
+
+def _scene_options(state: Mapping[str, torch.Tensor], stored: Mapping) -> dict[str, Any]:
+    """SceneVGG's sizes from its last Linear (``n_classes x hidden``), dropout from the record."""
+    options: dict[str, Any] = {}
+    last = state.get("classifier.6.weight")
+    if isinstance(last, torch.Tensor) and last.dim() == 2:
+        options.update(n_classes=int(last.shape[0]), hidden=int(last.shape[1]))
+    dropout = stored.get("dropout")
+    if isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0 <= dropout < 1:
+        options["dropout"] = float(dropout)
+    return options
 
 
 def _build_with_state(name: str, state: Mapping[str, torch.Tensor], path: Path | None) -> nn.Module:
     """Build on the meta device (no wasted random init: seconds for VGG) and assign ``state``."""
     with torch.device("meta"):
         model = _constructor(name)(weights=None)
+    return _assign_state(model, name, state, path)
+
+
+def _assign_state(model: nn.Module, name: str, state: Mapping[str, torch.Tensor],
+                  path: Path | None) -> nn.Module:
+    """Replace the (meta) tensors of ``model`` by ``state``'s, cast to the model's dtypes."""
     expected = model.state_dict()
     _check_keys(name, path, expected, state)
     # Cast to the architecture's dtypes: assign=True would otherwise keep e.g. fp16 files' dtype.
     model.load_state_dict({k: state[k].to(expected[k].dtype) for k in expected}, assign=True)
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if left:  # cannot happen for MODEL_NAMES, whose state dicts hold every tensor
+    if left:  # cannot happen for the zoo, whose state dicts hold every tensor
         raise RuntimeError(f"{name}: tensors {left[:3]} were not loaded from the weights")
     return model
 
@@ -393,7 +499,23 @@ def _check_keys(name: str, path: Path | None, expected: Mapping, got: Mapping) -
             more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
             parts.append(f"{label} {', '.join(items[:3])}{more}")
     source = f"weights file {path}" if path is not None else "the ImageNet state dict"
-    raise ValueError(f"{source} does not match architecture {name}: {'; '.join(parts)}")
+    hint = ""
+    guess = _guess_head(got)
+    if guess is not None and guess != name:
+        hint = f" (it looks like a {guess} state dict: load it with load_model({guess!r}, weights=...))"
+    raise ValueError(f"{source} does not match architecture {name}: {'; '.join(parts)}{hint}")
+
+
+def _guess_head(state: Mapping[str, torch.Tensor]) -> str | None:
+    """The task model a plain state dict belongs to, from its head's keys (None: not a head)."""
+    if "features.28.weight" not in state or "features.30.weight" in state:
+        return None
+    if "readout.weight" in state:
+        return "saliency_vgg16"
+    first = state.get("classifier.0.weight")
+    if isinstance(first, torch.Tensor) and first.dim() == 2 and first.shape[1] == 512:
+        return "scene_vgg16"  # vgg16's fc6 reads 512 * 7 * 7 = 25088 inputs
+    return None
 
 
 def _sha256_prefix(path: Path, n: int = 12) -> str:

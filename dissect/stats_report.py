@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
+from dissect.resize import resize_map
 from probes import figures, stats
 
 __all__ = ["write_stats_report", "load_output_map", "first_examples", "best_unit_overlays"]
@@ -48,13 +48,6 @@ def load_output_map(maps_dir: Path, image_id: str) -> np.ndarray:
                             "(expected <image_id>.npy or .png)")
 
 
-def _resize_map(saliency: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    if saliency.shape == shape:
-        return saliency
-    t = torch.from_numpy(np.ascontiguousarray(saliency, dtype=np.float64))[None, None]
-    return F.interpolate(t, size=shape, mode="bilinear", align_corners=False)[0, 0].numpy()
-
-
 def _output_saliency(dataset, maps_dir: Path, sigma: float) -> pd.DataFrame:
     from datasets.fixations import density_map
 
@@ -62,7 +55,7 @@ def _output_saliency(dataset, maps_dir: Path, sigma: float) -> pd.DataFrame:
     for sample in dataset:
         if sample.fixation_map is None or not sample.fixation_map.any():
             continue
-        pred = _resize_map(load_output_map(maps_dir, sample.image_id), sample.shape)
+        pred = resize_map(load_output_map(maps_dir, sample.image_id), sample.shape)
         rows.append(stats.region_output_scores(pred, density_map(sample.fixation_map, sigma),
                                                sample.fixation_map, sample.masks, sample.categories,
                                                image_id=sample.image_id))
@@ -78,17 +71,26 @@ def _reload(info: dict):
     from dissect.models import load_model
 
     cfg = info.get("config", {})
-    generated = cfg.get("dataset") in ("popout", "popout-gaze") and not cfg.get("data_root")
-    options = {"seed": cfg.get("seed", 0)} if generated else {}
-    dataset = first(load_dataset(cfg.get("dataset", "popout"), cfg.get("data_root"), **options),
-                    cfg.get("max_images"))
+    dataset = first(load_dataset(cfg.get("dataset", "popout"), cfg.get("data_root"),
+                                 **info.get("dataset_options", {})), cfg.get("max_images"))
     model_info = info.get("model", {})
-    weights = model_info.get("requested") if model_info.get("weights") == "file" else model_info.get("weights")
+    weights = model_info.get("weights")
+    if weights == "file":  # the absolute path recorded at dissection time, not the one typed
+        weights = str(model_info.get("weights_detail", "")).rsplit(" sha256:", 1)[0] or model_info.get("requested")
     model = None
     if weights and model_info.get("arch"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = load_model(model_info["arch"], weights=weights, seed=model_info.get("seed", 0))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = load_model(model_info["arch"], weights=weights, seed=model_info.get("seed", 0))
+        except (OSError, RuntimeError, ValueError) as exc:
+            warnings.warn(f"overlays skipped: the run's model could not be rebuilt ({exc})", stacklevel=2)
+            return dataset, None
+        if model.dissect_info.get("weights_detail") != model_info.get("weights_detail"):
+            warnings.warn("overlays skipped: the rebuilt model's weights differ from the run's "
+                          f"({model.dissect_info.get('weights_detail')} vs {model_info.get('weights_detail')})",
+                          stacklevel=2)
+            return dataset, None
     return dataset, model
 
 
@@ -106,29 +108,45 @@ def first_examples(dataset, categories) -> dict:
 
 
 def best_unit_overlays(model, sample, region: int, units: pd.DataFrame, layer: str, path,
-                       *, n_units: int = 4, image_size: int = 224) -> Path | None:
+                       *, n_units: int = 4, image_size: int = 224, activations=None) -> Path | None:
     """Draw the ``n_units`` best live units of ``layer`` for the category of region ``region`` of
     ``sample`` over that image, with the region outlined (He et al. Fig. 3).
 
+    ``activations``: the layer's ``C x h x w`` maps for this image if already computed.
     Returns None when the layer has no live unit for the category."""
-    from dissect.dissection import preprocess
-    from dissect.hooks import ActivationRecorder
-
     category = sample.categories[region]
     live = stats.live_units(units, layer)
     best = live[live["category"] == category].nlargest(n_units, "score")
     if best.empty:
         return None
-    with ActivationRecorder(model, layer) as rec, torch.inference_mode():
-        model(preprocess([sample.image], image_size))
-    acts = rec.activations[layer][0].double()
-    up = F.interpolate(acts[None], size=sample.shape, mode="bilinear", align_corners=False)[0].numpy()
+    if activations is None:
+        activations = _layer_maps(model, sample, layer, image_size)
+    maps = [resize_map(activations[int(u)], sample.shape) for u in best["unit"]]  # only the units drawn
     n = len(best)
     fixations = [sample.fixation_map] * n if sample.fixation_map is not None else None
-    return figures.unit_overlays([sample.image] * n, [up[int(u)] for u in best["unit"]],
-                                 [sample.masks[region]] * n,
+    return figures.unit_overlays([sample.image] * n, maps, [sample.masks[region]] * n,
                                  [f"{layer} #{int(r.unit)} score {r.score:.2f}" for r in best.itertuples()],
                                  path, fixation_maps=fixations)
+
+
+def _layer_maps(model, sample, layer: str, image_size: int) -> torch.Tensor:
+    from dissect.dissection import preprocess
+    from dissect.hooks import ActivationRecorder
+
+    with ActivationRecorder(model, layer) as rec, torch.inference_mode():
+        model(preprocess([sample.image], image_size))
+    return rec.activations[layer][0]
+
+
+def _check_comparable(a: dict, b: dict) -> None:
+    """Two runs compared unit by unit must score the same way on the same kind of data."""
+    for key, what in (("metric", "score (region NSS vs NMM)"), ("top_k", "top-k"), ("threshold", "threshold")):
+        if a.get(key) != b.get(key):
+            raise ValueError(f"the two runs differ in {what}: {a.get(key)!r} vs {b.get(key)!r}; compare runs made "
+                             "with the same dataset kind and summary settings")
+    for key in ("dataset", "layers_resolved"):
+        if a.get(key) != b.get(key):
+            warnings.warn(f"the two runs differ in {key}: {a.get(key)!r} vs {b.get(key)!r}", stacklevel=3)
 
 
 def write_stats_report(run_dir: str | os.PathLike, *, compare_to: str | os.PathLike | None = None,
@@ -165,7 +183,8 @@ def write_stats_report(run_dir: str | os.PathLike, *, compare_to: str | os.PathL
                                                          top_k=top_k, threshold=threshold)
 
     if compare_to is not None:
-        other_units, _, _ = stats.load_run(compare_to)
+        other_units, _, other_info = stats.load_run(compare_to)
+        _check_comparable(info, other_info)
         written["compare"] = out_dir / "compare.csv"
         stats.compare_runs(units, other_units, top_k=top_k, threshold=threshold).to_csv(written["compare"],
                                                                                        index=False)
@@ -192,9 +211,13 @@ def write_stats_report(run_dir: str | os.PathLike, *, compare_to: str | os.PathL
     if overlays and model is not None:
         layer = layers[-1]
         size = int(info.get("image_size") or 224)
+        cache: dict[str, torch.Tensor] = {}  # one forward per example image
         for category, (sample, region) in first_examples(dataset, dict.fromkeys(units["category"])).items():
+            if sample.image_id not in cache:
+                cache[sample.image_id] = _layer_maps(model, sample, layer, size)
             path = best_unit_overlays(model, sample, region, units, layer,
-                                      out_dir / f"overlays_{_safe(layer)}_{_safe(category)}.png", image_size=size)
+                                      out_dir / f"overlays_{_safe(layer)}_{_safe(category)}.png", image_size=size,
+                                      activations=cache[sample.image_id])
             if path is not None:
                 written[f"overlays_{category}"] = path
     return written

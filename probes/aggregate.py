@@ -14,7 +14,9 @@ score is rounded to the nearest multiple of ``2**-32`` before it is added (error
 merging are integer additions: shards merged in any order, a resumed run and a single pass give
 bit-identical tables. Scores must satisfy ``|score| <= 2**20`` (a region NSS is bounded by
 ``sqrt(H W)``, a few hundred for 800 x 600 images); larger values raise ``ValueError``, and so
-does a sum that would leave the int64 range (``|sum| > 2**62``, i.e. ``2**30`` in score units).
+does a sum that would reach ``2**62`` in magnitude (``2**30`` in score units, well inside int64:
+the guard is checked in float64 before adding, so sums never wrap). A failed ``add`` or
+``merge`` leaves the accumulator untouched: everything is validated before anything changes.
 """
 from __future__ import annotations
 
@@ -54,8 +56,12 @@ class _Layer:
 
 
 def _check_sums(sums: np.ndarray, increment_bound: np.ndarray, layer: str) -> None:
-    """Refuse an addition that could leave the int64 range (bound computed in float64)."""
-    if sums.size and np.any(np.abs(sums).astype(np.float64) + increment_bound > _SUM_LIMIT):
+    """Refuse an addition after which some ``|sum|`` could reach ``2**62`` (bound in float64).
+
+    Sums and bounds are multiples of ``2**-32`` below ``2**63``, so the float64 test is exact
+    where it matters (at the powers of two around the limit).
+    """
+    if sums.size and np.any(np.abs(sums).astype(np.float64) + increment_bound >= _SUM_LIMIT):
         raise ValueError(
             f"layer {layer!r}: accumulated score sums would exceed the fixed-point range "
             f"(2**{62 - SCALE_BITS} in score units); split the dataset into shards and report them separately"
@@ -120,6 +126,39 @@ class UnitScoreAccumulator:
                 st.grow(len(self._categories))
         return self._index[cat]
 
+    def _new_categories(self, cats: Sequence[str]) -> tuple[list[str], dict[str, int]]:
+        """Categories of ``cats`` not known yet (first-seen order) and the index they would give.
+
+        Mutates nothing, so callers can validate a whole update before applying it.
+
+        Raises:
+            ValueError: a new category while the categories are fixed.
+        """
+        new = [c for c in dict.fromkeys(cats) if c not in self._index]
+        if new and self._fixed:
+            raise ValueError(
+                f"category {new[0]!r} is not among the accumulator's categories {self._categories}; "
+                "add it to `categories` or drop those regions"
+            )
+        index = dict(self._index)
+        for c in new:
+            index[c] = len(index)
+        return new, index
+
+    def _check_units(self, layer: str, n_units: int) -> None:
+        st = self._layers.get(layer)
+        if st is not None and st.sums.shape[0] != n_units:
+            raise ValueError(
+                f"layer {layer!r} had {st.sums.shape[0]} units in earlier scores but got {n_units}; "
+                "a layer's unit count is fixed (did two layers share a name?)"
+            )
+
+    def _padded_sums(self, layer: str, n_units: int, n_categories: int) -> np.ndarray:
+        """Current sums of ``layer`` as they would be with ``n_categories`` columns (a copy)."""
+        st = self._layers.get(layer)
+        sums = st.sums if st is not None else np.zeros((n_units, 0), np.int64)
+        return np.pad(sums, ((0, 0), (0, n_categories - sums.shape[1])))
+
     def _layer(self, layer: str, n_units: int) -> _Layer:
         st = self._layers.get(layer)
         if st is None:
@@ -171,15 +210,22 @@ class UnitScoreAccumulator:
                 f"layer {layer!r}: |score| {np.abs(values).max():.6g} exceeds {MAX_ABS_SCORE:.0f} (2**20), the "
                 "fixed-point range; such a score signals a broken map, not a real NSS"
             )
-        kidx = np.array([self._category_index(c) for c in cats], dtype=np.int64)
-        st = self._layer(layer, n_units)
-        if n_cols == 0:
-            return
-        onehot = np.zeros((n_cols, len(self._categories)), dtype=np.int64)
+        # Validate everything before changing anything: a failed add leaves self untouched.
+        new, index = self._new_categories(cats)
+        self._check_units(layer, n_units)
+        k = len(index)
+        kidx = np.array([index[c] for c in cats], dtype=np.int64)
+        onehot = np.zeros((n_cols, k), dtype=np.int64)
         onehot[np.arange(n_cols), kidx] = 1
         # Scaling by a power of two is exact; rint rounds half to even, deterministically.
         fixed = np.rint(values * _SCALE).astype(np.int64)
-        _check_sums(st.sums, np.abs(fixed).astype(np.float64) @ onehot, layer)
+        if n_cols:
+            _check_sums(self._padded_sums(layer, n_units, k), np.abs(fixed).astype(np.float64) @ onehot, layer)
+        for c in new:
+            self._category_index(c)
+        st = self._layer(layer, n_units)
+        if n_cols == 0:
+            return
         st.sums += fixed @ onehot
         st.counts += valid.astype(np.int64) @ onehot
         st.n_regions += onehot.sum(axis=0)
@@ -217,12 +263,17 @@ class UnitScoreAccumulator:
                     f"cannot merge layer {name!r}: {self._layers[name].sums.shape[0]} units here, "
                     f"{sums.shape[0]} in the other accumulator"
                 )
-        cols = np.array([self._category_index(c) for c in other_cats], dtype=np.int64)
+        # Validate the sums on the would-be category layout before registering any category.
+        new, index = self._new_categories(other_cats)
+        cols = np.array([index[c] for c in other_cats], dtype=np.int64)
         for name, sums, _, _ in incoming:
             if name in self._layers:
-                bound = np.zeros(self._layers[name].sums.shape, dtype=np.float64)
+                current = self._padded_sums(name, sums.shape[0], len(index))
+                bound = np.zeros(current.shape, dtype=np.float64)
                 bound[:, cols] = np.abs(sums).astype(np.float64)
-                _check_sums(self._layers[name].sums, bound, name)
+                _check_sums(current, bound, name)
+        for c in new:
+            self._category_index(c)
         for name, sums, counts, n_regions in incoming:
             st = self._layer(name, sums.shape[0])
             st.grow(len(self._categories))

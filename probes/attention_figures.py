@@ -101,6 +101,47 @@ def attention_overlays(
     return save_png(fig, path)
 
 
+def _layer_points(per_image: pd.DataFrame, method: str, metric: str) -> pd.DataFrame:
+    """The numbers :func:`dense_layer_mae` plots, one row per layer in the table's order.
+
+    Columns ``single_mean, single_se, cumulative_mean, cumulative_se, single_n,
+    cumulative_n``: over the rows of ``method`` whose layer is ``name`` (single-layer map) or
+    ``name + "+"`` (cumulative map), the mean of ``metric`` and its standard error
+    ``std(ddof=1) / sqrt(k)`` over the ``k`` non-NaN values (NaN when ``k < 2``; ``*_n`` = k).
+    A layer without one of the two kinds of map has NaN there.
+
+    Raises:
+        ValueError: missing columns or no rows of ``method``.
+    """
+    missing = [c for c in ("method", "layer", metric) if c not in per_image.columns]
+    if missing:
+        raise ValueError(f"per_image table lacks column(s) {missing}; got {list(per_image.columns)}")
+    rows = per_image[per_image["method"] == method]
+    if len(rows) == 0:
+        raise ValueError(f"no rows of method {method!r}; methods present: {sorted(per_image['method'].unique())}")
+    layer = rows["layer"].astype(str)
+    # pandas sem: std(ddof=1) / sqrt(count of non-NaN values); count is the same k.
+    stats = rows[metric].astype(float).groupby(layer, sort=False).agg(["mean", "sem", "count"])
+    names = list(dict.fromkeys(n[:-1] if n.endswith("+") else n for n in stats.index))
+    out = pd.DataFrame(index=pd.Index(names, name="layer"))
+    for suffix, kind in (("", "single"), ("+", "cumulative")):
+        sub = stats.reindex([n + suffix for n in names])
+        out[f"{kind}_mean"] = sub["mean"].to_numpy()
+        out[f"{kind}_se"] = sub["sem"].to_numpy()
+        out[f"{kind}_n"] = sub["count"].fillna(0).astype(int).to_numpy()
+    return out
+
+
+def _reference_levels(per_image: pd.DataFrame, metric: str) -> dict[str, float]:
+    """Mean ``metric`` of the reference rows drawn as horizontal lines (those present and not all NaN)."""
+    levels = {}
+    for ref in ("center_bias", "human_loso"):
+        vals = per_image.loc[per_image["method"] == ref, metric].astype(float)
+        if vals.notna().any():
+            levels[ref] = float(vals.mean())
+    return levels
+
+
 def dense_layer_mae(
     per_image: pd.DataFrame,
     path: str | os.PathLike,
@@ -135,31 +176,23 @@ def dense_layer_mae(
     Raises:
         ValueError: missing columns, no rows of ``method``, or a path not ending in ``.png``.
     """
-    missing = [c for c in ("method", "layer", metric) if c not in per_image.columns]
-    if missing:
-        raise ValueError(f"per_image table lacks column(s) {missing}; got {list(per_image.columns)}")
-    rows = per_image[per_image["method"] == method]
-    if len(rows) == 0:
-        raise ValueError(f"no rows of method {method!r}; methods present: {sorted(per_image['method'].unique())}")
+    points = _layer_points(per_image, method, metric)
     path = png_path(path)
-    layer = rows["layer"].astype(str)
-    stats = rows[metric].astype(float).groupby(layer, sort=False).agg(["mean", "sem"])
-    names = list(dict.fromkeys(n[:-1] if n.endswith("+") else n for n in stats.index))
+    names = list(points.index)
     x = np.arange(len(names))
     if figsize is None:
         figsize = (2.5 + 0.55 * len(names), 3.2)
     fig = new_figure(figsize, dpi)
     ax = fig.add_subplot()
-    for suffix, label, marker in (("", "single layer", "o"), ("+", "cumulative (last layer down to it)", "s")):
-        keys = [n + suffix for n in names]
-        if not any(k in stats.index for k in keys):
+    for kind, label, marker in (("single", "single layer", "o"),
+                                ("cumulative", "cumulative (last layer down to it)", "s")):
+        if not (points[f"{kind}_n"] > 0).any():
             continue
-        sub = stats.reindex(keys)
-        ax.errorbar(x, sub["mean"].to_numpy(), yerr=sub["sem"].to_numpy(), marker=marker, capsize=3, label=label)
-    for ref, style in (("center_bias", ":"), ("human_loso", "--")):
-        vals = per_image.loc[per_image["method"] == ref, metric].astype(float)
-        if vals.notna().any():
-            ax.axhline(float(vals.mean()), linestyle=style, color="grey", linewidth=1, label=ref)
+        ax.errorbar(x, points[f"{kind}_mean"].to_numpy(), yerr=points[f"{kind}_se"].to_numpy(),
+                    marker=marker, capsize=3, label=label)
+    styles = {"center_bias": ":", "human_loso": "--"}
+    for ref, level in _reference_levels(per_image, metric).items():
+        ax.axhline(level, linestyle=styles[ref], color="grey", linewidth=1, label=ref)
     ax.set_xticks(x)
     ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel(metric.upper() if metric == "mae" else metric)

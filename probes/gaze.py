@@ -5,12 +5,33 @@ fixations. This probe scores one map (already at the image's own resolution) aga
 human data with every metric of :mod:`probes.metrics`, builds the human references, and
 summarises a per-image table. It is pure numpy/pandas: it never imports a model.
 
-Reference rows, computed per image and scored like any map:
+Reference rows, computed per image:
 
 * **floor** (method ``"center_bias"``): :func:`datasets.fixations.center_bias_map`, the map that
-  knows nothing about the image;
-* **ceiling** (method ``"human_loso"``): the inter-observer agreement, leave one subject out
-  (OSIE ``computeInterSubjectAUC.m``): each subject's fixations predicted by the others' density.
+  knows nothing about the image, scored like any map;
+* **ceiling** (method ``"human_loso"``, :func:`leave_one_subject_out`): the inter-observer
+  agreement, estimated per metric family:
+
+  - fixation-based metrics (:data:`FIXATION_METRICS`: NSS, AUC-Judd, s-AUC, IG): leave one
+    subject out (OSIE ``computeInterSubjectAUC.m``): each subject's fixations predicted by the
+    other subjects' density, averaged over subjects. This is the standard inter-observer
+    ceiling: a model is scored against every subject's fixations, and one subject's fixations
+    are a sample of the same kind.
+  - map metrics MAE, CC, SIM: split half. The density of a random half of the subjects is
+    scored against the density of the other half (seeded, averaged over ``n_half_splits``
+    draws, >= 2 subjects). Scoring the others' density against ONE subject's density (LOSO)
+    would compare with a different, much sparser target than the all-subjects density a model
+    is compared with, and can land below the floor (OSIE image 1001: LOSO KL 1.404 vs centre
+    bias 0.863). Split half is the consistency of two half-groups; each half is noisier than
+    the all-subjects density, so it is a conservative (low) ceiling for a map compared with
+    all subjects' density.
+  - KL: ``NaN``, no ceiling. KL's eps-regularised log charges ~``ln(q / eps)`` (about 30 nats
+    per unit of mass) wherever the predictor is exactly 0 and the target is not, and a
+    finite-sample human density (zero-padded, truncated Gaussians) has such holes wherever the
+    other group fixated alone. Any human-vs-human KL therefore measures sample coverage rather
+    than agreement: on OSIE 1001 split half still gives KL 1.28, worse than the centre bias
+    (0.86), with ~5 % of the target mass in holes contributing over 1 nat. A NaN is better
+    than a ceiling below the floor.
 
 Human density maps follow the OSIE recipe by default (binary map of the unique fixated pixels,
 Gaussian sigma = 24 px, zero padding, min-max); ``duration_weighted=True`` gives Ebrahimpour
@@ -36,6 +57,8 @@ from probes import metrics
 
 __all__ = [
     "GAZE_METRICS",
+    "FIXATION_METRICS",
+    "MAP_METRICS",
     "FLOOR",
     "CEILING",
     "gaze_scores",
@@ -48,20 +71,51 @@ __all__ = [
 
 #: Metric keys of :func:`gaze_scores`, in table order. Lower is better for ``mae`` and ``kl``.
 GAZE_METRICS: tuple[str, ...] = ("mae", "nss", "cc", "kl", "sim", "auc_judd", "sauc", "ig")
+#: Metrics scored at the fixated pixels (their human ceiling is leave one subject out).
+FIXATION_METRICS: tuple[str, ...] = ("nss", "auc_judd", "sauc", "ig")
+#: Metrics comparing the map with the density map (human ceiling: split half; none for KL).
+MAP_METRICS: tuple[str, ...] = ("mae", "cc", "kl", "sim")
 #: Method names of the reference rows.
 FLOOR = "center_bias"
 CEILING = "human_loso"
 
 
-def _as_numpy(x: Any) -> np.ndarray:
-    """A numpy view of an array or torch tensor (validation is left to :mod:`probes.metrics`)."""
+def _min_value(x: Any) -> float:
+    """Smallest value of an array or torch tensor (validation is left to :mod:`probes.metrics`)."""
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, without importing torch
         x = x.detach().cpu().double().numpy()
-    return np.asarray(x, dtype=np.float64)
+    return float(np.min(np.asarray(x, dtype=np.float64)))
 
 
 def _nan_scores() -> dict[str, float]:
     return dict.fromkeys(GAZE_METRICS, math.nan)
+
+
+def _map_scores(saliency: Any, density: Any) -> dict[str, float]:
+    """:data:`MAP_METRICS` of a map against a density map (conventions of :func:`gaze_scores`)."""
+    return {
+        "mae": metrics.mae(saliency, density),
+        "cc": metrics.cc(saliency, density),
+        # probes.metrics.kld raises on a signed map; here a table cell is NaN instead (documented).
+        "kl": metrics.kld(saliency, density) if _min_value(saliency) >= 0 else math.nan,
+        "sim": metrics.sim(saliency, density),
+    }
+
+
+def _fixation_scores(saliency: Any, fixation_map: Any, other_fixation_map: Any | None,
+                     baseline: Any | None, seed: int) -> dict[str, float]:
+    """:data:`FIXATION_METRICS` of a map against a binary fixation map."""
+    out = {
+        "nss": metrics.nss(saliency, fixation_map),
+        "auc_judd": metrics.auc_judd(saliency, fixation_map),
+        "sauc": math.nan,
+        "ig": math.nan,
+    }
+    if other_fixation_map is not None:
+        out["sauc"] = metrics.sauc(saliency, fixation_map, other_fixation_map, seed=seed)
+    if baseline is not None:
+        out["ig"] = metrics.info_gain(saliency, fixation_map, baseline)
+    return out
 
 
 def gaze_scores(
@@ -97,6 +151,10 @@ def gaze_scores(
       yourself if you want it);
     * ``sauc``: NaN when ``other_fixation_map`` is None; ``ig``: NaN when ``baseline`` is None.
 
+    "Constant" is judged in the map's own dtype (:mod:`probes.metrics`): pass the map as it
+    came (a float32 tensor stays float32) so float32 rounding noise on a dead map reads as
+    constant.
+
     Args:
         saliency: ``H x W`` map (numpy array or torch tensor).
         fixation_map: ``H x W`` binary map of the unique fixated pixels (nonzero = fixated).
@@ -113,23 +171,9 @@ def gaze_scores(
         ValueError: maps that are not 2-D, non-finite or of different shapes; an empty fixation
             map; an empty ``other_fixation_map``; a fixation map covering every pixel.
     """
-    s = _as_numpy(saliency)
-    out = {
-        "mae": metrics.mae(s, density),
-        "nss": metrics.nss(s, fixation_map),
-        "cc": metrics.cc(s, density),
-        # probes.metrics.kld raises on a signed map; here a table cell is NaN instead (documented).
-        "kl": metrics.kld(s, density) if s.min() >= 0 else math.nan,
-        "sim": metrics.sim(s, density),
-        "auc_judd": metrics.auc_judd(s, fixation_map),
-        "sauc": math.nan,
-        "ig": math.nan,
-    }
-    if other_fixation_map is not None:
-        out["sauc"] = metrics.sauc(s, fixation_map, other_fixation_map, seed=seed)
-    if baseline is not None:
-        out["ig"] = metrics.info_gain(s, fixation_map, baseline)
-    return out
+    by_map = _map_scores(saliency, density)
+    by_fix = _fixation_scores(saliency, fixation_map, other_fixation_map, baseline, seed)
+    return {key: by_map[key] if key in by_map else by_fix[key] for key in GAZE_METRICS}
 
 
 # --------------------------------------------------------------------------- human references
@@ -235,16 +279,31 @@ def leave_one_subject_out(
     baseline: Any | None = None,
     seed: int = 0,
     duration_weighted: bool = False,
+    n_half_splits: int = 10,
 ) -> dict[str, float]:
-    """Inter-observer ceiling: each subject predicted by the other subjects (OSIE ``computeInterSubjectAUC.m``).
+    """Human inter-observer ceiling of every gaze metric (the ``"human_loso"`` row).
 
-    For each subject ``s`` (``subject`` column), the predictor is the density map of the OTHER
-    subjects' fixations (:func:`human_density` recipe with ``sigma``); it is scored with
-    :func:`gaze_scores` against ``s``'s own binary fixation map and ``s``'s own density map.
-    Each metric is then averaged over subjects (NaN values skipped; NaN if all are NaN).
+    One estimate per metric family (module docstring):
 
-    With fewer than 2 subjects (or no ``subject`` column, which counts as one subject) there is
-    nobody to predict from: every metric is NaN and the caller should skip the row.
+    * :data:`FIXATION_METRICS` (``nss, auc_judd, sauc, ig``), leave one subject out (OSIE
+      ``computeInterSubjectAUC.m``): for each subject ``s`` (``subject`` column), the density map
+      of the OTHER subjects' fixations (:func:`human_density` recipe with ``sigma``) is scored
+      against ``s``'s binary fixation map, then averaged over subjects.
+    * ``mae, cc, sim``, split half: ``rng = np.random.default_rng(seed)``; for each of
+      ``n_half_splits`` draws ``perm = rng.permutation(n)`` over the subjects in order of first
+      appearance, half A = the subjects at ``perm[:n // 2]``, half B = the rest; the density of
+      A's fixations (the predictor) is scored against the density of B's fixations (the
+      target), then averaged over draws. This is the agreement of two half-groups, each noisier
+      than the all-subjects density a model is compared with: a conservative (low) ceiling for
+      these map metrics. LOSO is not used here because one subject's density is a different,
+      much sparser target than the all-subjects density (it can score below the floor).
+    * ``kl``: always ``NaN``. Human-vs-human KL is dominated by the eps penalty on pixels where
+      one group's density is exactly 0 and the other's is not (sample coverage, not agreement),
+      and is worse than the centre-bias floor on real images (module docstring).
+
+    Each metric's average skips NaN values (NaN if all are NaN). With fewer than 2 subjects (or
+    no ``subject`` column, which counts as one subject) there is nobody to predict from: every
+    metric is NaN and the caller should skip the row.
 
     Args:
         fixations: DataFrame with 1-based ``x, y`` and ``subject`` (``duration`` if weighted).
@@ -252,34 +311,48 @@ def leave_one_subject_out(
         sigma: Gaussian standard deviation of the density maps, in pixels.
         other_fixation_map: other images' fixations for s-AUC, or None (then ``sauc`` is NaN).
         baseline: IG baseline map, or None (then ``ig`` is NaN).
-        seed: seed of the s-AUC permutations.
+        seed: seed of the s-AUC permutations and of the split-half draws.
         duration_weighted: build the densities with Ebrahimpour et al.'s duration weights.
+        n_half_splits: number of random split-half draws averaged for ``mae, cc, sim`` (>= 1).
 
     Returns:
-        ``{metric: mean over subjects}`` for :data:`GAZE_METRICS`, plus ``n_subjects``.
+        ``{metric: ceiling}`` for :data:`GAZE_METRICS`, plus ``n_subjects``.
 
     Raises:
-        ValueError: a table without ``x, y`` or empty, a bad shape or sigma.
+        ValueError: a table without ``x, y`` or empty, a bad shape or sigma, ``n_half_splits < 1``.
     """
+    if isinstance(n_half_splits, bool) or int(n_half_splits) != n_half_splits or n_half_splits < 1:
+        raise ValueError(f"n_half_splits must be a positive integer, got {n_half_splits!r}")
     table = _check_table(fixations)
     shape = (int(shape[0]), int(shape[1]))
     if "subject" not in table.columns:
         return {**_nan_scores(), "n_subjects": 1}
     subjects = pd.unique(table["subject"])
-    if len(subjects) < 2:
-        return {**_nan_scores(), "n_subjects": int(len(subjects))}
-    per_subject: dict[str, list[float]] = {k: [] for k in GAZE_METRICS}
+    n = len(subjects)
+    if n < 2:
+        return {**_nan_scores(), "n_subjects": int(n)}
+    collected: dict[str, list[float]] = {k: [] for k in GAZE_METRICS}
+    # Fixation metrics: each subject's fixations predicted by the others (LOSO).
     for subject in subjects:
         held = table[table["subject"] == subject]
         rest = table[table["subject"] != subject]
         predictor = _density_from_table(rest, shape, sigma, duration_weighted)
         held_map = fixation_map(held["x"].to_numpy(), held["y"].to_numpy(), shape)
-        held_density = _density_from_table(held, shape, sigma, duration_weighted)
-        scores = gaze_scores(predictor, held_map, held_density, other_fixation_map=other_fixation_map,
-                             baseline=baseline, seed=seed)
-        for key in GAZE_METRICS:
-            per_subject[key].append(scores[key])
-    return {**{k: _nanmean(v) for k, v in per_subject.items()}, "n_subjects": int(len(subjects))}
+        scores = _fixation_scores(predictor, held_map, other_fixation_map, baseline, seed)
+        for key in FIXATION_METRICS:
+            collected[key].append(scores[key])
+    # MAE, CC, SIM: one half-group's density against the other's (split half). KL: no ceiling.
+    rng = np.random.default_rng(seed)
+    for _ in range(int(n_half_splits)):
+        perm = rng.permutation(n)
+        in_a = table["subject"].isin(subjects[perm[: n // 2]])
+        predictor = _density_from_table(table[in_a], shape, sigma, duration_weighted)
+        target = _density_from_table(table[~in_a], shape, sigma, duration_weighted)
+        collected["mae"].append(metrics.mae(predictor, target))
+        collected["cc"].append(metrics.cc(predictor, target))
+        collected["sim"].append(metrics.sim(predictor, target))
+    collected["kl"] = [math.nan]
+    return {**{k: _nanmean(v) for k, v in collected.items()}, "n_subjects": int(n)}
 
 
 def _binary_map(item: Any, index: int) -> np.ndarray:
@@ -346,6 +419,15 @@ def other_images_fixations(
 
 def summarize_gaze(per_image: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard error of every gaze metric per method x layer.
+
+    Reading the reference rows: :data:`FLOOR` is the centre-bias map; :data:`CEILING`
+    (``"human_loso"``) is the human inter-observer agreement of :func:`leave_one_subject_out`:
+    leave one subject out for the fixation metrics (``nss, auc_judd, sauc, ig``), split half
+    for ``mae, cc, sim`` (one half-group's density against the other's, a conservative ceiling
+    since each half is noisier than the all-subjects density the models are compared with: a
+    model can beat it without beating humans), and NaN for ``kl`` (human-vs-human KL measures
+    sample coverage, not agreement; see :mod:`probes.gaze`), so ``kl_mean`` of the ceiling row
+    is NaN.
 
     ``se = std(ddof=1) / sqrt(k)`` over the ``k`` non-NaN values of that metric in the group
     (pandas ``sem``); NaN when ``k < 2``. ``n`` is the number of rows (images) in the group; a

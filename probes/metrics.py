@@ -17,6 +17,13 @@ Degenerate inputs (one rule per family, each tested):
 
 * NaN/inf anywhere, a map that is not 2-D, mismatched shapes, an empty fixation map / mask /
   other-image map: ``ValueError`` naming the argument.
+* *Constant* is judged in the precision of the INPUT's dtype, because a map upsampled in float32
+  (as ``F.interpolate`` gives) is not exactly constant: float32 interpolation weights do not sum
+  to exactly 1, which leaves rounding noise of a few ulps on a dead map. A map is constant when
+  ``max - min <= 16 * eps(dtype) * max(|max|, |min|)`` with ``eps`` of the input's floating
+  dtype (float16, bfloat16, float32 or float64; numpy or torch), and exactly constant
+  (``max == min``) for integer and bool inputs. A float64 map with a tiny but real dynamic range
+  (e.g. ``1 + 1e-12 * noise``) is therefore not constant. One rule for every metric below.
 * z-score and min-max metrics (NSS, NMM, CC, MAE, F-measure): a constant map has no scale, so the
   metric is undefined and returns ``NaN`` (CC is symmetric: NaN if either map is constant).
 * Distribution metrics (KL, SIM, IG): a constant map (including an all-zero map) is read as the
@@ -25,16 +32,20 @@ Degenerate inputs (one rule per family, each tested):
 * ROC metrics (AUC-Judd, AUC-Borji, sAUC): a constant map ties every positive with every negative,
   which gives the chance diagonal, ``0.5``.
 * AUC-Judd with a fixation map covering every pixel has no negatives: ``ValueError``.
+* A single fixated pixel: AUC-Borji (sampled, MIT) returns ``NaN`` as MIT's ``AUC_Borji.m`` does
+  (each split would hold one random negative); AUC-Judd, the exact AUC-Borji, sAUC, NSS and IG
+  are computed (MIT's ``AUC_Judd.m`` / ``AUC_shuffled.m`` likewise only refuse an empty map).
 """
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 __all__ = [
     "EPS",
+    "is_constant",
     "nss",
     "nmm",
     "nmm_ceiling",
@@ -63,18 +74,61 @@ _RESIZE_HINT = (
 # --------------------------------------------------------------------------- validation
 
 
-def _as_float_map(x: Any, name: str) -> np.ndarray:
-    """Return ``x`` as a finite 2-D float64 numpy array, or raise ``ValueError`` naming ``name``."""
+class _Map(NamedTuple):
+    """A validated map: float64 values and whether it is constant in its input dtype."""
+
+    values: np.ndarray
+    constant: bool
+
+
+# Constancy tolerance in units of the input dtype's eps (see the module docstring). float32
+# bilinear upsampling of a constant map (F.interpolate, 7..56 px -> 37..800 px, values 1e-8..7e5)
+# leaves at most 2.3 ulps of range; 16 gives margin and stays ~4e-15 relative in float64, far
+# below any real dynamic range.
+_CONSTANT_ULPS = 16.0
+
+
+def _dtype_eps(dtype: Any) -> float:
+    """Machine epsilon of a numpy or torch floating dtype; 0 (exact comparison) otherwise."""
+    if getattr(dtype, "is_floating_point", None) is not None:  # torch.dtype
+        if not dtype.is_floating_point:
+            return 0.0
+        import torch  # already loaded: the caller holds a tensor
+
+        return float(torch.finfo(dtype).eps)
+    return float(np.finfo(dtype).eps) if np.issubdtype(dtype, np.floating) else 0.0
+
+
+def _is_constant(arr: np.ndarray, eps: float) -> bool:
+    """``max - min <= 16 eps max(|max|, |min|)``, ``eps`` of the input dtype (0: exact)."""
+    lo, hi = float(arr.min()), float(arr.max())
+    return hi - lo <= _CONSTANT_ULPS * eps * max(abs(hi), abs(lo))
+
+
+def _as_float_map(x: Any, name: str) -> _Map:
+    """Validate ``x`` as a finite 2-D real map: float64 values and its dtype-aware constancy.
+
+    The constancy tolerance uses the dtype ``x`` arrives in (before the float64 conversion);
+    nested lists read as numpy reads them (floats: float64, ints: exact).
+
+    Raises:
+        ValueError: naming ``name``: not real numeric, not 2-D, empty, NaN or inf.
+    """
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, without importing torch
         t = x.detach().cpu()
+        eps = _dtype_eps(t.dtype)
         if t.is_floating_point():  # also covers float16 / bfloat16, which numpy cannot hold
             t = t.double()
         x = t.numpy()
+    else:
+        eps = None  # from the numpy dtype, once it is known to be numeric
     arr = np.asarray(x)
     if arr.dtype == object or not (
         np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
     ) or np.iscomplexobj(arr):
         raise ValueError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    if eps is None:
+        eps = _dtype_eps(arr.dtype)
     if arr.ndim != 2:
         raise ValueError(
             f"{name} must be a 2-D H x W map, got shape {tuple(arr.shape)}; "
@@ -89,33 +143,42 @@ def _as_float_map(x: Any, name: str) -> np.ndarray:
             f"{name} contains NaN or inf in {int(bad.sum())} of {arr.size} pixels; "
             "replace them (e.g. np.nan_to_num) before scoring"
         )
-    return arr
+    return _Map(arr, _is_constant(arr, eps))
 
 
-def _maps(**named: Any) -> list[np.ndarray]:
+def is_constant(x: Any) -> bool:
+    """Whether a map is constant by the metrics' dtype-aware rule (module docstring).
+
+    ``max - min <= 16 * eps(dtype) * max(|max|, |min|)`` with ``eps`` of ``x``'s own floating
+    dtype (numpy or torch), exact for integer and bool maps. Use it to count dead maps exactly
+    as the metrics read them; pass the map in the dtype it was computed in.
+
+    Raises:
+        ValueError: not a finite, non-empty, 2-D real map.
+    """
+    return _as_float_map(x, "map").constant
+
+
+def _maps(**named: Any) -> list[_Map]:
     """Validate several maps with :func:`_as_float_map` and check that they share one shape."""
-    arrays = [_as_float_map(x, name) for name, x in named.items()]
+    maps = [_as_float_map(x, name) for name, x in named.items()]
     names = list(named)
-    for name, arr in zip(names[1:], arrays[1:]):
-        if arr.shape != arrays[0].shape:
+    first = maps[0].values.shape
+    for name, m in zip(names[1:], maps[1:]):
+        if m.values.shape != first:
             raise ValueError(
-                f"{names[0]} has shape {arrays[0].shape} but {name} has shape {arr.shape}; "
+                f"{names[0]} has shape {first} but {name} has shape {m.values.shape}; "
                 + _RESIZE_HINT
             )
-    return arrays
+    return maps
 
 
-def _as_support(arr: np.ndarray, name: str) -> np.ndarray:
-    """Binary map (nonzero = on) from a validated float map; an empty map is a ``ValueError``."""
-    on = arr != 0
+def _as_support(m: _Map, name: str) -> np.ndarray:
+    """Binary map (nonzero = on) from a validated map; an empty map is a ``ValueError``."""
+    on = m.values != 0
     if not on.any():
         raise ValueError(f"{name} is empty (no nonzero pixel); the metric needs at least one")
     return on
-
-
-def _is_constant(arr: np.ndarray) -> bool:
-    # max == min, not std == 0: the float std of a constant map can be ~1e-17 instead of 0.
-    return bool(arr.max() == arr.min())
 
 
 def _zscore(s: np.ndarray) -> np.ndarray:
@@ -129,16 +192,18 @@ def _minmax(s: np.ndarray) -> np.ndarray:
     return (s - lo) / (hi - lo)
 
 
-def _as_distribution(s: np.ndarray, minmax: bool) -> np.ndarray:
+def _as_distribution(m: _Map, minmax: bool) -> np.ndarray:
     """Sum-normalised map (optionally min-maxed first); a constant map becomes uniform."""
-    if _is_constant(s):
+    s = m.values
+    if m.constant:
         return np.full(s.shape, 1.0 / s.size)
     if minmax:
         s = _minmax(s)
     return s / s.sum()
 
 
-def _check_nonnegative(s: np.ndarray, name: str) -> None:
+def _check_nonnegative(m: _Map, name: str) -> None:
+    s = m.values
     if s.min() < 0:
         raise ValueError(
             f"{name} has negative values (min {s.min():.4g}); KL needs non-negative maps: "
@@ -152,9 +217,9 @@ def _check_nonnegative(s: np.ndarray, name: str) -> None:
 def _mean_z_over(saliency: Any, region: Any, region_name: str) -> float:
     s, r = _maps(saliency=saliency, **{region_name: region})
     on = _as_support(r, region_name)
-    if _is_constant(s):
+    if s.constant:
         return math.nan
-    return float(_zscore(s)[on].mean())
+    return float(_zscore(s.values)[on].mean())
 
 
 def nss(saliency: Any, fixation_map: Any) -> float:
@@ -234,9 +299,9 @@ def cc(saliency: Any, density: Any) -> float:
         ValueError: non-2-D, non-finite or mismatched maps.
     """
     s, g = _maps(saliency=saliency, density=density)
-    if _is_constant(s) or _is_constant(g):
+    if s.constant or g.constant:
         return math.nan
-    return float(np.clip(np.mean(_zscore(s) * _zscore(g)), -1.0, 1.0))
+    return float(np.clip(np.mean(_zscore(s.values) * _zscore(g.values)), -1.0, 1.0))
 
 
 def kld(saliency: Any, density: Any) -> float:
@@ -296,9 +361,9 @@ def mae(saliency: Any, density: Any) -> float:
         ValueError: non-2-D, non-finite or mismatched maps.
     """
     s, g = _maps(saliency=saliency, density=density)
-    if _is_constant(s) or _is_constant(g):
+    if s.constant or g.constant:
         return math.nan
-    return float(np.mean(np.abs(_minmax(s) - _minmax(g))))
+    return float(np.mean(np.abs(_minmax(s.values) - _minmax(g.values))))
 
 
 # --------------------------------------------------------------------------- ROC metrics
@@ -368,6 +433,9 @@ def auc_judd(saliency: Any, fixation_map: Any, jitter: bool = False, seed: int =
             is on, added to the raw map; ours is scale-free and off by default).
         seed: seed of ``numpy.random.default_rng`` for the jitter.
 
+    A single fixated pixel is scored (one threshold: ``AUC = 1 - fp / 2``, MIT ``AUC_Judd.m``
+    only refuses an empty map); it is a coarse number, but a defined one.
+
     Returns:
         AUC in [0, 1]; 0.5 for a constant saliency map (with or without jitter).
 
@@ -375,15 +443,15 @@ def auc_judd(saliency: Any, fixation_map: Any, jitter: bool = False, seed: int =
         ValueError: non-2-D, non-finite or mismatched maps; empty fixation map; a fixation map
             covering every pixel (no negatives, the ROC is undefined).
     """
-    s, f = _maps(saliency=saliency, fixation_map=fixation_map)
+    sm, f = _maps(saliency=saliency, fixation_map=fixation_map)
     fix = _as_support(f, "fixation_map")
     if fix.all():
         raise ValueError(
             "fixation_map covers every pixel: AUC-Judd needs non-fixated pixels as negatives"
         )
-    if _is_constant(s):
+    if sm.constant:
         return 0.5
-    s = _minmax(s)
+    s = _minmax(sm.values)
     if jitter:
         s = s + np.random.default_rng(seed).random(s.shape) / 1e7
     pos = np.sort(s[fix])
@@ -424,19 +492,26 @@ def auc_borji(
         exact: if True, use every pixel (fixated ones included) as a negative and every distinct
             value as a threshold (pysaliency ``AUC`` with uniform non-fixations); no randomness.
 
+    With exactly one fixated pixel the sampled variant returns ``NaN``, as MIT's
+    ``AUC_Borji.m`` does (``sum(fixationMap(:)>0) <= 1``): every split would compare one
+    positive with one random pixel. The exact variant has no such problem and is computed.
+
     Returns:
-        AUC in [0, 1]; 0.5 for a constant saliency map.
+        AUC in [0, 1]; 0.5 for a constant saliency map; ``NaN`` for a single fixated pixel
+        unless ``exact``.
 
     Raises:
         ValueError: non-2-D, non-finite or mismatched maps; empty fixation map; bad step/n_splits.
     """
-    s, f = _maps(saliency=saliency, fixation_map=fixation_map)
+    sm, f = _maps(saliency=saliency, fixation_map=fixation_map)
     fix = _as_support(f, "fixation_map")
     _check_splits(n_splits)
     _step_thresholds(step)  # validate before any early return
-    if _is_constant(s):
+    if not exact and np.count_nonzero(fix) <= 1:
+        return math.nan  # MIT AUC_Borji.m, checked before the map is looked at
+    if sm.constant:
         return 0.5
-    s = _minmax(s)
+    s = _minmax(sm.values)
     pos = s[fix]
     if exact:
         return _exact_auc(pos, s.ravel())
@@ -478,14 +553,14 @@ def sauc(
         ValueError: non-2-D, non-finite or mismatched maps; empty fixation or other map;
             bad step/n_splits.
     """
-    s, f, o = _maps(saliency=saliency, fixation_map=fixation_map, other_fixation_map=other_fixation_map)
+    sm, f, o = _maps(saliency=saliency, fixation_map=fixation_map, other_fixation_map=other_fixation_map)
     fix = _as_support(f, "fixation_map")
     other = _as_support(o, "other_fixation_map")
     _check_splits(n_splits)
     _step_thresholds(step)
-    if _is_constant(s):
+    if sm.constant:
         return 0.5
-    s = _minmax(s).ravel()
+    s = _minmax(sm.values).ravel()
     pos = s[fix.ravel()]
     ind = np.flatnonzero(other)
     n = min(pos.size, ind.size)
@@ -545,9 +620,9 @@ def _object_inputs(saliency: Any, mask: Any, beta2: float) -> tuple[np.ndarray, 
         raise ValueError(f"beta2 must be > 0, got {beta2!r} (salient-object convention: 0.3)")
     s, m = _maps(saliency=saliency, mask=mask)
     on = _as_support(m, "mask")
-    if _is_constant(s):
+    if s.constant:
         return None
-    return _minmax(s), on
+    return _minmax(s.values), on
 
 
 def fmeasure(saliency: Any, mask: Any, beta2: float = 0.3, threshold: float | None = None) -> float:
@@ -555,7 +630,9 @@ def fmeasure(saliency: Any, mask: Any, beta2: float = 0.3, threshold: float | No
 
     The map is min-maxed to [0, 1] (salient-object convention, so the threshold does not depend
     on an arbitrary offset) and binarised as ``S >= t`` with the adaptive threshold
-    ``t = 2 * mean(S)`` (Achanta et al. 2009) unless ``threshold`` is given. Then
+    ``t = min(2 * mean(S), 1)`` (Achanta et al. 2009; clipped at 1 as in the salient-object
+    benchmarks, e.g. PySODMetrics, so that a broad map with mean > 0.5 still predicts its
+    maximum instead of nothing) unless ``threshold`` is given. Then
     ``F = (1 + b2) P R / (b2 P + R)``; precision is 0 when nothing is predicted and F is 0 when
     ``P + R = 0``.
 
@@ -575,7 +652,7 @@ def fmeasure(saliency: Any, mask: Any, beta2: float = 0.3, threshold: float | No
     if prepared is None:
         return math.nan
     s, on = prepared
-    t = 2.0 * s.mean() if threshold is None else float(threshold)
+    t = min(2.0 * float(s.mean()), 1.0) if threshold is None else float(threshold)
     pred = s >= t
     return float(_f_beta(pred.sum(), (pred & on).sum(), int(on.sum()), beta2))
 

@@ -36,6 +36,7 @@ __all__ = [
     "live_units",
     "anova_by_category",
     "tukey_by_category",
+    "friedman_by_category",
     "region_output_scores",
     "output_saliency",
     "spearman_inner_vs_output",
@@ -179,6 +180,13 @@ def anova_by_category(units: pd.DataFrame, layer: str) -> pd.DataFrame:
     live unit and category, so the test asks whether the categories' mean unit scores differ.
     Dead units and NaN scores are excluded.
 
+    Caveat (repeated measures): the same units are scored in every category, so the
+    ``unit x category`` observations are not independent groups as a one-way ANOVA assumes;
+    a unit that is strong everywhere inflates every category alike, and the p-value can be
+    off in either direction. The test is kept because it is the analysis of He et al. 2019's
+    style (digest section 3); for a test that respects the pairing use
+    :func:`friedman_by_category` (units live in every category, rank-based).
+
     Args:
         units: the long unit table.
         layer: layer name.
@@ -218,6 +226,11 @@ def tukey_by_category(units: pd.DataFrame, layer: str, alpha: float = 0.05) -> p
     sorted category order; ``p_adj`` is family-wise adjusted; ``lower, upper`` is the
     simultaneous ``1 - alpha`` confidence interval of ``meandiff``.
 
+    Caveat (repeated measures): as for :func:`anova_by_category`, each category's scores come
+    from the same units, while Tukey HSD assumes independent groups; the intervals and
+    adjusted p-values are therefore approximate. Kept for comparability with He et al. 2019;
+    :func:`friedman_by_category` is the paired, rank-based alternative.
+
     Args:
         units: the long unit table.
         layer: layer name.
@@ -250,6 +263,57 @@ def tukey_by_category(units: pd.DataFrame, layer: str, alpha: float = 0.05) -> p
             "upper": conf[:, 1],
             "reject": np.asarray(res.reject, dtype=bool),
         }
+    )
+
+
+def friedman_by_category(units: pd.DataFrame, layer: str) -> pd.DataFrame:
+    """Friedman test of category differences, pairing each unit with itself across categories.
+
+    The repeated-measures counterpart of :func:`anova_by_category`: the categories are those
+    with at least one live unit in ``layer``; the blocks are the units live in EVERY one of
+    them (a unit dead in one category is dropped whole, so each block is complete); scipy
+    ``friedmanchisquare(*columns)`` with one column per category (sorted) holding the units'
+    scores in ascending unit order. Ranks within each unit remove its overall level, so a
+    unit that is strong everywhere does not count as evidence for any category.
+
+    Args:
+        units: the long unit table.
+        layer: layer name.
+
+    Returns:
+        One row: ``layer, statistic, p_value, n_units, n_categories``.
+
+    Raises:
+        ValueError: unknown layer, fewer than 3 categories with live units (Friedman needs 3),
+            fewer than 2 units live in every category, or a unit listed twice for a category.
+    """
+    live = live_units(units, layer)
+    if live.duplicated(["unit", "category"]).any():
+        raise ValueError(f"layer {layer!r}: a unit appears twice for one category; pass one row per unit and category")
+    wide = live.pivot(index="unit", columns="category", values="score").sort_index()
+    wide = wide[sorted(wide.columns)]
+    if wide.shape[1] < 3:
+        raise ValueError(
+            f"layer {layer!r}: the Friedman test needs live units in at least 3 categories, "
+            f"found {list(wide.columns)}"
+        )
+    complete = wide.dropna()
+    if len(complete) < 2:
+        raise ValueError(
+            f"layer {layer!r}: only {len(complete)} unit(s) are live in all {wide.shape[1]} categories; "
+            "the Friedman test needs at least 2 (dissect more units or drop sparse categories)"
+        )
+    res = scipy.stats.friedmanchisquare(*(complete[c].to_numpy(dtype=float) for c in complete.columns))
+    return pd.DataFrame(
+        [
+            {
+                "layer": str(layer),
+                "statistic": float(res.statistic),
+                "p_value": float(res.pvalue),
+                "n_units": int(len(complete)),
+                "n_categories": int(complete.shape[1]),
+            }
+        ]
     )
 
 

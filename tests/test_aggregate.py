@@ -217,3 +217,71 @@ def test_add_errors():
         acc.merge(stranger)
     # failed operations left the state untouched
     assert acc.unit_table().n_regions.tolist() == [1, 1, 1]
+
+
+def _same_state(a, b):
+    """state_dict equality, arrays compared exactly."""
+    assert a.keys() == b.keys()
+    for key in a:
+        if key in ("sums", "counts", "n_regions"):
+            assert len(a[key]) == len(b[key])
+            for x, y in zip(a[key], b[key]):
+                np.testing.assert_array_equal(x, y)
+                assert x.dtype == y.dtype
+        else:
+            assert a[key] == b[key], key
+
+
+def test_sum_overflow_through_add_raises_and_leaves_state():
+    # 2**20 (the largest allowed score) is 2**52 in fixed point; 1023 adds make 2**62 - 2**52,
+    # the 1024th would reach 2**62 = 2**30 score units: refused, not wrapped.
+    acc = UnitScoreAccumulator()
+    for _ in range(1023):
+        acc.add("L", np.array([[2.0 ** 20]]), ["a"])
+    assert acc.unit_table().score.tolist() == [2.0 ** 20]  # the mean is still exact
+    before = acc.state_dict()
+    with pytest.raises(ValueError, match="fixed-point range"):
+        acc.add("L", np.array([[2.0 ** 20]]), ["a"])
+    # a failing add that also brings a new category and a new column registers neither
+    with pytest.raises(ValueError, match="fixed-point range"):
+        acc.add("L", np.array([[2.0 ** 20, 1.0]]), ["a", "new"])
+    _same_state(acc.state_dict(), before)
+    # negative scores are bounded the same way (|sum|)
+    neg = UnitScoreAccumulator()
+    for _ in range(1023):
+        neg.add("L", np.array([[-(2.0 ** 20)]]), ["a"])
+    with pytest.raises(ValueError, match="fixed-point range"):
+        neg.add("L", np.array([[-(2.0 ** 20)]]), ["a"])
+    # one add with 1024 maximal columns of one category is refused as a whole
+    with pytest.raises(ValueError, match="fixed-point range"):
+        UnitScoreAccumulator().add("L", np.full((1, 1024), 2.0 ** 20), ["a"] * 1024)
+
+
+def test_sum_overflow_through_merge_raises_and_leaves_state():
+    big = UnitScoreAccumulator()
+    for _ in range(600):
+        big.add("L", np.array([[2.0 ** 20, 1.0]]), ["a", "b"])
+    acc = UnitScoreAccumulator()
+    acc.add("L", np.array([[1.0]]), ["b"])
+    for _ in range(600):
+        acc.add("L", np.array([[2.0 ** 20]]), ["a"])
+    # other brings a new category "c" (and a new layer) before the overflowing "a" column
+    other = UnitScoreAccumulator()
+    other.add("K", np.array([[1.0]]), ["c"])
+    other.add("L", np.array([[1.0]]), ["c"])
+    other.merge(big)
+    before = acc.state_dict()
+    with pytest.raises(ValueError, match="fixed-point range"):
+        acc.merge(other)  # 1200 * 2**20 > 2**30 in the "a" column
+    _same_state(acc.state_dict(), before)
+    assert acc.categories == ["b", "a"] and acc.layers == ["L"]
+    # self-merge doubles 600 * 2**20 -> 1200 * 2**20: refused too, state kept
+    with pytest.raises(ValueError, match="fixed-point range"):
+        acc.merge(acc)
+    _same_state(acc.state_dict(), before)
+    # a merge that fits still works after the failures
+    small = UnitScoreAccumulator()
+    small.add("L", np.array([[3.0]]), ["c"])
+    acc.merge(small)
+    assert acc.categories == ["b", "a", "c"]
+    assert acc.unit_table().set_index("category").score.to_dict() == {"b": 1.0, "a": 2.0 ** 20, "c": 3.0}

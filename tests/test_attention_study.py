@@ -347,12 +347,44 @@ def test_attention_overlays(tmp_path, dataset):
         attention_figures.attention_overlays(images, human, {"cam": maps["cam"][:1]}, tmp_path / "x.png")
 
 
-def test_dense_layer_mae(tmp_path, rng):
+def test_dense_layer_mae(tmp_path, rng, monkeypatch):
     rows = [{"image": f"i{k}", "method": "dense", "layer": layer, "mae": float(rng.random())}
             for k in range(5) for layer in ("conv1_1", "conv1_1+", "conv2_1", "conv2_1+")]
     rows += [{"image": f"i{k}", "method": m, "layer": "", "mae": float(rng.random())}
              for k in range(5) for m in ("center_bias", "human_loso")]
-    out = attention_figures.dense_layer_mae(pd.DataFrame(rows), tmp_path / "mae.png", dpi=50)
+    rows[4]["mae"] = float("nan")  # conv1_1 of image i1: skipped, k = 4 for that point
+    df = pd.DataFrame(rows)
+    drawn = []
+    real_new_figure = attention_figures.new_figure
+
+    def keep_figure(*args):  # the same figure, kept so the test can read what was plotted
+        drawn.append(real_new_figure(*args))
+        return drawn[-1]
+
+    monkeypatch.setattr(attention_figures, "new_figure", keep_figure)
+    out = attention_figures.dense_layer_mae(df, tmp_path / "mae.png", dpi=50)
     _check_png(out)
+    # The numbers drawn, against a literal mean and standard error std(ddof=1) / sqrt(k).
+    ax = drawn[0].axes[0]
+    bars = ax.containers  # one ErrorbarContainer per curve: single layer, cumulative
+    assert len(bars) == 2
+    for container, suffix in zip(bars, ("", "+")):
+        data_line, _, (segments,) = container.lines
+        for i, name in enumerate(("conv1_1", "conv2_1")):
+            v = df.loc[(df.method == "dense") & (df.layer == name + suffix), "mae"].dropna().to_numpy()
+            mean = sum(v) / len(v)
+            se = math.sqrt(sum((x - mean) ** 2 for x in v) / (len(v) - 1)) / math.sqrt(len(v))
+            assert data_line.get_ydata()[i] == pytest.approx(mean, rel=1e-12)
+            (_, lo), (_, hi) = segments.get_segments()[i]
+            assert (hi - lo) / 2 == pytest.approx(se, rel=1e-9)  # not the std (sqrt(k) larger)
+    levels = sorted(line.get_ydata()[0] for line in ax.lines if line.get_linestyle() in (":", "--"))
+    assert levels == pytest.approx(sorted(df.loc[df.method.isin(["center_bias", "human_loso"])]
+                                          .groupby("method").mae.mean()), rel=1e-12)
+    # the helper behind the figure, table form
+    points = attention_figures._layer_points(df, "dense", "mae")
+    assert list(points.index) == ["conv1_1", "conv2_1"]
+    assert points.loc["conv1_1", "single_n"] == 4 and points.loc["conv2_1", "cumulative_n"] == 5
+    v = df.loc[(df.method == "dense") & (df.layer == "conv2_1+"), "mae"].to_numpy()
+    assert points.loc["conv2_1", "cumulative_se"] == pytest.approx(v.std(ddof=1) / math.sqrt(5), rel=1e-12)
     with pytest.raises(ValueError, match="no rows of method 'dense'"):
         attention_figures.dense_layer_mae(pd.DataFrame(rows[-10:]), tmp_path / "m.png")

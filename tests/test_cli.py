@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -122,3 +123,54 @@ def test_script_entry_point_exit_status(tmp_path):
                            "--out", str(tmp_path / "r")], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: ") and "Traceback" not in proc.stderr
+
+
+def test_dataset_flags_reach_the_loader_or_are_refused(tmp_path, capsys):
+    assert cli.dataset_options("salicon", "x", 0, split="val", regions=None) == {"split": "val"}
+    assert cli.dataset_options("popout", None, 7) == {"seed": 7}
+    code, _, err = _run(["dissect", "--split", "val", "--out", str(tmp_path / "r"), *FAST], capsys)
+    _assert_one_line_error(code, err, "--split", "salicon")
+
+
+def test_download_salicon_says_where_to_get_it(tmp_path, capsys):
+    code, _, err = _run(["download", "salicon", "--data-dir", str(tmp_path)], capsys)
+    _assert_one_line_error(code, err, "SALICON")
+
+
+def test_dead_units_zero_scores_constant_maps_as_zero(tmp_path, capsys):
+    out = tmp_path / "zero"
+    code, _, err = _run(["dissect", "--dead-units", "zero", "--layer", "conv5_3", "--out", str(out), *FAST],
+                        capsys)
+    assert code == 0, err
+    skip_out = tmp_path / "skip"
+    assert _run(["dissect", "--layer", "conv5_3", "--out", str(skip_out), *FAST], capsys)[0] == 0
+    zero, skip = pd.read_csv(out / "units.csv"), pd.read_csv(skip_out / "units.csv")
+    # only the dimensions that have regions among the first 3 arrays
+    zero, skip = zero[zero["n_regions"] > 0], skip[skip["n_regions"] > 0]
+    # With "zero" every unit is scored on every region, so none is dead and n_valid == n_regions;
+    # a unit live on every region has the same score under both policies.
+    assert not zero["dead"].any() and (zero["n_valid"] == zero["n_regions"]).all()
+    full = skip["n_valid"] == skip["n_regions"]
+    assert full.any() and (~full).any()
+    pd.testing.assert_series_equal(zero.loc[full, "score"], skip.loc[full, "score"])
+    partial = ~full & ~skip["dead"]
+    expected = skip.loc[partial, "score"] * skip.loc[partial, "n_valid"] / skip.loc[partial, "n_regions"]
+    assert np.allclose(zero.loc[partial, "score"], expected, atol=1e-9)
+    assert json.loads((out / "run.json").read_text())["dead_units"] == "zero"
+
+
+def test_layer_range_across_kinds_keeps_both_ends(tmp_path, capsys):
+    from dissect.models import load_model
+
+    model = load_model("vgg16", weights="random")
+    assert cli._expand_layers(model, ["conv5_2:pool5"]) == ["conv5_2", "conv5_3", "pool5"]
+    assert cli._expand_layers(model, ["conv4_3:conv5_1"]) == ["conv4_3", "conv5_1"]
+
+
+def test_ctrl_c_outside_a_dissection_exits_130(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli._COMMANDS, "layers", interrupted)
+    code, _, err = _run(["layers"], capsys)
+    assert code == 130 and "Traceback" not in err

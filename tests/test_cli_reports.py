@@ -44,8 +44,10 @@ def test_simulated_gaze_is_seeded_and_consistent():
     assert np.array_equal(a.fixation_map, fixation_map(a.fixations.x, a.fixations.y, a.shape))
     assert a.fixations.subject.nunique() == 15 and a.meta["simulated_gaze"]
     near = SimulatedGazeDataset(n_per_dimension=1, p_target=1.0, target_spread=1.0)[0]
-    dist = np.hypot(near.fixations.x - near.meta["target_x"], near.fixations.y - near.meta["target_y"])
-    assert dist.max() < 6.0  # every fixation within 6 sd of the target centre
+    rows, cols = np.nonzero(near.masks[0])
+    # every fixation within 6 sd of the target's pixels (x, y are 1-based)
+    assert near.fixations.x.between(cols.min() + 1 - 6, cols.max() + 1 + 6).all()
+    assert near.fixations.y.between(rows.min() + 1 - 6, rows.max() + 1 + 6).all()
     with pytest.raises(ValueError, match="p_target"):
         SimulatedGazeDataset(p_target=1.5)[0]
     with pytest.raises(ValueError, match="drop --data-root"):
@@ -70,7 +72,9 @@ def test_stats_writes_tables_and_figures(gaze_run, tmp_path, capsys):
     assert (out / "bars_conv4_3.png").exists()
     assert list(out.glob("overlays_*.png"))
     compare = pd.read_csv(out / "compare.csv")
-    assert (compare["top_k_mean_change"].abs() < 1e-12).all()  # a run compared with itself
+    # a run compared with itself: no change (NaN for dimensions without regions in 16 images)
+    changes = compare["top_k_mean_change"].dropna()
+    assert len(changes) > 0 and (changes.abs() < 1e-12).all()
 
 
 def test_stats_output_saliency_from_map_files(gaze_run, tmp_path, capsys):

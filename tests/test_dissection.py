@@ -190,3 +190,46 @@ def test_forward_stops_after_the_deepest_recorded_layer(dataset):
     assert calls == []  # nothing after relu1 ran
     run_dissection(model, ["relu1", "relu2"], dataset, image_size=32, batch_size=4, progress=False)
     assert calls == ["conv2", "conv2"]  # two batches of 4 and 3 images
+
+
+def test_interrupt_while_checkpointing_never_counts_a_batch_twice(dataset, tmp_path, monkeypatch):
+    import dissect.dissection as engine
+
+    model = TinyNet().eval()
+    full = run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, progress=False)
+    real_save, calls = engine._save_progress, []
+
+    def save_then_interrupt(*args):
+        calls.append(1)
+        if len(calls) == 2:  # Ctrl-C after the 2nd batch was merged, before it was saved
+            raise KeyboardInterrupt
+        real_save(*args)
+
+    monkeypatch.setattr(engine, "_save_progress", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, checkpoint_dir=tmp_path,
+                       progress=False)
+    monkeypatch.setattr(engine, "_save_progress", real_save)
+    resumed = run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, checkpoint_dir=tmp_path,
+                             resume=True, progress=False)
+    assert resumed.info["resumed_from_image"] == 2
+    assert resumed.info["n_images"] == len(dataset)
+    pd.testing.assert_frame_equal(resumed.units, full.units, check_exact=True)
+
+
+def test_summary_settings_are_checked_before_the_run(dataset):
+    model = TinyNet().eval()
+    for kwargs, match in (({"top_k": 0}, "top_k"), ({"threshold": float("nan")}, "threshold"),
+                          ({"max_images": 0}, "max_images"), ({"dead_units": "drop"}, "dead_units")):
+        with pytest.raises(ValueError, match=match):
+            run_dissection(model, "relu1", dataset, progress=False, **kwargs)
+
+
+def test_resume_fingerprint_identifies_models_outside_the_zoo(dataset, tmp_path):
+    run_dissection(TinyNet().eval(), "relu1", dataset, image_size=32, checkpoint_dir=tmp_path, progress=False)
+    other = TinyNet().eval()
+    with torch.no_grad():
+        other.conv1.bias.add_(1.0)  # same architecture, other weights
+    with pytest.raises(ValueError, match="different run"):
+        run_dissection(other, "relu1", dataset, image_size=32, checkpoint_dir=tmp_path, resume=True,
+                       progress=False)

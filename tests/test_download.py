@@ -141,3 +141,67 @@ def test_download_salicon_explains(tmp_path):
     (tmp_path / "salicon" / "images").mkdir(parents=True)
     (tmp_path / "salicon" / "fixations").mkdir()
     assert download.download_salicon(tmp_path) == tmp_path / "salicon"
+
+
+def _user_export(root):
+    """A user's OSIE-SR export and notes, kept where the docs say to put them."""
+    for sub in ("SegmentationObject", "SegmentationClass"):
+        (root / sub).mkdir(parents=True)
+        np.save(root / sub / "1001.npy", np.ones((8, 10), np.int32))
+    (root / "data" / "notes.txt").parent.mkdir(parents=True, exist_ok=True)
+    (root / "data" / "notes.txt").write_text("mine")
+    return ["SegmentationClass/1001.npy", "SegmentationObject/1001.npy", "data/notes.txt"]
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_download_never_deletes_a_users_files(tmp_path, monkeypatch, archive, force):
+    cache = tmp_path / "cache"
+    root = cache / "osie"
+    if force:  # a complete cache, downloaded again on purpose
+        monkeypatch.setattr(urllib.request, "urlopen", _Server(archive))
+        download.download_osie(cache)
+    else:  # an incomplete cache: a stale fixations.mat
+        (root / "data" / "eye").mkdir(parents=True)
+        (root / "data" / "eye" / "fixations.mat").write_bytes(b"old")
+    mine = _user_export(root)
+    server = _Server(archive)
+    monkeypatch.setattr(urllib.request, "urlopen", server)
+    assert download.download_osie(cache, force=force) == root and len(server.urls) == 1
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert set(mine) <= set(files)
+    assert set(files) - set(mine) == {"LICENSE", "README.md", "data/eye/fixations.mat", "data/stimuli/1001.jpg"}
+    assert (root / "data" / "notes.txt").read_text() == "mine"
+    assert np.load(root / "SegmentationObject" / "1001.npy").sum() == 80
+    assert download._md5(root / "data" / "eye" / "fixations.mat") == download.OSIE_FIXATIONS_MD5
+    assert [p.name for p in cache.iterdir()] == ["osie"]  # no temp folder left
+    # The export is read as OSIE-SR straight from the cache.
+    assert OSIEDataset(root).regions == "sr"
+
+
+def test_failed_download_keeps_the_old_cache(tmp_path, monkeypatch, archive):
+    monkeypatch.setattr(urllib.request, "urlopen", _Server(archive))
+    root = download.download_osie(tmp_path)
+    mine = _user_export(root)
+    monkeypatch.setattr(urllib.request, "urlopen", _Server(error=OSError("Network is unreachable")))
+    with pytest.raises(ConnectionError):
+        download.download_osie(tmp_path, force=True)
+    assert download.cached_osie(tmp_path) == root and set(mine) <= {
+        p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()
+    }
+
+
+def test_load_dataset_osie_without_root_uses_the_cache(tmp_path, monkeypatch, archive):
+    from datasets import load_dataset
+
+    monkeypatch.setenv(download.DATA_ENV, str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match="needs --data-root .* run `python cli.py download osie`") as info:
+        load_dataset("osie")
+    assert str(tmp_path / "cache" / "osie") in str(info.value)
+    assert download.cached_osie() is None
+    monkeypatch.setattr(urllib.request, "urlopen", _Server(archive))
+    root = download.download_osie()
+    assert download.cached_osie() == root
+    ds = load_dataset("osie", regions="none")
+    assert ds.root == root and len(ds) == 1
+    with pytest.raises(ValueError, match="does not take option\\(s\\) split; it takes regions, sr_root"):
+        load_dataset("osie", split="val")

@@ -179,3 +179,36 @@ def test_label_helpers(tmp_path):
     assert masks.tolist() == [[[False, True], [True, False]], [[False, False], [False, True]]]
     with pytest.raises(ValueError, match="negative instance id -1"):
         instance_masks(np.array([[-1, 0]]))
+
+
+def test_non_integer_subject_is_refused(tmp_path, rng):
+    bad = FIX.copy()
+    bad["subject"] = bad["subject"].astype(float)
+    bad.loc[2, "subject"] = 1.7  # would have been truncated to 1, merging two observers
+    root = make_folder(tmp_path, rng, fixations=bad)
+    with pytest.raises(ValueError, match="line 4: column 'subject' must hold integer subject ids, got '1.7'"):
+        FolderDataset(root)
+    bad.loc[2, "subject"] = 2.0  # a float column of whole numbers is fine
+    bad.to_csv(root / "fixations.csv", index=False)
+    assert FolderDataset(root)[0].fixations.subject.tolist() == [1, 2, 2]
+
+
+@pytest.mark.parametrize("masks", ["png", False])
+def test_categories_for_an_image_without_mask_file(tmp_path, rng, masks):
+    root = make_folder(tmp_path, rng, masks=masks)
+    cats = pd.DataFrame({"image": ["a.png", "a.png", "b", "c.png"], "region": [1, 4, 2, 1],
+                         "category": ["face", "text", "car", "cup"]})
+    cats.to_csv(root / "categories.csv", index=False)
+    n = "1 of 3" if masks else "3 of 3"
+    first = "c" if masks else "a, b, c"
+    with pytest.raises(FileNotFoundError, match=f"{n} mask files .* categories.csv .*first: {first}\\)"):
+        FolderDataset(root)
+
+
+def test_load_dataset_passes_and_checks_options(tmp_path, rng):
+    from datasets import load_dataset
+
+    root = make_folder(tmp_path, rng)
+    assert load_dataset("folder", root, one_based=True).one_based
+    with pytest.raises(ValueError, match=r"'folder' does not take option\(s\) seed; it takes one_based, name"):
+        load_dataset("folder", root, seed=0)

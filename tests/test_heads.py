@@ -1,14 +1,17 @@
-"""dissect.heads: He et al.'s saliency and scene heads, the -NSS loss, freezing."""
+"""dissect.heads: He et al.'s saliency and scene heads, the -NSS loss, freezing, reloading."""
+import hashlib
 import math
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dissect.heads import SaliencyVGG, SceneVGG, freeze_encoder, nss_loss
 from dissect.hooks import ActivationRecorder, resolve_layer
-from dissect.models import layer_aliases
+import dissect.models
+from dissect.models import layer_aliases, load_model, save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -19,6 +22,23 @@ def saliency():
 @pytest.fixture(scope="module")
 def scene():
     return SceneVGG(n_classes=5, encoder_weights="random", hidden=16, seed=0)
+
+
+@pytest.fixture(scope="module")
+def saliency_file(saliency, tmp_path_factory):
+    return save_checkpoint(saliency, tmp_path_factory.mktemp("ck") / "saliency.pt", step=4000)
+
+
+def _state_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _sha(path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()[:12]
+
+
+X32 = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
 
 
 def _literal_nss(sal: list, fix: list) -> float:
@@ -54,8 +74,11 @@ def test_saliency_structure(saliency):
     assert isinstance(saliency.features[28], nn.Conv2d)  # conv5_3, pool5 dropped
     r = saliency.readout
     assert (r.in_channels, r.out_channels, r.kernel_size, r.bias) == (512, 1, (1, 1), None)
-    assert saliency.dissect_info["arch"] == "saliency_vgg16"
-    assert saliency.dissect_info["encoder"]["weights"] == "random"
+    assert saliency.dissect_info == {
+        "arch": "saliency_vgg16", "weights": "random", "weights_detail": "seed=0", "seed": 0,
+        "requested": "random",
+        "encoder": {"arch": "vgg16", "weights": "random", "weights_detail": "seed=0", "seed": 0,
+                    "requested": "random"}}
     aliases = layer_aliases(saliency)
     assert aliases["conv5_3"] == "features.29" and aliases["pool4"] == "features.23"
     assert "pool5" not in aliases and len(aliases) == 17
@@ -158,3 +181,89 @@ def test_freeze_encoder_setups(saliency, scene):
     finally:
         for p in [*saliency.parameters(), *scene.parameters()]:
             p.requires_grad_(True)
+
+
+# ------------------------------------------------------------------ load_model for the task models
+
+
+def test_saliency_checkpoint_reloads_with_load_model(saliency, saliency_file):
+    loaded = load_model("saliency_vgg16", weights=saliency_file)
+    assert type(loaded) is SaliencyVGG and not loaded.training
+    assert _state_equal(loaded.state_dict(), saliency.state_dict())
+    assert loaded.dissect_info == {
+        "arch": "saliency_vgg16", "weights": "file",
+        "weights_detail": f"{saliency_file} sha256:{_sha(saliency_file)}", "seed": 0,
+        "requested": str(saliency_file)}
+    assert saliency_file.is_absolute()
+    with ActivationRecorder(loaded, "conv5_3") as rec, torch.no_grad():
+        out = loaded(X32)
+        encoded = saliency.features(X32)  # the original model's encoder
+        expected = saliency(X32)
+    assert rec.activations["conv5_3"].shape == (2, 512, 2, 2)
+    assert torch.equal(rec.activations["conv5_3"], encoded)
+    assert torch.equal(out, expected)
+
+
+def test_saliency_plain_state_dict_loads(saliency, tmp_path):
+    path = tmp_path / "plain.pt"
+    torch.save(saliency.state_dict(), path)
+    loaded = load_model("saliency_vgg16", weights=str(path))
+    assert torch.equal(loaded.readout.weight, saliency.readout.weight)
+    assert torch.equal(loaded.features[28].weight, saliency.features[28].weight)
+    assert loaded.dissect_info["weights"] == "file"
+
+
+def test_saliency_checkpoint_as_vgg16_points_to_saliency_vgg16(saliency_file):
+    with pytest.raises(ValueError, match=r"checkpoint of architecture 'saliency_vgg16', not 'vgg16': "
+                                         r"load it with load_model\('saliency_vgg16', weights="):
+        load_model("vgg16", weights=saliency_file)
+    with pytest.raises(ValueError, match=r"not 'scene_vgg16': load it with load_model\('saliency_vgg16'"):
+        load_model("scene_vgg16", weights=saliency_file)
+
+
+def test_saliency_random_matches_the_class(saliency):
+    torch.manual_seed(11)
+    before = torch.get_rng_state()
+    built = load_model("saliency_vgg16", weights="random", seed=0)  # one more VGG16 build
+    assert torch.equal(torch.get_rng_state(), before)
+    assert _state_equal(built.state_dict(), saliency.state_dict())
+    assert built.dissect_info == saliency.dissect_info and not built.training
+
+
+def test_scene_checkpoint_reloads_with_its_sizes(scene, tmp_path):
+    path = save_checkpoint(scene, tmp_path / "scene.pt")
+    loaded = load_model("scene_vgg16", weights=path, seed=3)
+    assert type(loaded) is SceneVGG and not loaded.training
+    assert _state_equal(loaded.state_dict(), scene.state_dict())
+    assert loaded.dissect_info == {
+        "arch": "scene_vgg16", "weights": "file", "weights_detail": f"{path} sha256:{_sha(path)}",
+        "seed": 3, "requested": str(path), "n_classes": 5, "hidden": 16, "dropout": 0.5}
+    assert layer_aliases(loaded)["pool5"] == "pool5"
+    with ActivationRecorder(loaded, ["conv5_3", "pool5"]) as rec, torch.no_grad():
+        logits = loaded(X32)
+        encoded = scene.features(X32)
+        expected = scene(X32)
+    assert torch.equal(rec.activations["conv5_3"], encoded)
+    assert torch.equal(rec.activations["pool5"], F.max_pool2d(encoded, 2))
+    assert logits.shape == (2, 5) and torch.equal(logits, expected)
+
+
+def test_task_models_with_imagenet_encoder(saliency, monkeypatch):
+    # Stand-in for the ImageNet VGG16 (no network, no 500 MB file): a meta-device vgg16, so only
+    # the head holds real numbers. The head is seeded like the random model's: same read-out.
+    def fake_imagenet(name, progress):
+        with torch.device("meta"):
+            return dissect.models._constructor(name)(weights=None), "VGG16_Weights.IMAGENET1K_V1"
+
+    monkeypatch.setattr(dissect.models, "_build_imagenet", fake_imagenet)
+    for requested in ("imagenet", "auto", "imagenet-encoder"):
+        model = load_model("saliency_vgg16", weights=requested, seed=0)
+        info = model.dissect_info
+        assert info["weights"] == "imagenet-encoder" and info["requested"] == requested
+        assert info["weights_detail"] == "encoder VGG16_Weights.IMAGENET1K_V1, head seed=0"
+        assert info["encoder"]["weights"] == "imagenet"
+        assert torch.equal(model.readout.weight, saliency.readout.weight)
+        assert model.features[28].weight.is_meta
+    scene = load_model("scene_vgg16", weights="imagenet", seed=2)
+    assert scene.dissect_info["weights_detail"] == "encoder VGG16_Weights.IMAGENET1K_V1, head seed=2"
+    assert (scene.dissect_info["n_classes"], scene.dissect_info["hidden"]) == (26, 1024)

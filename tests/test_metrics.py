@@ -185,7 +185,8 @@ def ref_exact_roc(pos, neg):
 def ref_fmeasure(sal, mask, beta2=0.3, threshold=None):
     s = _minmax_list(_pixels(sal))
     m = _pixels(mask)
-    t = 2 * _mean(s) if threshold is None else threshold
+    # adaptive threshold 2 mean(S), clipped at 1 (PySODMetrics: min(2 * mean, 1))
+    t = min(2 * _mean(s), 1.0) if threshold is None else threshold
     pred = [v >= t for v in s]
     tp = sum(1 for p, o in zip(pred, m) if p and o != 0)
     npred, nobj = sum(pred), sum(1 for o in m if o != 0)
@@ -413,6 +414,17 @@ def test_fmeasure_hand():
     assert M.fmeasure([[0, 0.5], [0.25, 0.25]], [[0, 1], [0, 0]]) == pytest.approx(1.0, abs=1e-15)
 
 
+def test_fmeasure_adaptive_threshold_is_clipped_at_one():
+    # A broad map: min-max (0, 1, 1, 0.8, 1, 1) has mean 4.8 / 6 = 0.8, so 2 mean = 1.6 would
+    # predict nothing (F = 0). Clipped at 1 (PySODMetrics min(2 mean, 1)) it predicts the four
+    # pixels equal to 1; mask = {pixel 1, pixel 3}: TP 1 (pixel 1), P = 1/4, R = 1/2,
+    # F = 1.3 * (1/8) / (0.3 / 4 + 1/2) = 0.1625 / 0.575 = 0.28260869565217395.
+    s = np.array([[0.0, 1.0, 1.0], [0.8, 1.0, 1.0]])
+    mask = np.array([[0, 1, 0], [1, 0, 0]])
+    assert M.fmeasure(s, mask) == pytest.approx(0.1625 / 0.575, abs=1e-15)
+    assert M.fmeasure(s, mask, threshold=1.6) == 0.0  # the unclipped threshold, for contrast
+
+
 # ------------------------------------------------------------------ degenerate inputs
 
 CONST = np.full((3, 4), 0.7)
@@ -455,6 +467,88 @@ def test_constant_maps_are_uniform_distributions():
     assert M.sim(CONST, np.zeros((3, 4))) == pytest.approx(1.0, abs=1e-15)
     # IG of a constant map over a constant baseline is 0 bits.
     assert M.info_gain(CONST, FIX, np.ones((3, 4))) == pytest.approx(0.0, abs=1e-15)
+
+
+# Float32 bilinear upsampling of a constant map, as F.interpolate does it: the weights do not sum
+# to exactly 1, so the "constant" map carries a few ulps of noise (checked in the test).
+def _float32_upsampled_constant(value=0.7, small=(7, 9), shape=(32, 40)):
+    t = torch.full((1, 1, *small), value, dtype=torch.float32)
+    return torch.nn.functional.interpolate(t, size=shape, mode="bilinear", align_corners=False)[0, 0]
+
+
+def test_float32_upsampled_constant_is_constant():
+    up = _float32_upsampled_constant()
+    rng = np.random.default_rng(3)
+    fix = rng.random(up.shape) < 0.05
+    den = gaussian_filter(fix.astype(float), 3)
+    assert float(up.max()) > float(up.min())  # not exactly constant: the case being tested
+    for x in (up, up.numpy()):  # the input dtype (float32) decides, tensor or array
+        assert math.isnan(M.nss(x, fix)) and math.isnan(M.nmm(x, fix))
+        assert math.isnan(M.cc(x, den)) and math.isnan(M.cc(den, x))
+        assert math.isnan(M.mae(x, den)) and math.isnan(M.mae(den, x))
+        assert math.isnan(M.fmeasure(x, fix)) and math.isnan(M.fmeasure_max(x, fix))
+        assert M.auc_judd(x, fix) == 0.5 and M.auc_borji(x, fix) == 0.5
+        assert M.auc_borji(x, fix, exact=True) == 0.5 and M.sauc(x, fix, ~fix) == 0.5
+        # distribution metrics read it as the uniform distribution (an exactly flat map)
+        flat = np.ones(up.shape)
+        assert M.kld(x, den) == pytest.approx(ref_kl(flat, den), abs=TOL)
+        assert M.sim(x, den) == pytest.approx(np.minimum(1 / den.size, ref_minmax_norm(den)).sum(), abs=TOL)
+        assert M.info_gain(x, fix, flat) == pytest.approx(0.0, abs=1e-15)
+        p = ref_minmax_norm(den)[fix]
+        ig_uniform = np.mean(np.log2(EPS + p) - np.log2(EPS + 1 / den.size))
+        assert M.info_gain(den, fix, x) == pytest.approx(ig_uniform, abs=TOL)
+    # The same noise read as float64 is a real (if tiny) dynamic range: not constant.
+    as64 = up.numpy().astype(np.float64)
+    assert math.isfinite(M.nss(as64, fix))
+    assert M.is_constant(up) and M.is_constant(up.numpy()) and not M.is_constant(as64)
+    # A float16 tensor uses float16's eps: a constant of 0.7 with one ulp of float16 noise.
+    h = torch.full((4, 5), 0.7, dtype=torch.float16)
+    h[0, 0] = torch.nextafter(h[0, 0], torch.tensor(1.0, dtype=torch.float16))
+    assert math.isnan(M.nss(h, np.eye(4, 5)))
+    assert math.isfinite(M.nss(h.double(), np.eye(4, 5)))  # float64: a real 1e-3 step
+
+
+def ref_minmax_norm(m):
+    v = _minmax_list(_pixels(m))
+    tot = sum(v)
+    return np.array([x / tot for x in v]).reshape(np.shape(m))
+
+
+def test_float64_tiny_dynamic_range_is_not_constant():
+    # 1 + 1e-9 noise in float64: range 1e-9 >> 16 eps64 (3.6e-15) -> a real map. Its NSS must
+    # equal the NSS of the noise itself (NSS is affine invariant); the float64 offset costs
+    # ~eps / 1e-9 = 2e-7 of each z-score (a few 1e-7 seen), hence abs=1e-5.
+    rng = np.random.default_rng(8)
+    noise = rng.random((20, 24))
+    fix = rng.random((20, 24)) < 0.1
+    tiny = 1.0 + 1e-9 * noise
+    assert M.nss(tiny, fix) == pytest.approx(M.nss(noise, fix), abs=1e-5)
+    assert M.cc(tiny, noise) == pytest.approx(1.0, abs=1e-5)
+    assert M.auc_judd(tiny, fix) == pytest.approx(M.auc_judd(noise, fix), abs=1e-12)
+    # 1e-12 is still 280 float64 ulps of range: finite, not NaN.
+    assert math.isfinite(M.nss(1.0 + 1e-12 * noise, fix))
+    # The same map rounded to float32 is exactly constant (1e-9 < float32 spacing at 1).
+    assert math.isnan(M.nss(tiny.astype(np.float32), fix))
+    # Integer maps are compared exactly: a range of 1 on a level of 10**9 is real (the float64
+    # z-score of 1e9 + {0, 1} keeps ~1e-7 of precision, hence abs=1e-6).
+    big = np.full((20, 24), 10**9, dtype=np.int64)
+    big[fix] += 1
+    assert M.nss(big, fix) == pytest.approx(ref_nss(fix.astype(float), fix), abs=1e-6)
+
+
+def test_single_fixated_pixel():
+    # MIT AUC_Borji.m returns NaN for <= 1 fixated pixel; the exact variant and AUC-Judd score it.
+    one = np.zeros((2, 3))
+    one[1, 1] = 1  # fixated value 0.5 of S23 (min-max (0, .2, .4, .6, .8, 1))
+    assert math.isnan(M.auc_borji(S23, one))
+    assert math.isnan(M.auc_borji(CONST[:2, :3], one))  # the fixation count is checked first
+    # exact: 0.5 beats 4 of 6 pixels and ties itself -> 4.5 / 6 = 0.75
+    assert M.auc_borji(S23, one, exact=True) == pytest.approx(0.75, abs=1e-15)
+    # Judd: one threshold 0.5 (min-maxed 0.8); fp = #{0.6} / 5 = 0.2: (0,0) (0.2,1) (1,1) -> 0.9
+    assert M.auc_judd(S23, one) == pytest.approx(0.9, abs=1e-15)
+    two = one.copy()
+    two[0, 0] = 1
+    assert math.isfinite(M.auc_borji(S23, two))
 
 
 def test_full_fixation_map():

@@ -7,8 +7,11 @@ import torch
 import torchvision
 from torch import nn
 
+from dissect.heads import SaliencyVGG, SceneVGG
 from dissect.hooks import resolve_layer
 from dissect.models import (
+    ALL_MODEL_NAMES,
+    HEAD_NAMES,
     IMAGENET_MEAN,
     IMAGENET_STD,
     MODEL_NAMES,
@@ -85,8 +88,17 @@ def test_imagenet_constants():
 
 def test_unknown_model_lists_names():
     assert MODEL_NAMES == ("vgg16", "vgg19", "resnet50", "alexnet")
-    with pytest.raises(ValueError, match="unknown model 'vgg11'.*vgg16, vgg19, resnet50, alexnet"):
+    assert HEAD_NAMES == ("saliency_vgg16", "scene_vgg16")
+    assert ALL_MODEL_NAMES == MODEL_NAMES + HEAD_NAMES
+    with pytest.raises(ValueError, match="unknown model 'vgg11': use one of vgg16, vgg19, resnet50, "
+                                         "alexnet, saliency_vgg16, scene_vgg16$"):
         load_model("vgg11", weights="random")
+
+
+def test_imagenet_encoder_weights_are_for_task_models_only():
+    with pytest.raises(ValueError, match="'imagenet-encoder' is for the task models "
+                                         "saliency_vgg16, scene_vgg16: use weights='imagenet'"):
+        load_model("alexnet", weights="imagenet-encoder")
 
 
 def test_bad_weights_type():
@@ -173,6 +185,48 @@ def test_checkpoint_of_other_architecture_is_rejected(tmp_path):
         load_model("resnet50", weights=path)
 
 
+def test_task_checkpoint_as_classifier_points_to_the_task_model(tmp_path):
+    # A fine-tuned saliency model has no fc6-fc8: loading it as vgg16 is refused with the call
+    # that works (the state dict is never read: the arch is checked first).
+    small = nn.Linear(2, 2)
+    small.dissect_info = {"arch": "saliency_vgg16"}
+    path = save_checkpoint(small, tmp_path / "sal.pt")
+    with pytest.raises(ValueError) as info:
+        load_model("vgg16", weights=path)
+    assert str(info.value) == (
+        f"weights file {path} is a checkpoint of architecture 'saliency_vgg16', not 'vgg16': load "
+        f"it with load_model('saliency_vgg16', weights='{path}') (its VGG16 encoder is the "
+        "model's .features)")
+
+
+def test_classifier_checkpoint_as_task_model_points_to_the_head_classes(tmp_path):
+    small = nn.Linear(2, 2)
+    small.dissect_info = {"arch": "vgg16"}
+    path = save_checkpoint(small, tmp_path / "vgg.pt")
+    with pytest.raises(ValueError, match=r"architecture 'vgg16', not 'scene_vgg16': load it with "
+                                         r"load_model\('vgg16', .*dissect.heads.SceneVGG\(encoder_"):
+        load_model("scene_vgg16", weights=path)
+    small.dissect_info = {"arch": "mynet"}
+    path = save_checkpoint(small, tmp_path / "mine.pt")
+    with pytest.raises(ValueError, match="'mynet' is not one of vgg16, .*, scene_vgg16$"):
+        load_model("saliency_vgg16", weights=path)
+
+
+def test_plain_task_state_dict_as_classifier_names_the_task_model(tmp_path):
+    # Only the key names matter for the hint; tiny tensors keep the file small.
+    path = tmp_path / "plain_sal.pt"
+    torch.save({"features.0.weight": torch.zeros(1), "features.28.weight": torch.zeros(1),
+                "readout.weight": torch.zeros(1, 512, 1, 1)}, path)
+    with pytest.raises(ValueError, match=r"does not match architecture vgg16: .*unexpected keys "
+                                         r"readout.weight.* \(it looks like a saliency_vgg16 state "
+                                         r"dict: load it with load_model\('saliency_vgg16'"):
+        load_model("vgg16", weights=path)
+    scene = {"features.28.weight": torch.zeros(1), "classifier.0.weight": torch.zeros(4, 512)}
+    torch.save(scene, path)
+    with pytest.raises(ValueError, match="looks like a scene_vgg16 state dict"):
+        load_model("saliency_vgg16", weights=path)
+
+
 def test_state_dict_of_other_architecture_names_keys(tmp_path):
     path = tmp_path / "wrong.pt"
     torch.save({"features.0.weight": torch.zeros(64, 3, 11, 11)}, path)
@@ -237,6 +291,24 @@ def test_every_alias_resolves_to_the_right_module_type(models):
                 assert isinstance(model.features[idx - 1], nn.Conv2d), (name, alias)
             elif alias.startswith("pool"):
                 assert isinstance(module, nn.MaxPool2d), (name, alias)
+
+
+def test_task_model_aliases_and_layers():
+    # Structure only: built on the meta device in milliseconds. SceneVGG's pool5 sits outside
+    # its encoder (features[:30]) and keeps the vgg16 alias; SaliencyVGG has no pool5.
+    expected = {k: f"features.{v}" for k, v in VGG16_EXPECTED.items() if k != "pool5"}
+    with torch.device("meta"):
+        saliency = SaliencyVGG(encoder_weights="random")
+        scene = SceneVGG(n_classes=3, encoder_weights="random", hidden=8)
+    assert layer_aliases(saliency) == expected
+    assert layer_aliases(scene) == {**expected, "pool5": "pool5"}
+    assert isinstance(resolve_layer(scene, "pool5")[1], nn.MaxPool2d)
+    table = list_layers(scene, input_size=32).set_index("name")
+    assert list(table.index) == list(VGG16_EXPECTED)
+    assert tuple(table.loc["conv5_3", ["module", "channels", "stride", "height"]]) == (
+        "features.29", 512, 16, 2)
+    assert tuple(table.loc["pool5", ["module", "stride", "height"]]) == ("pool5", 32, 1)
+    assert list(list_layers(saliency, input_size=32)["name"]) == list(expected)
 
 
 def test_aliases_from_structure_without_dissect_info():

@@ -283,6 +283,41 @@ def test_sr_categories_table():
     assert cats == ["person part"]  # tie 10 vs 73: the smaller id
 
 
+def test_labelme_ignore_class_on_background_is_accepted(tmp_path, rng):
+    # labelme2voc writes class -1 for `__ignore__` shapes and instance 0 there (ins[cls == -1] = 0).
+    obj = np.array([[0, 0, 1, 1], [0, 2, 2, 0]])
+    cls = np.array([[-1, -1, 37, 37], [-1, 1, 1, 0]])
+    masks, cats, ids = sr_regions(obj, cls)
+    assert cats == ["text", "person head"] and ids.tolist() == [1, 2]
+    np.testing.assert_array_equal(masks, np.stack([obj == 1, obj == 2]))
+    # ... read from an export too, next to a normal image
+    root = make_flat(tmp_path, rng)
+    maps = sr_maps()
+    _, cls1 = maps["1001"]
+    cls1[25:30, 0:10] = -1  # an ignored shape on background
+    write_sr(root, maps, "npy")
+    _check_sr(OSIEDataset(root), sr_maps())
+    # -1 inside an instance is still an error, naming the instance
+    with pytest.raises(ValueError, match="instance 2 has negative class id -1"):
+        sr_regions(obj, np.where(obj == 2, -1, cls))
+
+
+def test_messages_name_library_and_cli_options(tmp_path, rng):
+    root = make_flat(tmp_path, rng)
+    with pytest.raises(FileNotFoundError, match=r"sr_root .*\(CLI: --sr-root DIR\).*\(CLI: --regions clusters"):
+        OSIEDataset(root, regions="sr")
+    with pytest.raises(ValueError, match=r"\(CLI: --regions auto\|sr\|clusters\|none\)"):
+        OSIEDataset(root, regions="objects")
+    (root / "stimuli" / "1002.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match=r"on_missing='skip' \(CLI: --on-missing skip\)") as info:
+        OSIEDataset(root, regions="none")
+    assert "python cli.py download osie" in str(info.value) and "\n" not in str(info.value)
+    other = make_flat(tmp_path / "b", rng)
+    write_sr(other, {k: v for k, v in sr_maps().items() if k != "1003"}, "npy")
+    with pytest.raises(FileNotFoundError, match=r"regions='clusters' \(CLI: --regions clusters\).*--on-missing skip"):
+        OSIEDataset(other)
+
+
 def test_clusters_regions(tmp_path, rng):
     trials = {
         "1001.jpg": [

@@ -117,6 +117,40 @@ def test_category_tests_reject_bad_input(units):
         stats.anova_by_category(units.drop(columns="dead"), "conv5_3")
 
 
+def test_friedman_matches_direct_scipy_call(units):
+    # Unit 5 is dead in category b only: it leaves every block (the test needs complete blocks).
+    units = units.copy()
+    units.loc[(units.layer == "conv5_3") & (units.unit == 5) & (units.category == "b"), "dead"] = True
+    res = stats.friedman_by_category(units, "conv5_3")
+    assert list(res.columns) == ["layer", "statistic", "p_value", "n_units", "n_categories"]
+    keep = [u for u in range(12) if u not in (0, 1, 5)]  # 0 dead, 1 NaN, 5 dead in b
+    sel = units[units.layer == "conv5_3"].set_index(["category", "unit"]).score
+    columns = [[sel[(c, u)] for u in keep] for c in "abc"]
+    ref = scipy.stats.friedmanchisquare(*columns)
+    row = res.iloc[0]
+    assert row.statistic == pytest.approx(ref.statistic, rel=1e-12)
+    assert row.p_value == pytest.approx(ref.pvalue, rel=1e-12)
+    assert (row.layer, row.n_units, row.n_categories) == ("conv5_3", 9, 3)
+    assert row.p_value < 1e-3  # category means 0, 1, 2 with sd 0.5: clearly different
+    # A constant unit effect shifts whole rows: ANOVA's F changes, Friedman's ranks do not.
+    shifted = units.copy()
+    shifted["score"] = shifted["score"] + 10.0 * shifted["unit"]
+    again = stats.friedman_by_category(shifted, "conv5_3").iloc[0]
+    assert again.statistic == pytest.approx(row.statistic, rel=1e-12)
+    assert stats.anova_by_category(shifted, "conv5_3").iloc[0].F < stats.anova_by_category(units, "conv5_3").iloc[0].F
+
+
+def test_friedman_rejects_bad_input(units):
+    with pytest.raises(ValueError, match="at least 3 categories"):
+        stats.friedman_by_category(units[units.category != "c"], "conv5_3")
+    with pytest.raises(ValueError, match="only 1 unit"):
+        stats.friedman_by_category(units[units.unit <= 2], "conv5_3")  # units 0, 1 not live
+    with pytest.raises(ValueError, match="twice"):
+        stats.friedman_by_category(pd.concat([units, units.iloc[[5]]]), "conv5_3")
+    with pytest.raises(ValueError, match="not in the unit table"):
+        stats.friedman_by_category(units, "conv9_9")
+
+
 # --- load_run ------------------------------------------------------------------------------------
 
 
