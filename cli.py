@@ -332,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("dissect", help="score every unit of some layers against annotated regions",
                        description="Score every unit of the chosen layers against the regions of a dataset and "
                                    "write units.csv, summary.csv and run.json.")
-    d.add_argument("--model", default="vgg16", help="vgg16, vgg19, resnet50 or alexnet (default vgg16)")
+    d.add_argument("--model", default="vgg16", help="vgg16, vgg19, resnet50, alexnet, or He et al.'s saliency_vgg16 "
+                                                    "/ scene_vgg16 (default vgg16)")
     d.add_argument("--layer", "--layers", dest="layers", action="append", metavar="NAME",
                    help="layer alias (conv5_3), dotted module path, or a range conv4_1:conv5_3; repeatable "
                         "(default conv5_3)")

@@ -174,3 +174,16 @@ def test_ctrl_c_outside_a_dissection_exits_130(monkeypatch, capsys):
     monkeypatch.setitem(cli._COMMANDS, "layers", interrupted)
     code, _, err = _run(["layers"], capsys)
     assert code == 130 and "Traceback" not in err
+
+
+def test_dissect_a_fine_tuned_saliency_model(tmp_path, capsys):
+    from dissect.heads import SaliencyVGG
+    from dissect.models import save_checkpoint
+
+    ckpt = save_checkpoint(SaliencyVGG(encoder_weights="random", seed=3), tmp_path / "finetuned.pt")
+    out = tmp_path / "ft"
+    code, _, err = _run(["dissect", "--model", "saliency_vgg16", "--layer", "conv5_3", "--out", str(out), *FAST,
+                         "--weights", str(ckpt)], capsys)
+    assert code == 0, err
+    run = json.loads((out / "run.json").read_text())
+    assert run["model"]["arch"] == "saliency_vgg16" and run["model"]["weights"] == "file"
