@@ -48,8 +48,8 @@ from typing import Mapping
 
 import numpy as np
 import pandas as pd
-import scipy.io
 
+from datasets._matfile import load_mat
 from datasets.base import LazyDataset, Sample
 from datasets.fixations import fixation_pixels
 from datasets.folder import (
@@ -145,13 +145,7 @@ def read_osie_fixations(path: str | Path) -> tuple[list[str], pd.DataFrame]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; OSIE's fixations are in data/eye/fixations.mat")
-    try:
-        mat = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)
-    except Exception as exc:  # scipy raises several types for a corrupt or non-MAT file
-        raise ValueError(f"{path} is not a readable MATLAB file ({exc})") from None
-    if "fixations" not in mat:
-        found = ", ".join(k for k in mat if not k.startswith("__")) or "none"
-        raise ValueError(f"{path} has no variable 'fixations' (found: {found}); is this OSIE's fixations.mat?")
+    mat = load_mat(path, "fixations", "OSIE's fixations.mat")
     images: list[str] = []
     seen: set[str] = set()
     cols: dict[str, list[np.ndarray]] = {"x": [], "y": [], "subject": [], "duration": [], "image": []}

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
-import scipy.io
 
+from datasets._matfile import load_mat
 from datasets.base import LazyDataset, Sample
 from datasets.fixations import fixation_pixels
 from datasets.folder import IMAGE_SUFFIXES, fixation_table, missing_files_error, read_image
@@ -78,13 +78,7 @@ def read_salicon_mat(
     if gaze not in _GAZE_FIELDS:
         raise ValueError(f"gaze must be 'fixations' or 'mouse', got {gaze!r}")
     field = _GAZE_FIELDS[gaze]
-    try:
-        mat = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)
-    except Exception as exc:  # scipy raises several types for a corrupt or non-MAT file
-        raise ValueError(f"{path} is not a readable MATLAB file ({exc})") from None
-    if "gaze" not in mat:
-        found = ", ".join(k for k in mat if not k.startswith("__")) or "none"
-        raise ValueError(f"{path} has no variable 'gaze' (found: {found}); is this a SALICON 2017 fixation file?")
+    mat = load_mat(path, "gaze", "a SALICON 2017 fixation file")
     image = mat.get("image")
     if isinstance(image, np.ndarray):
         image = image.item() if image.size == 1 else None
