@@ -6,6 +6,7 @@ Loaders never import torch hooks or models: data flows datasets -> dissect -> pr
 from __future__ import annotations
 
 import operator
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol, Sequence
 
@@ -107,7 +108,7 @@ class Dataset(Protocol):
     def __getitem__(self, index: int) -> Sample: ...
 
 
-class LazyDataset:
+class LazyDataset(ABC):
     """Base of the file-backed loaders: ``self._items`` lists one entry per image and
     ``self._load(i)`` reads image ``i`` only when it is asked for."""
 
@@ -128,8 +129,9 @@ class LazyDataset:
         for i in range(len(self._items)):
             yield self._load(i)
 
+    @abstractmethod
     def _load(self, i: int) -> Sample:
-        raise NotImplementedError  # each loader reads its own format
+        """Read image ``i`` in the loader's own format."""
 
 
 class ListDataset:
