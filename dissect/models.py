@@ -317,6 +317,9 @@ def list_layers(model: nn.Module, input_size: int = 224) -> pd.DataFrame:
         model.eval()
         with torch.inference_mode():
             model(torch.zeros(1, in_channels, input_size, input_size, device=device, dtype=dtype))
+    except RuntimeError as exc:
+        raise ValueError(f"a {input_size} x {input_size} input does not fit this model "
+                         f"({str(exc).splitlines()[0]}): use a larger input size, e.g. 224") from None
     finally:
         for h in handles:
             h.remove()

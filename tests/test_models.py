@@ -367,3 +367,11 @@ def test_list_layers_unknown_model_lists_leaf_modules():
 def test_list_layers_bad_size(models):
     with pytest.raises(ValueError, match="input_size must be a positive int"):
         list_layers(models["alexnet"], input_size=0)
+
+
+def test_list_layers_input_too_small_is_a_clear_error():
+    from torch import nn
+
+    tiny = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(4))
+    with pytest.raises(ValueError, match="does not fit this model"):
+        list_layers(tiny, input_size=4)
