@@ -288,6 +288,12 @@ def _cam(model: nn.Module, x: torch.Tensor, layer: LayerSpec | None, target: Tar
         weights = cam_weights.detach().to(f.device, f.dtype)
     elif linear is not None and _is_gap_linear(f, logits, linear):
         weights = linear.weight.detach()
+    elif linear is not None and layer is not None and f.shape[1] != linear.in_features:
+        raise ValueError(
+            f"cam with the classifier's own weights works at the input of the global average pooling "
+            f"(leave the layer unset); layer {name!r} has {f.shape[1]} channels, the classifier takes "
+            f"{linear.in_features}: drop the layer, or fit weights for it with fit_cam_regression"
+        )
     else:
         raise ValueError(
             f"cam needs a global-average-pooling + linear classifier (e.g. resnet50); for "

@@ -437,3 +437,24 @@ def test_resnet_cam_structure_and_defaults(resnet):
     dense = dense_attention_maps(resnet, x)
     assert list(dense)[::2] == ["conv1", "layer1", "layer2", "layer3", "layer4"]
     assert _no_hooks(resnet) and all(m.inplace for m in resnet.modules() if isinstance(m, nn.ReLU))
+
+
+def test_cam_at_a_layer_that_does_not_feed_the_classifier_says_so():
+    from torch import nn
+
+    class GapNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+            self.conv2 = nn.Conv2d(4, 6, 3, padding=1)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(6, 5)
+
+        def forward(self, x):
+            return self.fc(self.pool(torch.relu(self.conv2(torch.relu(self.conv1(x))))).flatten(1))
+
+    model = GapNet().eval()
+    x = torch.randn(2, 3, 16, 16)
+    assert attention_maps(model, x, "cam").shape == (2, 16, 16)
+    with pytest.raises(ValueError, match="input of the global average pooling"):
+        attention_maps(model, x, "cam", layer="conv1")
