@@ -8,7 +8,6 @@ dense-attention layer, Ebrahimpour et al. Fig. 9).
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -16,7 +15,7 @@ from typing import Sequence
 from dissect import attention
 from dissect.attention_study import run_attention_study
 from dissect.dissection import preprocess
-from dissect.reports import check_writable
+from dissect.reports import atomic_write_json, check_writable
 from dissect.resize import resize_map
 from probes.attention_figures import attention_overlays, dense_layer_mae
 from probes.gaze import human_density
@@ -54,7 +53,7 @@ def write_attention_report(model, dataset, methods: Sequence[str], out_dir: str 
     paths = {"per_image": out / "per_image.csv", "summary": out / "summary.csv", "run": out / "run.json"}
     per_image.to_csv(paths["per_image"], index=False)
     summary.to_csv(paths["summary"], index=False)
-    paths["run"].write_text(json.dumps({**(params or {}), **info}, indent=2, default=str))
+    atomic_write_json(paths["run"], {**(params or {}), **info})
 
     samples = [dataset[i] for i in range(min(n_examples, len(dataset)))]
     samples = [s for s in samples if s.fixation_map is not None and s.fixation_map.any()]

@@ -25,7 +25,7 @@ from datasets.fixations import center_bias_map, fixation_map
 from dissect import attention
 from dissect.dissection import preprocess
 from dissect.hooks import resolve_layer
-from dissect.models import IMAGENET_MEAN, IMAGENET_STD
+from dissect.models import IMAGENET_MEAN, IMAGENET_STD, model_device
 from dissect.resize import resize_map
 from probes.metrics import is_constant
 from probes.gaze import (
@@ -52,10 +52,6 @@ _DEFAULT_LAYER = "default"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    return next(iter(model.parameters()), torch.zeros(0)).device
 
 
 def _check_methods(methods: Sequence[str] | str) -> list[str]:
@@ -245,7 +241,7 @@ def run_attention_study(
         raise ValueError(f"options given for method(s) {unknown} that are not in methods {methods}")
     if "dense" in options:
         raise ValueError("choose the dense model's layers with dense_layers=, not options={'dense': ...}")
-    device = _model_device(model)
+    device = model_device(model)
 
     # First pass: fail before any model work if an image lacks fixations, and keep every image's
     # fixated pixels (compactly) for the other-image s-AUC negatives.
@@ -356,7 +352,7 @@ class _Normalize(nn.Module):
     def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.model = model
-        device = _model_device(model)
+        device = model_device(model)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1))
 
@@ -454,7 +450,7 @@ def fgsm_perturb(
         raise ValueError(f"pixels must be N x C x H x W, got shape {tuple(pixels.shape)}")
     if pixels.numel() and (pixels.min() < 0 or pixels.max() > 1):
         raise ValueError("pixels must lie in [0, 1] (unnormalised images); the normalisation happens inside")
-    device = _model_device(model)
+    device = model_device(model)
     pixels = pixels.detach().to(device, torch.float32)
     with _attack_state(model):
         wrapped = _Normalize(model, mean, std)

@@ -33,7 +33,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from dissect.hooks import ActivationRecorder, resolve_layer
-from dissect.models import IMAGENET_MEAN, IMAGENET_STD
+from dissect.models import IMAGENET_MEAN, IMAGENET_STD, model_device
+from dissect.reports import atomic_write_json
 from probes.aggregate import UnitScoreAccumulator
 from probes.regions import RegionScorer
 
@@ -130,12 +131,6 @@ def _fingerprint(layer_names, dataset, image_size, model, run_key) -> dict:
     }
 
 
-def _atomic_write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 def _load_progress(checkpoint_dir: Path, fingerprint: dict):
     progress_path = checkpoint_dir / _PROGRESS_FILE
     if not progress_path.exists():
@@ -157,7 +152,7 @@ def _save_progress(checkpoint_dir: Path, acc: UnitScoreAccumulator, progress: di
     acc.save(checkpoint_dir / state_file)
     old = checkpoint_dir / _PROGRESS_FILE
     previous = json.loads(old.read_text()).get("state_file") if old.exists() else None
-    _atomic_write_json(old, {**progress, "state_file": state_file})
+    atomic_write_json(old, {**progress, "state_file": state_file})
     if previous and previous != state_file:
         (checkpoint_dir / previous).unlink(missing_ok=True)
 
@@ -331,7 +326,7 @@ def run_dissection(
                 counts.update(saved["counts"])
                 metric = saved["metric"]
 
-    model_device = next(iter(model.parameters()), torch.zeros(0)).device
+    home = model_device(model)
     model.to(device)
     t_start = time.perf_counter()
     timings = {"forward": 0.0, "scoring": 0.0}
@@ -401,7 +396,7 @@ def run_dissection(
                 raise
     finally:
         bar.close()
-        model.to(model_device)
+        model.to(home)
 
     info = {
         "metric": metric,

@@ -30,6 +30,7 @@ import torchvision
 from torch import nn
 
 __all__ = [
+    "model_device",
     "MODEL_NAMES",
     "HEAD_NAMES",
     "ALL_MODEL_NAMES",
@@ -69,6 +70,11 @@ _PLAIN_TYPES = (str, int, float, bool, type(None))
 
 class _WeightsUnavailable(RuntimeError):
     """ImageNet weights are neither cached nor downloadable."""
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
+    return next(iter(model.parameters()), torch.zeros(0)).device
 
 
 def load_model(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["check_writable", "write_dissection_reports", "format_summary"]
+__all__ = ["atomic_write_json", "check_writable", "write_dissection_reports", "format_summary"]
 
 
 def check_writable(out_dir: str | os.PathLike) -> Path:
@@ -27,6 +27,13 @@ def check_writable(out_dir: str | os.PathLike) -> Path:
             f"cannot write to output folder {out} ({exc.strerror or exc}); choose another with --out"
         ) from None
     return out
+
+
+def atomic_write_json(path: Path, obj: dict) -> None:
+    """Write ``obj`` as JSON through a temporary file and ``os.replace``: readers never see half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
 
 
 def _atomic_to_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -51,9 +58,7 @@ def write_dissection_reports(result, out_dir: str | os.PathLike, params: dict) -
     paths = {"units": out / "units.csv", "summary": out / "summary.csv", "run": out / "run.json"}
     _atomic_to_csv(result.units, paths["units"])
     _atomic_to_csv(result.summary, paths["summary"])
-    tmp = paths["run"].with_name("run.json.tmp")
-    tmp.write_text(json.dumps({**params, **result.info}, indent=2, default=str))
-    os.replace(tmp, paths["run"])
+    atomic_write_json(paths["run"], {**params, **result.info})
     return paths
 
 

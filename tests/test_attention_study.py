@@ -7,7 +7,6 @@ import matplotlib
 
 matplotlib.use("Agg")  # the test process must not need a display
 
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
@@ -69,11 +68,8 @@ def model():
     return TinyCNN().eval()
 
 
-@pytest.fixture(autouse=True)
-def no_figure_leak():
-    plt.close("all")
-    yield
-    assert plt.get_fignums() == []
+# every test here must close the figures it opens (fixture in conftest.py)
+pytestmark = pytest.mark.usefixtures("no_figure_leak")
 
 
 def _literal_bilinear(m, shape):

@@ -3,7 +3,6 @@ import matplotlib
 
 matplotlib.use("Agg")  # the test process must not need a display
 
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
@@ -12,11 +11,8 @@ from PIL import Image  # noqa: E402
 from probes import figures  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def no_figure_leak():
-    plt.close("all")
-    yield
-    assert plt.get_fignums() == []
+# every test here must close the figures it opens (fixture in conftest.py)
+pytestmark = pytest.mark.usefixtures("no_figure_leak")
 
 
 def _check_png(path, size):
