@@ -752,6 +752,10 @@ class PopoutDataset:
     def __len__(self) -> int:
         return self.n_per_dimension * len(self.dimensions)
 
+    def image_groups(self) -> list[str]:
+        """The dimension of every array, in index order (for :func:`datasets.base.first`)."""
+        return [d for d in self.dimensions for _ in range(self.n_per_dimension)]
+
     def __getitem__(self, index: int) -> Sample:
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
             raise TypeError(f"PopoutDataset indices must be integers, got {type(index).__name__}")
@@ -930,6 +934,10 @@ class PopoutFolder:
 
     def __len__(self) -> int:
         return len(self._rows)
+
+    def image_groups(self) -> list[str]:
+        """The dimension of every array, in index order (for :func:`datasets.base.first`)."""
+        return [str(row["dimension"]) for row in self._rows]
 
     def __getitem__(self, index: int) -> Sample:
         row = self._rows[index]
