@@ -171,8 +171,11 @@ class Subset:
 
     def __getattr__(self, name: str):
         # What describes the whole dataset (root, seed, category_order, ...) is the base's.
-        if name.startswith("__") or name in ("dataset", "indices", "image_groups"):
+        if name.startswith("__") or name in ("dataset", "indices"):
             raise AttributeError(name)
+        if name == "image_groups":  # the base's groups, for this view's images
+            groups = getattr(self.dataset, "image_groups")
+            return lambda: [groups()[i] for i in self.indices]
         return getattr(self.dataset, name)
 
 
