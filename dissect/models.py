@@ -146,7 +146,7 @@ def load_model(
                 raise RuntimeError(str(err)) from err.__cause__
             warnings.warn(
                 f"{err} -> using RANDOM weights (seed={seed}) for {name}: results will be "
-                "meaningless for science (pass weights='random' to silence this warning)",
+                "meaningless for science (pass weights='random' (CLI: --weights random) to silence this warning)",
                 UserWarning,
                 stacklevel=2,
             )
