@@ -87,6 +87,7 @@ def _nss_labels(per_image, samples, columns, info: dict) -> dict[str, list[str]]
         rows = per_image[(per_image["method"] == method) & (per_image["layer"] == layer)] if column != "dense" \
             else per_image[(per_image["method"] == "dense") & per_image["layer"].str.endswith("+")]
         by_image = rows.groupby("image", sort=False)["nss"].first()  # dense: its first "+" map holds every layer
-        labels[column] = [f"NSS {by_image[s.image_id]:.2f}" if s.image_id in by_image.index else "NSS -"
+        name = "leave-one-out NSS" if column == "human" else "NSS"
+        labels[column] = [f"{name} {by_image[s.image_id]:.2f}" if s.image_id in by_image.index else f"{name} -"
                           for s in samples]
     return labels

@@ -342,6 +342,8 @@ def run_dissection(
     device = check_device(device)
     fingerprint = _fingerprint(layer_names, dataset, image_size, model, run_key)
     fingerprint["n_images"] = n_total
+    if max_images is not None:  # checkpoints of the former first-N-by-index order are not resumed
+        fingerprint["image_order"] = "interleaved"
     fingerprint["dead_units"] = dead_units
     # A dataset that knows its categories (OSIE-SR's 12, the pop-out dimensions) gets a row for
     # each of them, in its order, even where a subset has no region of one (n_regions = 0).

@@ -130,7 +130,7 @@ _STATE_GLOB = "state-*.npz"
 
 def _slug(value) -> str:
     text = str(value).replace(":", "..").replace(os.sep, "_")
-    return "".join(c if c.isalnum() or c in "._+=" else "_" for c in text).strip("_") or "x"
+    return "".join(c if c.isalnum() or c in "._+=-" else "_" for c in text).strip("_-") or "x"
 
 
 def default_run_dir(command: str, *parts, **options) -> Path:

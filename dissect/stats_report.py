@@ -41,9 +41,13 @@ def load_output_map(maps_dir: Path, image_id: str) -> np.ndarray:
     for ext in (".npy", ".png", ".jpg", ".jpeg"):
         path = maps_dir / f"{image_id}{ext}"
         if path.exists():
-            if ext == ".npy":
-                return np.asarray(np.load(path), dtype=np.float64)
-            return np.asarray(Image.open(path).convert("F"), dtype=np.float64)
+            try:
+                if ext == ".npy":
+                    return np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
+                with Image.open(path) as im:
+                    return np.asarray(im.convert("F"), dtype=np.float64)
+            except (OSError, ValueError, SyntaxError) as exc:
+                raise ValueError(f"cannot read output map {path}: {exc}; replace the file") from None
     raise FileNotFoundError(f"no output map for image {image_id!r} in {maps_dir} "
                             "(expected <image_id>.npy or .png)")
 
