@@ -490,6 +490,16 @@ def cmd_stats(args) -> int:
     return 0
 
 
+def _add_model_run_args(parser: argparse.ArgumentParser, batch_size: int, batch_help: str) -> None:
+    """--weights, --overwrite, --image-size, --batch-size, --device of a command that runs a model."""
+    parser.add_argument("--weights", default="auto", help="auto (ImageNet if available, else random with a "
+                                                          "warning), imagenet, random, or a path to a state dict/checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    parser.add_argument("--image-size", type=int, default=224, help="network input side in pixels (default 224)")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help=f"{batch_help} (default {batch_size})")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cli.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -560,15 +570,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="layers of the dense attention model (default: every conv layer alias)")
     _add_dataset_args(a, "popout-gaze", "a dataset with fixations: osie, osie-sr, salicon, folder, or popout-gaze "
                                         "(simulated observers, offline)")
-    a.add_argument("--weights", default="auto", help="auto (ImageNet if available, else random with a warning), "
-                                                     "imagenet, random, or a path to a state dict/checkpoint")
     a.add_argument("--out", help="run folder (default runs/attention-MODEL-DATASET-METHODS-..., named by every "
                                  "option that changes the numbers)")
-    a.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
-    a.add_argument("--image-size", type=int, default=224, help="network input side in pixels (default 224)")
-    a.add_argument("--batch-size", type=int, default=4, help="images per batch (default 4)")
+    _add_model_run_args(a, batch_size=4, batch_help="images per batch")
     a.add_argument("--sigma", type=float, default=24.0, help="Gaussian sigma of the human density maps (px)")
-    a.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     a.add_argument("--seed", type=int, default=0, help="seed of random weights, s-AUC draws and generated arrays")
     a.add_argument("--max-images", type=int, help="use only N images, taken round-robin over the pop-out dimensions")
     a.add_argument("--no-ceiling", action="store_true", help="skip the leave-one-subject-out ceiling (slow)")
@@ -585,14 +590,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--epsilon", type=float, action="append", required=True, help="repeatable, in [0, 1]")
     _add_dataset_args(r, "popout", "any dataset (default popout)")
     r.add_argument("--max-images", type=int, help="use only N images, taken round-robin over the pop-out dimensions")
-    r.add_argument("--weights", default="auto", help="auto (ImageNet if available, else random with a warning), "
-                                                     "imagenet, random, or a path to a state dict/checkpoint")
     r.add_argument("--out", help="folder for robustness.csv and run.json (default runs/robustness-MODELS-DATASET-"
                                  "eps=...)")
-    r.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
-    r.add_argument("--image-size", type=int, default=224, help="network input side in pixels (default 224)")
-    r.add_argument("--batch-size", type=int, default=8, help="images per attack step (default 8)")
-    r.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    _add_model_run_args(r, batch_size=8, batch_help="images per attack step")
     r.add_argument("--seed", type=int, default=0, help="seed of random weights and generated arrays")
     r.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
