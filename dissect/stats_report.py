@@ -199,6 +199,11 @@ def _check_comparable(a: dict, b: dict) -> None:
     for key in ("dataset", "layers_resolved"):
         if a.get(key) != b.get(key):
             warnings.warn(f"the two runs differ in {key}: {a.get(key)!r} vs {b.get(key)!r}", stacklevel=3)
+    ma, mb = (r.get("model") if isinstance(r.get("model"), dict) else {} for r in (a, b))
+    if ma.get("weights") == mb.get("weights") == "random" and ma.get("weights_detail") == mb.get("weights_detail"):
+        warnings.warn(f"both runs use RANDOM weights with the same {ma.get('weights_detail')}: {ma.get('arch')} and "
+                      f"{mb.get('arch')} then share the same random encoder, so differences of 0 are expected and "
+                      "say nothing about training", stacklevel=3)
 
 
 def write_stats_report(run_dir: str | os.PathLike, *, compare_to: str | os.PathLike | None = None,

@@ -156,6 +156,16 @@ def test_item1_figure_subtitles_name_model_weights_dataset_metric_k(made, tmp_pa
     assert titles and all("vgg16, RANDOM weights (seed=0), popout, NMM, k=10" in t for t in titles)
 
 
+def test_item1_comparing_two_runs_with_the_same_random_encoder_says_so():
+    from dissect.stats_report import _check_comparable
+
+    run = {"metric": "nmm", "top_k": 10, "threshold": 1.5, "dataset": "popout", "layers_resolved": ["conv5_3"]}
+    a = {**run, "model": {"arch": "vgg16", "weights": "random", "weights_detail": "seed=0"}}
+    b = {**run, "model": {"arch": "saliency_vgg16", "weights": "random", "weights_detail": "seed=0"}}
+    with pytest.warns(UserWarning, match="share the same random encoder"):
+        _check_comparable(a, b)
+
+
 # ----------------------------------------------------------------------------- 2. quick looks see every category
 def test_item2_first_n_interleaves_the_categories():
     data = PopoutDataset()
