@@ -338,9 +338,10 @@ def run_evaluation(
     if not usable:
         raise ValueError("every image's fixation map is empty; nothing to score")
     pool = _Subset(all_fix, usable)
-    if grey:
-        warnings.warn(f"{len(grey)} grey image(s) (all three channels equal), scored as RGB; listed in "
-                      "run.json grayscale_images", stacklevel=2)
+    if grey and not popout_mode:  # pop-out arrays are grey by design (luminance, orientation, ...)
+        warnings.warn(f"{len(grey)} grey image(s) (all three channels equal; a grey file is converted to RGB "
+                      "by the loader): the colour features of the models see nothing there; listed in run.json "
+                      "grayscale_images", stacklevel=2)
 
     save_dir = Path(save_maps).expanduser() if save_maps is not None else None
     rows: list[dict] = []
