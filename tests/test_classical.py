@@ -3,7 +3,6 @@ vectorised kernels against literal loop versions."""
 import io
 import math
 
-import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -132,31 +131,35 @@ def test_bad_input_is_a_clear_error():
 # --------------------------------------------------------------------------- kernels vs literal loops
 
 
+def _bench():
+    """The loop-based versions of bench/classical_speed.py (the benchmark's baseline)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "classical_speed.py"
+    spec = importlib.util.spec_from_file_location("classical_speed", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def test_gbvs_graph_matches_a_literal_markov_chain(rng):
     maps = rng.random((2, 4, 5))
     sigma = 1.3
-    got = gbvs.stationary_distribution(gbvs.activation_weights(maps, sigma, dtype=np.float64), tol=1e-12)
+    weights = gbvs.activation_weights(maps, sigma, dtype=np.float64)
+    np.testing.assert_allclose(weights, _bench().loop_activation_weights(maps, sigma), rtol=1e-12, atol=1e-15)
+    got = gbvs.stationary_distribution(weights, tol=1e-12)
     fast = gbvs.stationary_distribution(gbvs.activation_weights(maps, sigma), tol=1e-4)  # float32, package tol
     np.testing.assert_allclose(fast, got, rtol=1e-3)
-    for k in range(2):
-        a = maps[k].ravel()
-        n = a.size
-        w = np.zeros((n, n))
-        for i in range(n):
-            for j in range(n):
-                (ri, ci), (rj, cj) = divmod(i, 5), divmod(j, 5)
-                w[i, j] = math.exp(-((ri - rj) ** 2 + (ci - cj) ** 2) / (2 * sigma ** 2)) * abs(a[i] - a[j])
-        w /= w.sum(axis=0, keepdims=True)
-        vals, vecs = np.linalg.eig(w)
+    for k in range(2):  # the equilibrium is the principal eigenvector of the column-stochastic matrix
+        vals, vecs = np.linalg.eig(weights[k])
         v = np.real(vecs[:, np.argmax(np.real(vals))])
         np.testing.assert_allclose(got[k], v / v.sum(), rtol=1e-8, atol=1e-12)
 
 
 def test_local_maxima_and_normalisation_match_a_loop(rng):
     a = rng.random((9, 11)) * 10
-    want = [a[r, c] for r in range(1, 8) for c in range(1, 10)
-            if a[r, c] >= 1 and all(a[r, c] >= a[r + dr, c + dc] for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)))]
-    np.testing.assert_array_equal(np.sort(_common.local_maxima(a, 1.0)), np.sort(want))
+    np.testing.assert_array_equal(np.sort(_common.local_maxima(a, 1.0)), np.sort(_bench().loop_local_maxima(a, 1.0)))
     d = (a - a.min()) / (a.max() - a.min()) * 10
     peaks = _common.local_maxima(d, 1.0)
     np.testing.assert_allclose(_common.max_normalize(a), d * (10 - peaks.mean()) ** 2)
@@ -164,12 +167,8 @@ def test_local_maxima_and_normalisation_match_a_loop(rng):
 
 def test_bms_surroundedness_matches_a_flood_fill(rng):
     mask = rng.random((30, 40)) > 0.55
-    filled = mask.astype(np.uint8).copy()
-    h, w = mask.shape
-    for r, c in [(r, c) for r in range(h) for c in (0, w - 1)] + [(r, c) for r in (0, h - 1) for c in range(w)]:
-        if filled[r, c] == mask[r, c]:  # not reached yet: fill its component (8-connected) with 2
-            cv2.floodFill(filled, None, (c, r), 2, 0, 0, 8 | (255 << 8) * 0)
-    want = (filled != 2) & mask
+    want = _bench().loop_surrounded(mask)
+    assert want.any() and not want.all()
     np.testing.assert_array_equal(bms.surrounded(mask), want)
 
 
