@@ -199,3 +199,23 @@ def test_maps_source_names_and_errors(tmp_path):
     (tmp_path / "deepgaze").mkdir()
     assert maps_source(tmp_path / "deepgaze").name == "deepgaze"
     assert maps_source(tmp_path / "deepgaze", "DG2").name == "DG2"
+
+
+def test_network_model_and_rows_that_depend_only_on_the_image(data):
+    import warnings
+
+    from dissect.evaluation import network_source
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random weights warn loudly
+        net = network_source("saliency_vgg16", "random", image_size=32)
+    assert net.weights and net.kind == "network"
+    both = run_evaluation(data, [net, classical_source("centre_bias")], sigma=6.0, progress=False, ceiling=False)
+    alone = run_evaluation(data, [classical_source("centre_bias")], sigma=6.0, progress=False, ceiling=False)
+    cols = ["image", "model", *gaze.EVALUATION_METRICS]
+    pick = both.per_image[both.per_image.model != "saliency_vgg16"][cols].reset_index(drop=True)
+    pd.testing.assert_frame_equal(pick, alone.per_image[cols].reset_index(drop=True))
+    rows = both.per_image[both.per_image.model == "saliency_vgg16"]
+    assert len(rows) == 3 and rows["nss"].notna().all()
+    with pytest.raises(ValueError, match="not a saliency network"):
+        network_source("vgg16")

@@ -24,6 +24,7 @@ Conventions (every method):
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -79,10 +80,27 @@ def saliency_map(image, method: str, **options) -> np.ndarray:
     if method != "centre_bias" and (rgb == rgb[0, 0]).all():
         _check_options(method, options)
         return np.zeros(rgb.shape[:2])  # no contrast, no saliency: constant (NaN rule)
-    out = np.asarray(func(rgb, **options), dtype=np.float64)
+    with _one_blas_thread():
+        out = np.asarray(func(rgb, **options), dtype=np.float64)
     if not np.isfinite(out).all():
         raise RuntimeError(f"{method} produced NaN/inf values on an image of shape {rgb.shape}")
     return out
+
+
+_CONTROLLER = None
+
+
+def _one_blas_thread():
+    """BLAS limited to one thread while a model runs: its matrix products are small (32 px maps),
+    and a multi-threaded BLAS on a busy CPU made them up to 200x slower (bench/classical_speed.py)."""
+    global _CONTROLLER
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # optional: without it the models are the same, only slower on busy machines
+        return contextlib.nullcontext()
+    if _CONTROLLER is None:
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=1, user_api="blas")
 
 
 def _check_options(method: str, options: dict) -> None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 
 from dissect.classical._common import attenuate_borders, filter2d, gabor_kernel, imresize, mat2gray
@@ -83,27 +84,46 @@ def rgb2dkl(rgb: np.ndarray, gamma: float = DEFAULTS["dkl_gamma"]) -> np.ndarray
     return (lms @ _dkl_matrix().T) * _DKL_SCALE
 
 
+def _subsample_axis(a: np.ndarray, axis: int) -> np.ndarray:
+    n = a.shape[axis]
+    out_n = n // 2
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (2, 3)
+    padded = np.pad(a, pad)
+    ones = np.pad(np.ones(n), (2, 3))
+    idx = 2 * np.arange(out_n)  # output j covers input 2j-2 .. 2j+3
+    acc = sum(k * np.take(padded, idx + t, axis=axis) for t, k in enumerate(_LOWPASS6))
+    norm = sum(k * ones[idx + t] for t, k in enumerate(_LOWPASS6))
+    shape = [1] * a.ndim
+    shape[axis] = out_n
+    return acc / norm.reshape(shape)
+
+
 def _subsample(a: np.ndarray) -> np.ndarray:
-    """iNVT ``lowPass6`` + decimation by 2 along both axes (in x, then y); ``a`` is ``H x W [x C]``."""
-    for axis in (1, 0):
-        n = a.shape[axis]
-        if n <= 10:  # the package returns tiny inputs unchanged
-            continue
-        out_n = n // 2
-        pad = [(0, 0)] * a.ndim
-        pad[axis] = (2, 3)
-        padded = np.pad(a, pad)
+    """iNVT ``lowPass6`` + decimation by 2 along both axes; ``a`` is ``H x W [x C]``.
+
+    Output ``j`` of an axis is ``sum_t k_t a[2j - 2 + t] / sum_t k_t`` over the taps that fall
+    inside the image (``k = [1 5 10 10 5 1]``: the truncated, renormalised edge kernels of iNVT).
+    An axis of <= 10 samples is left as it is (as the package does).
+    """
+    h, w = a.shape[:2]
+    if h <= 10 or w <= 10:
+        for axis in (1, 0):
+            if a.shape[axis] > 10:
+                a = _subsample_axis(a, axis)
+        return a
+    # both axes at once in OpenCV (zero border, anchor at tap 2), then decimate and renormalise
+    k = (_LOWPASS6 / _LOWPASS6.sum()).reshape(-1, 1)
+    f = cv2.sepFilter2D(a, cv2.CV_64F, k, k, anchor=(2, 2), borderType=cv2.BORDER_CONSTANT)
+    f = f[: 2 * (h // 2): 2, : 2 * (w // 2): 2]
+
+    def norm(n: int) -> np.ndarray:
         ones = np.pad(np.ones(n), (2, 3))
-        idx = 2 * np.arange(out_n)  # output j covers input 2j-2 .. 2j+3
-        acc = 0.0
-        norm = 0.0
-        for t, k in enumerate(_LOWPASS6):  # six taps, vectorised over the whole image
-            acc = acc + k * np.take(padded, idx + t, axis=axis)
-            norm = norm + k * ones[idx + t]
-        shape = [1] * a.ndim
-        shape[axis] = out_n
-        a = acc / norm.reshape(shape)
-    return a
+        idx = 2 * np.arange(n // 2)
+        return sum(kk * ones[idx + t] for t, kk in enumerate(_LOWPASS6)) / _LOWPASS6.sum()
+
+    scale = np.outer(norm(h), norm(w))
+    return f / (scale[..., None] if f.ndim == 3 else scale)
 
 
 def _working_size(h: int, w: int, maxsize: int) -> tuple[int, int]:
@@ -165,18 +185,27 @@ def activation_weights(maps: np.ndarray, sigma: float, dtype=np.float32) -> np.n
 def stationary_distribution(markov: np.ndarray, tol: float, max_iterations: int = 10000) -> np.ndarray:
     """Equilibrium of each column-stochastic ``n x n`` matrix of a ``K x n x n`` stack
     (``principalEigenvectorRaw.m``): ``v <- M v`` from ``1 / n`` until ``||v_old - v||_2 <= tol``,
-    per matrix, then ``v / sum(v)``. Returns ``K x n``."""
+    per matrix, then ``v / sum(v)``. Returns ``K x n`` (float64).
+
+    The chains step together as one batched product; once at most half of the chains in the
+    working stack are still running, the stack is cut down to those (a converged chain is frozen
+    at the value of the step that met the tolerance, as in the package).
+    """
     k, n, _ = markov.shape
     v = np.full((k, n), 1.0 / n, dtype=markov.dtype)
-    active = np.ones(k, dtype=bool)
+    idx = np.arange(k)  # chains in the working stack
+    stack = markov
+    alive = np.ones(k, dtype=bool)  # ... and which of them still run
     for _ in range(int(max_iterations)):
-        if not active.any():
+        if not alive.any():
             break
-        # every chain steps together (no copies of the stack); a converged chain stays frozen
-        new = np.einsum("kij,kj->ki", markov, v)
-        df = np.sqrt(((new - v) ** 2).sum(axis=1))
-        v[active] = new[active]
-        active &= df > tol
+        if 2 * int(alive.sum()) <= idx.size:
+            idx, stack, alive = idx[alive], stack[alive], np.ones(int(alive.sum()), dtype=bool)
+        current = v[idx]
+        new = np.einsum("kij,kj->ki", stack, current)
+        df = np.sqrt(((new - current) ** 2).sum(axis=1))
+        v[idx[alive]] = new[alive]
+        alive &= df > tol
     v = v.astype(np.float64)
     s = v.sum(axis=1, keepdims=True)
     return np.divide(v, s, out=np.zeros_like(v), where=s > 0)
