@@ -315,7 +315,7 @@ def run_evaluation(
     from dissect.attention_study import _FixationMaps, _Subset
 
     all_fix = _FixationMaps()
-    has_fix, is_popout, ids, grey = [], [], [], []
+    has_fix, is_popout, grey = [], [], []
     checks = [s for s in sources if s.check is not None]
     for i in tqdm(range(n_total), desc="checking", unit="img", disable=not progress or not checks,
                   dynamic_ncols=True):
@@ -324,7 +324,6 @@ def run_evaluation(
         has_fix.append(fix is not None)
         all_fix.append(fix if fix is not None else np.zeros(sample.shape, bool))
         is_popout.append("dimension" in sample.meta and len(sample.masks) >= 1)
-        ids.append(sample.image_id)
         if _is_grey(sample.image):
             grey.append(sample.image_id)
         for s in checks:
