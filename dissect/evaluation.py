@@ -304,6 +304,10 @@ def run_evaluation(
     sources = list(sources)
     if not sources:
         raise ValueError("no model to evaluate")
+    names = [s.name for s in sources]
+    twice = sorted({x for x in names if names.count(x) > 1})
+    if twice:
+        raise ValueError(f"model name(s) {twice} used twice; give each MapSource its own name")
     data = first(dataset, max_images)
     n_total = len(data)
     if n_total == 0:

@@ -219,3 +219,5 @@ def test_network_model_and_rows_that_depend_only_on_the_image(data):
     assert len(rows) == 3 and rows["nss"].notna().all()
     with pytest.raises(ValueError, match="not a saliency network"):
         network_source("vgg16")
+    with pytest.raises(ValueError, match=r"\['itti'\] used twice"):
+        run_evaluation(data, [classical_source("itti"), classical_source("itti", blurfrac=0.03)])
