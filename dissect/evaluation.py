@@ -215,13 +215,16 @@ def resolve_sources(models: Sequence[str] = (), *, weights: str | None = None, m
     for spec in maps:
         name, sep, folder = str(spec).partition("=")
         sources.append(maps_source(folder, name) if sep else maps_source(spec))
-    labels = [s.name for s in sources]
-    twice = sorted({x for x in labels if labels.count(x) > 1})
-    if twice:
-        raise ValueError(f"model(s) listed twice: {twice}; name --maps folders with NAME=DIR")
+    _check_unique([s.name for s in sources], "name --maps folders with NAME=DIR")
     if not sources:
         raise ValueError("no model to evaluate: give --model (e.g. gbvs) and/or --maps DIR")
     return sources
+
+
+def _check_unique(names: list[str], hint: str) -> None:
+    twice = sorted({x for x in names if names.count(x) > 1})
+    if twice:
+        raise ValueError(f"model name(s) {twice} used twice; {hint}")
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -304,10 +307,7 @@ def run_evaluation(
     sources = list(sources)
     if not sources:
         raise ValueError("no model to evaluate")
-    names = [s.name for s in sources]
-    twice = sorted({x for x in names if names.count(x) > 1})
-    if twice:
-        raise ValueError(f"model name(s) {twice} used twice; give each MapSource its own name")
+    _check_unique([s.name for s in sources], "give each MapSource its own name")
     data = first(dataset, max_images)
     n_total = len(data)
     if n_total == 0:
