@@ -91,10 +91,6 @@ def _min_value(x: Any) -> float:
     return float(np.min(np.asarray(x, dtype=np.float64)))
 
 
-def _nan_scores() -> dict[str, float]:
-    return dict.fromkeys(GAZE_METRICS, math.nan)
-
-
 def _map_scores(saliency: Any, density: Any) -> dict[str, float]:
     """:data:`MAP_METRICS` of a map against a density map (conventions of :func:`gaze_scores`)."""
     return {
