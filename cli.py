@@ -500,6 +500,76 @@ def _add_model_run_args(parser: argparse.ArgumentParser, batch_size: int, batch_
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
 
 
+def cmd_evaluate(args) -> int:
+    from dissect import classical
+    from dissect.evaluation import resolve_sources
+    from dissect.reports import default_run_dir, prepare_run_dir, run_folder
+
+    models = args.models or ([] if args.maps else list(classical.METHODS))
+    sources = resolve_sources(models, weights=args.weights, maps=args.maps or (), image_size=args.image_size,
+                              device=_resolve_device(args.device), seed=args.seed)
+    out = Path(args.out).expanduser() if args.out else default_run_dir(
+        "evaluate", models, [Path(m).name for m in (args.maps or ())], args.dataset, _root_word(args.data_root),
+        weights=_weights_word(args.weights) if args.weights else None, first=args.max_images,
+        seed=args.seed or None)
+    prepare_run_dir(out, "evaluate", outputs=("per_image.csv", "summary.csv"), overwrite=args.overwrite)
+    with run_folder(out):
+        return _evaluate_into(args, sources, out)
+
+
+def _evaluate_into(args, sources, out: Path) -> int:
+    from datasets import load_dataset
+    from dissect.evaluation import run_evaluation
+    from dissect.evaluation_report import write_evaluation_report
+    from dissect.reports import check_writable, run_record
+
+    check_writable(out)
+    options = dataset_options(args.dataset, args.data_root, args.seed, **_flags_of(args))
+    dataset = load_dataset(args.dataset, args.data_root, **options)
+    result = run_evaluation(dataset, sources, sigma=args.sigma, seed=args.seed, ceiling=not args.no_ceiling,
+                            max_images=args.max_images, save_maps=args.save_maps, progress=not args.no_progress)
+    params = run_record("evaluate", vars(args), dataset=dataset.name, dataset_options=options,
+                        **_dataset_notes(dataset))
+    paths = write_evaluation_report(result, out, params)
+    cols = ["model", "weights", "n"] + [c for c in ("nss_mean", "cc_mean", "auc_judd_mean", "sauc_mean", "ig_mean",
+                                                    "nmm_mean", "seconds_mean") if c in result.summary.columns]
+    print(result.summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    for name, detail in result.info["maps_resized"].items():
+        print(f"note: {detail['n_images']} map(s) of {name} resized bilinearly to the image size "
+              f"(from {', '.join(detail['from_shapes'])})")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _add_evaluate_parser(sub) -> None:
+    from dissect.classical import METHODS
+
+    e = sub.add_parser("evaluate", help="score saliency models' output maps (GBVS, BMS, ..., a network, or "
+                                        "external maps) on fixations or pop-out arrays",
+                       description="Score each model's output map per image: NSS, CC, KL, SIM, AUC-Judd, "
+                                   "AUC-Borji, s-AUC, IG (datasets with fixations, with the centre-bias floor and "
+                                   "the human ceiling), OS per region category, NMM on pop-out arrays; writes "
+                                   "per_image.csv, summary.csv, run.json and figures.")
+    e.add_argument("--model", dest="models", action="append", metavar="NAME",
+                   help=f"{', '.join(METHODS)} or saliency_vgg16 (with --weights); repeatable "
+                        "(default: every classical model when neither --model nor --maps is given)")
+    e.add_argument("--weights", help="checkpoint (or auto/imagenet/random) of the network model(s)")
+    e.add_argument("--maps", action="append", metavar="[NAME=]DIR",
+                   help="a model's maps computed elsewhere, DIR/<image_id>.npy|png (name: the folder's name); "
+                        "repeatable")
+    _add_dataset_args(e, "popout", "popout (default, generated), popout-gaze, osie, osie-sr, salicon or folder")
+    e.add_argument("--out", help="run folder (default runs/evaluate-MODELS-DATASET...)")
+    e.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    e.add_argument("--save-maps", metavar="DIR", help="write each model's maps as DIR/<model>/<image_id>.npy")
+    e.add_argument("--max-images", type=int, help="use only the first N images")
+    e.add_argument("--sigma", type=float, default=24.0, help="Gaussian sigma of the human density maps (px)")
+    e.add_argument("--image-size", type=int, default=224, help="network input side (network models only)")
+    e.add_argument("--device", default="cpu", help="where network models run: cpu, cuda, cuda:N or auto (default cpu)")
+    e.add_argument("--seed", type=int, default=0, help="seed of random weights, generated data and s-AUC negatives")
+    e.add_argument("--no-ceiling", action="store_true", help="skip the leave-one-subject-out ceiling (slow)")
+    e.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cli.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -607,6 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
     lay = sub.add_parser("layers", help="list a model's readable layer names with channels and stride")
     lay.add_argument("--model", default="vgg16", help="vgg16, vgg19, resnet50, alexnet, saliency_vgg16, scene_vgg16")
     lay.add_argument("--image-size", type=int, default=224, help="input side for the map sizes (default 224)")
+    _add_evaluate_parser(sub)
     return parser
 
 
@@ -682,6 +753,7 @@ _COMMANDS = {
     "attention": lambda args: cmd_attention(args),
     "robustness": lambda args: cmd_robustness(args),
     "download": lambda args: cmd_download(args),
+    "evaluate": lambda args: cmd_evaluate(args),
 }
 
 
