@@ -46,6 +46,10 @@ class DissectConfig:
     on_missing: str | None = None
     split: str | None = None
     one_based: bool = False
+    shard: str | None = None
+    ray: str | None = None
+    shards: int | None = None
+    ray_cpus: float = 1.0
 
     def out_dir(self) -> Path:
         if self.out:
@@ -138,6 +142,8 @@ def _add_dataset_args(parser: argparse.ArgumentParser, default: str, help_text: 
 
 
 def cmd_dissect(cfg: DissectConfig) -> int:
+    if cfg.ray is not None:
+        return _dissect_on_ray(cfg)
     from datasets import load_dataset
     from dissect.dissection import environment_versions, run_dissection
     from dissect.models import load_model
@@ -171,7 +177,8 @@ def cmd_dissect(cfg: DissectConfig) -> int:
                                 device=device, top_k=cfg.top_k, threshold=cfg.threshold,
                                 checkpoint_dir=out, resume=cfg.resume, progress=cfg.progress,
                                 max_images=cfg.max_images, dead_units=cfg.dead_units,
-                                run_key={"dataset_options": options, "data_root": cfg.data_root})
+                                run_key={"dataset_options": options, "data_root": cfg.data_root},
+                                shard=_shard_of(cfg.shard))
     except KeyboardInterrupt:
         where = f"finished batches are saved in {out}; rerun the same command with --resume" if saved_now() \
             else "no batch had finished, nothing to resume"
@@ -187,6 +194,8 @@ def cmd_dissect(cfg: DissectConfig) -> int:
               "dataset_options": options, "dataset_size": len(dataset), **_dataset_notes(dataset),
               "versions": environment_versions(),
               "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0))}
+    if cfg.shard:
+        return _finish_shard(out, params, result.info["shard"], result.info["shard"]["fingerprint"]["n_images"])
     paths = write_dissection_reports(result, out, params)
     metric = "NMM" if result.info["metric"] == "nmm" else "region NSS"
     print(f"mean {metric} of the top-{cfg.top_k} units (layers x categories):")
@@ -221,6 +230,8 @@ def cmd_popout_generate(args) -> int:
 
 
 def cmd_attention(args) -> int:
+    if getattr(args, "ray", None) is not None:
+        return _attention_on_ray(args)
     from datasets import load_dataset
     from datasets.base import first
     from dissect.attention_report import write_attention_report
@@ -247,6 +258,8 @@ def cmd_attention(args) -> int:
     params = {"command": "attention", "args": vars(args), "model": getattr(model, "dissect_info", {}),
               "dataset": dataset.name, "dataset_options": options, **_dataset_notes(dataset),
               "versions": environment_versions()}
+    if getattr(args, "shard", None):
+        return _attention_shard(args, model, dataset, methods, method_options, params, out, options)
     paths = write_attention_report(model, dataset, methods, out, params=params, layers=args.layers,
                                    image_size=args.image_size, batch_size=args.batch_size, sigma=args.sigma,
                                    seed=args.seed, progress=not args.no_progress, ceiling=not args.no_ceiling,
@@ -324,6 +337,195 @@ def cmd_stats(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- shards, merge and Ray (issue 13)
+
+_SHARDS_DIR = "shards"
+_EXECUTION_ARGS = ("out", "shard", "ray", "shards", "ray_cpus", "resume", "overwrite", "no_progress", "debug",
+                   "checkpoint_every", "command")
+
+
+def _shard_of(text):
+    from dissect.shards import parse_shard
+
+    return parse_shard(text) if text else None
+
+
+def _add_shard_args(parser: argparse.ArgumentParser, resume: bool = False) -> None:
+    group = parser.add_argument_group("shards and Ray (merge shards with `cli.py merge OUT SHARD_DIR...`)")
+    group.add_argument("--shard", metavar="I/N", help="run only part I of N (0-based; contiguous whole batches) "
+                                                      "into --out, a shard folder with its own resumable state")
+    group.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                       help="run the shards as Ray tasks: no ADDRESS starts a local cluster, 'auto' or "
+                            "ray://HOST:PORT joins one (needs pip install -e '.[ray]'); --out gets the merged "
+                            "files and shards/")
+    group.add_argument("--shards", type=int, metavar="N", help="with --ray: number of shards (default: tasks the "
+                                                               "cluster runs at once)")
+    group.add_argument("--ray-cpus", type=float, default=1.0, help="with --ray: CPUs per shard task (default 1; "
+                                                                   "--device cuda also asks 1 GPU per task)")
+    if resume:
+        group.add_argument("--resume", action="store_true", help="continue an interrupted --shard or --ray run")
+        group.add_argument("--checkpoint-every", type=int, metavar="B",
+                           help="with --shard/--ray: save the shard every B batches (default 8)")
+
+
+def _finish_shard(out: Path, params: dict, shard: dict, n_dataset: int) -> int:
+    from dissect.reports import atomic_write_json
+    from dissect.shards import PARAMS_FILE
+
+    atomic_write_json(out / PARAMS_FILE, params)
+    lo, hi = shard["images"]
+    print(f"shard {shard['index']}/{shard['count']}: images {lo}..{hi - 1} ({hi - lo} of {n_dataset}) done in "
+          f"{out}; when every shard is done: python cli.py merge OUT SHARD_DIR...")
+    return 0
+
+
+def _attention_shard(args, model, dataset, methods, method_options, params, out, options) -> int:
+    from dissect.shards import run_attention_shard
+
+    shard = _shard_of(args.shard)
+    key = {k: v for k, v in vars(args).items() if k not in _EXECUTION_ARGS}
+    record = run_attention_shard(model, dataset, methods, out, shard, every=args.checkpoint_every,
+                                 resume=args.resume, params=params, run_key={"args": key, "options": options},
+                                 progress=not args.no_progress, layers=args.layers, image_size=args.image_size,
+                                 batch_size=args.batch_size, sigma=args.sigma, seed=args.seed,
+                                 ceiling=not args.no_ceiling, options=method_options or None,
+                                 dense_layers=args.dense_layers)
+    lo, hi = record["batches"]
+    print(f"shard {shard[0]}/{shard[1]}: batches {lo}..{hi - 1} done in {out}; when every shard is done: "
+          "python cli.py merge OUT SHARD_DIR...")
+    return 0
+
+
+def _dissect_shard_task(config: dict) -> int:
+    """One Ray task: a shard of ``dissect`` in-process (resumes its own checkpoint on a retry)."""
+    return cmd_dissect(DissectConfig(**config))
+
+
+def _attention_shard_task(namespace: dict) -> int:
+    """One Ray task: a shard of ``attention`` in-process."""
+    return cmd_attention(argparse.Namespace(**namespace))
+
+
+def _ray_shards(address: str, out: Path, resume: bool, overwrite: bool, n_shards, device: str, cpus: float, task,
+                make_args, progress: bool):
+    """Run ``task(make_args(i, n, folder))`` for every shard on Ray; return the folders and the record."""
+    import shutil
+
+    from dissect import ray_backend
+
+    shards_dir = out / _SHARDS_DIR
+    if shards_dir.exists() and not (resume or overwrite):
+        raise ValueError(f"{out} already holds a Ray run ({shards_dir}); pass --resume to continue it, "
+                         "--overwrite to start again, or choose another --out")
+    if overwrite and shards_dir.exists():
+        shutil.rmtree(shards_dir)
+    if n_shards is not None and n_shards < 1:
+        raise ValueError(f"--shards must be >= 1, got {n_shards}")
+    gpus = 1 if device.startswith("cuda") else 0  # Ray hides GPUs from tasks that ask none: "auto" gets the CPU
+    folders: list[Path] = []
+
+    def calls(resources):
+        n = n_shards or ray_backend.task_slots(resources, num_cpus=cpus, num_gpus=gpus)
+        folders.extend(shards_dir / f"shard-{i}-of-{n}" for i in range(n))
+        return [(task, (make_args(i, n, folder),), str(folder / "attempts.log")) for i, folder in enumerate(folders)]
+
+    record = ray_backend.run_tasks(calls, address=address, num_cpus=cpus, num_gpus=gpus, progress=progress,
+                                   desc="shards")
+    record["tasks"] = [{"shard": i, "folder": str(f), **{k: v for k, v in t.items() if k != "value"}}
+                       for i, (f, t) in enumerate(zip(folders, record["tasks"]))]
+    return folders, record
+
+
+def _dissect_on_ray(cfg: DissectConfig) -> int:
+    from dataclasses import replace
+
+    out = cfg.out_dir()
+    if cfg.shard:
+        raise ValueError("--shard and --ray do not mix: --ray runs every shard itself (choose how many with --shards)")
+
+    def make_args(i, n, folder):
+        return asdict(replace(cfg, shard=f"{i}/{n}", ray=None, shards=None, out=str(folder), resume=True,
+                              overwrite=False, progress=False))
+
+    folders, record = _ray_shards(cfg.ray, out, cfg.resume, cfg.overwrite, cfg.shards, cfg.device, cfg.ray_cpus,
+                                  _dissect_shard_task, make_args, cfg.progress)
+    return _write_merge(out, folders, ray=record)
+
+
+def _attention_on_ray(args) -> int:
+    out = Path(args.out) if args.out else Path("runs") / f"attention-{args.model}-{args.dataset}"
+    if args.shard:
+        raise ValueError("--shard and --ray do not mix: --ray runs every shard itself (choose how many with --shards)")
+
+    def make_args(i, n, folder):
+        return {**vars(args), "shard": f"{i}/{n}", "ray": None, "shards": None, "out": str(folder), "resume": True,
+                "no_progress": True}
+
+    folders, record = _ray_shards(args.ray, out, args.resume, False, args.shards, args.device, args.ray_cpus,
+                                  _attention_shard_task, make_args, not args.no_progress)
+    return _write_merge(out, folders, ray=record)
+
+
+def _merged_params(params: dict, out: Path) -> dict:
+    """A shard's run parameters as the single run's: its --out, no --shard."""
+    params = dict(params)
+    for key in ("config", "args"):
+        if isinstance(params.get(key), dict):
+            params[key] = {**params[key], "out": str(out), "shard": None}
+    return params
+
+
+def _write_merge(out: Path, folders, ray: dict | None = None) -> int:
+    import json
+
+    from dissect.reports import check_writable, format_summary, write_dissection_reports
+    from dissect.shards import PARAMS_FILE, merge_dissections, shard_folder_kind, write_attention_merge
+
+    kinds = {str(f): shard_folder_kind(f) for f in folders}
+    if len(set(kinds.values())) > 1:
+        raise ValueError(f"these folders hold shards of different commands: {kinds}")
+    kind = next(iter(kinds.values()))
+    out = check_writable(out)
+    extra = {"ray": ray} if ray else {}
+    if kind == "dissect":
+        result = merge_dissections(folders)
+        first = Path(result.info["shards"][0]["name"])
+        params = json.loads((first / PARAMS_FILE).read_text()) if (first / PARAMS_FILE).exists() else {}
+        paths = write_dissection_reports(result, out, {**_merged_params(params, out), **extra})
+        metric = "NMM" if result.info["metric"] == "nmm" else "region NSS"
+        print(f"mean {metric} of the top-{result.info['top_k']} units (layers x categories), "
+              f"{len(folders)} shards merged:")
+        print(format_summary(result.summary))
+    elif kind == "attention":
+        first = sorted(folders, key=lambda f: json.loads((Path(f) / "shard.json").read_text())["shard"][0])[0]
+        params = json.loads((Path(first) / PARAMS_FILE).read_text()) if (Path(first) / PARAMS_FILE).exists() else {}
+        paths = write_attention_merge(folders, out, {**_merged_params(params, out), **extra})
+    else:
+        raise ValueError(f"cannot merge {kind!r} shards yet")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def cmd_merge(args) -> int:
+    out = Path(args.out).expanduser()
+    folders = [Path(f) for f in args.shard_dirs]
+    if any(out.resolve() == f.resolve() for f in folders):
+        raise ValueError(f"OUT {out} is one of the shard folders; merge into a new folder")
+    if (out / "run.json").exists() and not args.overwrite:
+        raise ValueError(f"{out} already holds a run (run.json); pass --overwrite to replace it, or choose another OUT")
+    return _write_merge(out, folders)
+
+
+def _add_merge_parser(sub) -> None:
+    m = sub.add_parser("merge", help="merge the shard folders of one run into the files a single run writes",
+                       description="Merge shard folders (dissect/attention --shard I/N) into OUT: the same CSV files "
+                                   "a single run with the same options writes, byte for byte, and its run.json. "
+                                   "Refuses shards of different runs, missing, repeated or unfinished shards.")
+    m.add_argument("out", help="folder for the merged files")
+    m.add_argument("shard_dirs", nargs="+", metavar="SHARD_DIR", help="every shard folder of the run, any order")
+    m.add_argument("--overwrite", action="store_true", help="replace the files of a previous merge in OUT")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cli.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -355,6 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     d.add_argument("--overwrite", action="store_true", help="discard a previous run in --out")
     d.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_shard_args(d)
 
     p = sub.add_parser("popout", help="synthetic pop-out search arrays")
     psub = p.add_subparsers(dest="popout_command", required=True)
@@ -405,6 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "regression of class scores on GAP features over the first N images (Ebrahimpour et al.; "
                         "N must exceed the layer's channels, e.g. 600 for VGG16 conv5_3)")
     a.add_argument("--no-progress", action="store_true")
+    _add_shard_args(a, resume=True)
 
     r = sub.add_parser("robustness", help="FGSM fooling rate per model (captum)",
                        description="Fraction of images whose top-1 label changes under a one-step FGSM "
@@ -432,6 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
     lay = sub.add_parser("layers", help="list a model's readable layer names with channels and stride")
     lay.add_argument("--model", default="vgg16")
     lay.add_argument("--image-size", type=int, default=224)
+    _add_merge_parser(sub)
     return parser
 
 
@@ -441,7 +646,8 @@ def _config_from_args(args) -> DissectConfig:
                          image_size=args.image_size, batch_size=args.batch_size, device=args.device,
                          top_k=args.top_k, threshold=args.threshold, seed=args.seed, resume=args.resume,
                          overwrite=args.overwrite, max_images=args.max_images, progress=not args.no_progress,
-                         dead_units=args.dead_units, **_flags_of(args))
+                         dead_units=args.dead_units, shard=args.shard, ray=args.ray, shards=args.shards,
+                         ray_cpus=args.ray_cpus, **_flags_of(args))
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
@@ -456,6 +662,7 @@ _COMMANDS = {
     "attention": lambda args: cmd_attention(args),
     "robustness": lambda args: cmd_robustness(args),
     "download": lambda args: cmd_download(args),
+    "merge": lambda args: cmd_merge(args),
 }
 
 
