@@ -449,7 +449,7 @@ def _dissect_on_ray(cfg: DissectConfig) -> int:
 
     folders, record = _ray_shards(cfg.ray, out, cfg.resume, cfg.overwrite, cfg.shards, cfg.device, cfg.ray_cpus,
                                   _dissect_shard_task, make_args, cfg.progress)
-    return _write_merge(out, folders, ray=record)
+    return _write_merge(out, folders, ray=record, config=asdict(cfg))
 
 
 def _attention_on_ray(args) -> int:
@@ -463,19 +463,19 @@ def _attention_on_ray(args) -> int:
 
     folders, record = _ray_shards(args.ray, out, args.resume, False, args.shards, args.device, args.ray_cpus,
                                   _attention_shard_task, make_args, not args.no_progress)
-    return _write_merge(out, folders, ray=record)
+    return _write_merge(out, folders, ray=record, config=vars(args))
 
 
-def _merged_params(params: dict, out: Path) -> dict:
-    """A shard's run parameters as the single run's: its --out, no --shard."""
+def _merged_params(params: dict, out: Path, config: dict | None = None) -> dict:
+    """A shard's run parameters as the single run's: its --out, no --shard (or the Ray driver's ``config``)."""
     params = dict(params)
     for key in ("config", "args"):
         if isinstance(params.get(key), dict):
-            params[key] = {**params[key], "out": str(out), "shard": None}
+            params[key] = dict(config) if config is not None else {**params[key], "out": str(out), "shard": None}
     return params
 
 
-def _write_merge(out: Path, folders, ray: dict | None = None) -> int:
+def _write_merge(out: Path, folders, ray: dict | None = None, config: dict | None = None) -> int:
     import json
 
     from dissect.reports import check_writable, format_summary, write_dissection_reports
@@ -491,7 +491,7 @@ def _write_merge(out: Path, folders, ray: dict | None = None) -> int:
         result = merge_dissections(folders)
         first = Path(result.info["shards"][0]["name"])
         params = json.loads((first / PARAMS_FILE).read_text()) if (first / PARAMS_FILE).exists() else {}
-        paths = write_dissection_reports(result, out, {**_merged_params(params, out), **extra})
+        paths = write_dissection_reports(result, out, {**_merged_params(params, out, config), **extra})
         metric = "NMM" if result.info["metric"] == "nmm" else "region NSS"
         print(f"mean {metric} of the top-{result.info['top_k']} units (layers x categories), "
               f"{len(folders)} shards merged:")
@@ -499,7 +499,7 @@ def _write_merge(out: Path, folders, ray: dict | None = None) -> int:
     elif kind == "attention":
         first = sorted(folders, key=lambda f: json.loads((Path(f) / "shard.json").read_text())["shard"][0])[0]
         params = json.loads((Path(first) / PARAMS_FILE).read_text()) if (Path(first) / PARAMS_FILE).exists() else {}
-        paths = write_attention_merge(folders, out, {**_merged_params(params, out), **extra})
+        paths = write_attention_merge(folders, out, {**_merged_params(params, out, config), **extra})
     else:
         raise ValueError(f"cannot merge {kind!r} shards yet")
     print("wrote " + ", ".join(str(p) for p in paths.values()))

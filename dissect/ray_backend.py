@@ -93,7 +93,8 @@ def _timed(fn: Callable, args: tuple, attempts_file: str | None) -> dict:
     t0 = time.time()
     value = fn(*args)
     return {"value": value, "wall_s": round(time.time() - t0, 3), "host": socket.gethostname(),
-            "pid": os.getpid(), "attempt": attempt, "started": round(t0, 3)}
+            "pid": os.getpid(), "attempt": attempt,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0))}
 
 
 def run_tasks(calls, *, address: str | None = None, num_cpus: float = 1, num_gpus: float = 0,

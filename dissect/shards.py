@@ -222,7 +222,9 @@ def shard_folder_kind(folder: str | os.PathLike) -> str:
     """
     folder = Path(folder)
     if not (folder / SHARD_FILE).exists():
-        if (folder / "progress.json").exists() or any(folder.glob("piece-*.npz")):
+        progress = folder / "progress.json"
+        sharded = "shard" in _read_json(progress).get("fingerprint", {}) if progress.exists() else False
+        if sharded or (folder / "shard-run.json").exists():
             raise ValueError(f"{folder} is an unfinished shard (no {SHARD_FILE} yet); rerun it with --resume, "
                              "then merge")
         raise ValueError(f"{folder} is not a shard folder (no {SHARD_FILE}); pass the --out folders of "
