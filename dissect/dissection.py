@@ -432,6 +432,9 @@ def run_dissection(
         info["shard"] = {"index": int(shard[0]), "count": int(shard[1]), "images": [first, end],
                          "fingerprint": fingerprint, "counts": dict(counts)}
         if ckpt is not None:
+            if first == end:  # an empty shard (more shards than batches) still leaves its state
+                _save_progress(ckpt, acc, {"fingerprint": fingerprint, "next_index": end, "counts": counts,
+                                           "metric": metric, "complete": True})
             atomic_write_json(ckpt / SHARD_FILE, {"kind": "dissect", "info": info})
     return result_from_accumulator(acc, info)
 

@@ -18,9 +18,12 @@ the same run (fingerprint), the same shard count, no shard twice, none missing, 
 each refusal is one line naming the folders or shards.
 
 "Same files": every CSV a single run writes is byte-identical; ``run.json`` has the same keys
-and values except how the run was executed (``timings_s``, ``started``, ``resumed_from_image``,
-``config.out``/``config.shard``/``config.ray``, ``args.out``/``args.shard``/``args.ray``) and the
-added ``shards`` record (each part's folder, images and timings).
+and values except how the run was executed (``timings_s``, ``seconds_per_image``, ``started``,
+``resumed_from_image``; in ``config``/``args``: ``out``, ``shard``, ``ray``, ``shards``,
+``checkpoint_every``) and the added ``shards`` record (each part's folder, images and timings)
+and, with ``--ray``, ``ray`` (cluster resources, each task's host, attempt and time). Shards
+must run on the same kind of device as the single run they are compared with (a GPU forward
+rounds differently from a CPU one); the merged ``device`` lists every device used.
 """
 from __future__ import annotations
 
@@ -40,6 +43,8 @@ __all__ = ["SHARD_FILE", "parse_shard", "shard_batches", "shard_images", "save_t
            "shard_folder_kind"]
 
 SHARD_FILE = "shard.json"
+# info keys of a dissection shard that describe its execution, not the run's options
+_DISSECT_EXECUTION = ("timings_s", "resumed_from_image", "shard", "device", "metric")
 _TABLE_FORMAT = "saliency-dissect/table"
 
 
@@ -273,7 +278,9 @@ def merge_dissections(items: Sequence) -> "DissectionResult":  # noqa: F821
                              "shard (run it with shard=(i, n))")
         fingerprint = {key: value for key, value in shard["fingerprint"].items() if key != "shard"}
         fingerprint["shard_batch_size"] = shard["fingerprint"]["shard"]["batch_size"]
-        fingerprint.update(top_k=info["top_k"], threshold=info["threshold"])
+        # and every option the run reports (top_k, threshold, ...; not its counts or timings)
+        fingerprint.update({key: value for key, value in info.items()
+                            if key not in shard["counts"] and key not in _DISSECT_EXECUTION})
         parts.append({"name": name, "index": shard["index"], "count": shard["count"], "complete": complete,
                       "fingerprint": fingerprint, "info": info, "acc": acc})
     parts = check_parts(parts)
@@ -285,13 +292,17 @@ def merge_dissections(items: Sequence) -> "DissectionResult":  # noqa: F821
     for part in parts[1:]:
         acc.merge(part["acc"])
     infos = [p["info"] for p in parts]
-    counts = merge_counts([i["shard"]["counts"] for i in infos], list(infos[0]["shard"]["counts"]))
+    counts = merge_counts([i["shard"]["counts"] for i in infos],
+                          list(dict.fromkeys(k for i in infos for k in i["shard"]["counts"])))
     info = {key: value for key, value in infos[0].items() if key != "shard"}
     info.update(counts)
     info["metric"] = metrics.pop() if metrics else None
+    devices = list(dict.fromkeys(str(i.get("device")) for i in infos))
+    info["device"] = devices[0] if len(devices) == 1 else ",".join(devices)  # cpu and cuda round differently
     info["resumed_from_image"] = 0
     info["timings_s"] = _sum_timings(infos)
     info["shards"] = [{"name": p["name"], "index": p["index"], "images": p["info"]["shard"]["images"],
+                       "device": p["info"].get("device"),
                        "resumed_from_image": p["info"]["resumed_from_image"],
                        "timings_s": p["info"].get("timings_s")} for p in parts]
     return dissection.result_from_accumulator(acc, info)
@@ -343,7 +354,7 @@ def run_table_shard(folder: str | os.PathLike, *, kind: str, fingerprint: dict, 
     else:
         _atomic_json(marker, key)
     pieces = []
-    for lo in range(batches.start, batches.stop, every) or [batches.start]:
+    for lo in range(batches.start, batches.stop, every):  # an empty shard has no pieces
         piece = range(lo, min(lo + every, batches.stop))
         stem = folder / f"piece-{piece.start:07d}-{piece.stop:07d}"
         if not (stem.with_suffix(".json").exists() and stem.with_suffix(".npz").exists()):
@@ -389,7 +400,7 @@ def merge_table_shards(folders: Sequence[str | os.PathLike], *, kind: str, count
         parts.append({"name": str(folder), "folder": folder, "index": i, "count": n,
                       "fingerprint": record["fingerprint"], "record": record, "complete": record.get("complete")})
     parts = check_parts(parts)
-    tables, infos = [], []
+    tables, infos = [], []  # (parts with no pieces are empty shards: more shards than batches)
     for part in parts:
         part_infos = []
         for stem in part["record"]["pieces"]:
@@ -398,6 +409,8 @@ def merge_table_shards(folders: Sequence[str | os.PathLike], *, kind: str, count
         infos += part_infos
         part["timings_s"] = _sum_timings(part_infos)
         part["wall_s"] = round(sum(p.get("piece_wall_s", 0.0) for p in part_infos), 4)
+    if not tables:
+        raise ValueError("the shards hold no images")
     table = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
     info = merge_counts(infos, count_keys)
     for key in first_nonempty_keys:

@@ -116,6 +116,13 @@ def test_run_dissection_shards_merge_to_the_single_run(tmp_path):
     assert _csv(from_folders) == _csv(single)
 
 
+def test_more_shards_than_batches_leaves_empty_shards_that_merge(tmp_path):
+    dataset = _toy(7)  # 4 batches of 2 images, 6 shards: two of them empty
+    parts = [_dissect(dataset, shard=(i, 6), checkpoint_dir=tmp_path / f"s{i}") for i in range(6)]
+    assert sorted(p.info.get("n_images", 0) for p in parts) == [0, 0, 1, 2, 2, 2]
+    assert _csv(shards.merge_dissections([tmp_path / f"s{i}" for i in range(6)])) == _csv(_dissect(dataset))
+
+
 def test_merge_refuses_missing_overlapping_mismatched_and_unfinished(tmp_path):
     dataset = _toy()
     parts = [_dissect(dataset, shard=(i, 3), checkpoint_dir=tmp_path / f"s{i}") for i in range(3)]
