@@ -170,7 +170,7 @@ def _score_batch(scorer: RegionScorer, samples, activations: dict, layer_names, 
     batch_acc = UnitScoreAccumulator(categories=categories)
     counts = {"n_images": 0, "n_images_without_regions": 0, "n_regions_scored": 0,
               "n_regions_empty": 0, "n_regions_unfixated": 0, "n_fixations_clamped": 0}
-    for i, sample in enumerate(samples):
+    for i, sample in enumerate(samples):  # global image index: stop - len(samples) + i, in shards too
         keep, n_empty, n_unfixated = valid_regions(sample)
         counts["n_images"] += 1
         counts["n_fixations_clamped"] += int(sample.meta.get("n_clamped", 0))

@@ -19,6 +19,7 @@ install saliency-dissect on the nodes and give shard folders on storage every no
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -60,7 +61,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None):
         yield ray, "existing session"
         return
     local = address in (None, "", "local")
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "runtime_env": _runtime_env()}
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING,
+                              "runtime_env": _runtime_env()}
     if local and num_cpus is not None:
         kwargs["num_cpus"] = int(num_cpus)
     try:
