@@ -48,6 +48,10 @@ class DissectConfig:
     on_missing: str | None = None
     split: str | None = None
     one_based: bool = False
+    shard: str | None = None
+    ray: str | None = None
+    shards: int | None = None
+    ray_cpus: float = 1.0
 
     def out_dir(self) -> Path:
         """``--out``, or a default folder under ``runs/`` that names every option that changes the
@@ -162,11 +166,15 @@ def _add_dataset_args(parser: argparse.ArgumentParser, default: str, help_text: 
 
 
 def cmd_dissect(cfg: DissectConfig) -> int:
-    from dissect.reports import prepare_run_dir, run_folder
+    if cfg.ray is not None:
+        return _dissect_on_ray(cfg)
+    from dissect.reports import prepare_run_dir, run_dir_state, run_folder
 
     _check_numbers(cfg)
     out = cfg.out_dir()
-    state = prepare_run_dir(out, "dissect", outputs=_DISSECT_OUTPUTS, resume=cfg.resume, overwrite=cfg.overwrite,
+    # a shard (and every Ray task) may pass --resume before its folder holds anything: it then starts afresh
+    resume = cfg.resume and not (cfg.shard and run_dir_state(out) in ("absent", "empty"))
+    state = prepare_run_dir(out, "dissect", outputs=_DISSECT_OUTPUTS, resume=resume, overwrite=cfg.overwrite,
                             resumable=True)
     if cfg.resume and state == "finished":
         print(f"{out} holds a finished run: nothing to resume (pass --overwrite to run it again)")
@@ -207,7 +215,8 @@ def _dissect_into(cfg: DissectConfig, out: Path) -> int:
                                 device=device, top_k=cfg.top_k, threshold=cfg.threshold,
                                 checkpoint_dir=out, resume=cfg.resume, progress=cfg.progress,
                                 max_images=cfg.max_images, dead_units=cfg.dead_units,
-                                run_key={"dataset_options": options, "data_root": cfg.data_root})
+                                run_key={"dataset_options": options, "data_root": cfg.data_root},
+                                shard=_shard_of(cfg.shard))
     except KeyboardInterrupt:
         where = f"finished batches are saved in {out}; rerun the same command with --resume" if saved_now() \
             else "no batch had finished, nothing to resume"
@@ -222,6 +231,8 @@ def _dissect_into(cfg: DissectConfig, out: Path) -> int:
     params = run_record("dissect", asdict(cfg), model=model_info, layers_resolved=layers, dataset=dataset.name,
                         dataset_options=options, dataset_size=len(dataset), **_dataset_notes(dataset),
                         started=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)))
+    if cfg.shard:  # a shard keeps its resumable state for `cli.py merge`
+        return _finish_shard(out, params, result.info["shard"], result.info["shard"]["fingerprint"]["n_images"])
     paths = write_dissection_reports(result, out, params)
     remove_checkpoint(out)  # the run is finished: its resumable state has served
     metric = "NMM" if result.info["metric"] == "nmm" else "region NSS"
@@ -328,6 +339,8 @@ def cmd_popout_generate(args) -> int:
 
 
 def cmd_attention(args) -> int:
+    if getattr(args, "ray", None) is not None:
+        return _attention_on_ray(args)
     from dissect.reports import default_run_dir, prepare_run_dir, run_folder
 
     _check_numbers(args)
@@ -338,7 +351,9 @@ def cmd_attention(args) -> int:
         size=None if args.image_size == 224 else args.image_size, seed=args.seed or None,
         sigma=None if args.sigma == 24.0 else args.sigma, cam_fit=args.cam_fit_images,
         ceiling="none" if args.no_ceiling else None, regions=args.regions, split=args.split)
-    prepare_run_dir(out, "attention", outputs=("per_image.csv", "summary.csv"), overwrite=args.overwrite)
+    if not (getattr(args, "shard", None) and args.resume):  # a shard resumes its own pieces
+        prepare_run_dir(out, "attention", outputs=("per_image.csv", "summary.csv", "shard.json"),
+                        overwrite=args.overwrite)
     with run_folder(out):
         return _attention_into(args, methods, out)
 
@@ -372,6 +387,8 @@ def _attention_into(args, methods, out: Path) -> int:
     model_info = getattr(model, "dissect_info", {})
     params = run_record("attention", vars(args), model=model_info, dataset=dataset.name, dataset_options=options,
                         dataset_size=len(dataset), **_dataset_notes(dataset))
+    if getattr(args, "shard", None):
+        return _attention_shard(args, model, dataset, methods, method_options, params, out, options)
     paths = write_attention_report(model, dataset, methods, out, params=params, layers=args.layers,
                                    image_size=args.image_size, batch_size=args.batch_size, sigma=args.sigma,
                                    seed=args.seed, progress=not args.no_progress, ceiling=not args.no_ceiling,
@@ -541,6 +558,175 @@ def _evaluate_into(args, sources, out: Path) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- shards, merge and Ray (issue 13)
+
+_SHARDS_DIR = "shards"
+_EXECUTION_ARGS = ("out", "shard", "ray", "shards", "ray_cpus", "resume", "overwrite", "no_progress", "debug",
+                   "checkpoint_every", "command")
+
+
+def _shard_of(text):
+    from dissect.shards import parse_shard
+
+    return parse_shard(text) if text else None
+
+
+def _add_shard_args(parser: argparse.ArgumentParser, resume: bool = False) -> None:
+    group = parser.add_argument_group("shards and Ray (merge shards with `cli.py merge OUT SHARD_DIR...`)")
+    group.add_argument("--shard", metavar="I/N", help="run only part I of N (0-based; contiguous whole batches) "
+                                                      "into --out, a shard folder with its own resumable state")
+    group.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                       help="run the shards as Ray tasks: no ADDRESS starts a local cluster, 'auto' or "
+                            "ray://HOST:PORT joins one (needs pip install -e '.[ray]'); --out gets the merged "
+                            "files and shards/")
+    group.add_argument("--shards", type=int, metavar="N", help="with --ray: number of shards (default: tasks the "
+                                                               "cluster runs at once)")
+    group.add_argument("--ray-cpus", type=float, default=1.0, help="with --ray: CPUs per shard task (default 1; "
+                                                                   "--device cuda also asks 1 GPU per task)")
+    if resume:
+        group.add_argument("--resume", action="store_true", help="continue an interrupted --shard or --ray run")
+        group.add_argument("--checkpoint-every", type=int, metavar="B",
+                           help="with --shard/--ray: save the shard every B batches (default 8)")
+
+
+def _finish_shard(out: Path, params: dict, shard: dict, n_dataset: int) -> int:
+    from dissect.reports import atomic_write_json
+    from dissect.shards import PARAMS_FILE
+
+    atomic_write_json(out / PARAMS_FILE, params)
+    lo, hi = shard["images"]
+    print(f"shard {shard['index']}/{shard['count']}: images {lo}..{hi - 1} ({hi - lo} of {n_dataset}) done in "
+          f"{out}; when every shard is done: python cli.py merge OUT SHARD_DIR...")
+    return 0
+
+
+def _attention_shard(args, model, dataset, methods, method_options, params, out, options) -> int:
+    from dissect.shards import run_attention_shard
+
+    shard = _shard_of(args.shard)
+    key = {k: v for k, v in vars(args).items() if k not in _EXECUTION_ARGS}
+    record = run_attention_shard(model, dataset, methods, out, shard, every=args.checkpoint_every,
+                                 resume=args.resume, params=params, run_key={"args": key, "options": options},
+                                 progress=not args.no_progress, layers=args.layers, image_size=args.image_size,
+                                 batch_size=args.batch_size, sigma=args.sigma, seed=args.seed,
+                                 ceiling=not args.no_ceiling, options=method_options or None,
+                                 dense_layers=args.dense_layers)
+    lo, hi = record["batches"]
+    print(f"shard {shard[0]}/{shard[1]}: batches {lo}..{hi - 1} done in {out}; when every shard is done: "
+          "python cli.py merge OUT SHARD_DIR...")
+    return 0
+
+
+def _dissect_shard_task(config: dict) -> int:
+    """One Ray task: a shard of ``dissect`` in-process (resumes its own checkpoint on a retry)."""
+    return cmd_dissect(DissectConfig(**config))
+
+
+def _attention_shard_task(namespace: dict) -> int:
+    """One Ray task: a shard of ``attention`` in-process."""
+    return cmd_attention(argparse.Namespace(**namespace))
+
+
+def _ray_shards(address: str, out: Path, resume: bool, overwrite: bool, n_shards, device: str, cpus: float, task,
+                make_args, progress: bool):
+    """Run ``task(make_args(i, n, folder))`` for every shard on Ray; return the folders and the record."""
+    import shutil
+
+    from dissect import ray_backend
+
+    shards_dir = out / _SHARDS_DIR
+    if shards_dir.exists() and not (resume or overwrite):
+        raise ValueError(f"{out} already holds a Ray run ({shards_dir}); pass --resume to continue it, "
+                         "--overwrite to start again, or choose another --out")
+    if overwrite and shards_dir.exists():
+        shutil.rmtree(shards_dir)
+    if n_shards is not None and n_shards < 1:
+        raise ValueError(f"--shards must be >= 1, got {n_shards}")
+    gpus = 1 if device.startswith("cuda") else 0  # Ray hides GPUs from tasks that ask none: "auto" gets the CPU
+    folders: list[Path] = []
+
+    def calls(resources):
+        n = n_shards or ray_backend.task_slots(resources, num_cpus=cpus, num_gpus=gpus)
+        folders.extend(shards_dir / f"shard-{i}-of-{n}" for i in range(n))
+        return [(task, (make_args(i, n, folder),), str(folder / "attempts.log")) for i, folder in enumerate(folders)]
+
+    record = ray_backend.run_tasks(calls, address=address, num_cpus=cpus, num_gpus=gpus, progress=progress,
+                                   desc="shards")
+    record["tasks"] = [{"shard": i, "folder": str(f), **{k: v for k, v in t.items() if k != "value"}}
+                       for i, (f, t) in enumerate(zip(folders, record["tasks"]))]
+    return folders, record
+
+
+def _dissect_on_ray(cfg: DissectConfig) -> int:
+    from dataclasses import replace
+
+    out = cfg.out_dir()
+    if cfg.shard:
+        raise ValueError("--shard and --ray do not mix: --ray runs every shard itself (choose how many with --shards)")
+
+    def make_args(i, n, folder):
+        return asdict(replace(cfg, shard=f"{i}/{n}", ray=None, shards=None, out=str(folder), resume=True,
+                              overwrite=False, progress=False))
+
+    folders, record = _ray_shards(cfg.ray, out, cfg.resume, cfg.overwrite, cfg.shards, cfg.device, cfg.ray_cpus,
+                                  _dissect_shard_task, make_args, cfg.progress)
+    return _write_merge(out, folders, ray=record, config=asdict(cfg))
+
+
+def _attention_on_ray(args) -> int:
+    out = Path(args.out) if args.out else Path("runs") / f"attention-{args.model}-{args.dataset}"
+    if args.shard:
+        raise ValueError("--shard and --ray do not mix: --ray runs every shard itself (choose how many with --shards)")
+
+    def make_args(i, n, folder):
+        return {**vars(args), "shard": f"{i}/{n}", "ray": None, "shards": None, "out": str(folder), "resume": True,
+                "no_progress": True}
+
+    folders, record = _ray_shards(args.ray, out, args.resume, False, args.shards, args.device, args.ray_cpus,
+                                  _attention_shard_task, make_args, not args.no_progress)
+    return _write_merge(out, folders, ray=record, config=vars(args))
+
+
+def _merged_params(params: dict, out: Path, config: dict | None = None) -> dict:
+    """A shard's run parameters as the single run's: its --out, no --shard (or the Ray driver's ``config``)."""
+    params = dict(params)
+    for key in ("config", "args"):
+        if isinstance(params.get(key), dict):
+            params[key] = dict(config) if config is not None else {**params[key], "out": str(out), "shard": None}
+    return params
+
+
+def _write_merge(out: Path, folders, ray: dict | None = None, config: dict | None = None) -> int:
+    import json
+
+    from dissect.reports import check_writable, format_summary, write_dissection_reports
+    from dissect.shards import PARAMS_FILE, merge_dissections, shard_folder_kind, write_attention_merge
+
+    kinds = {str(f): shard_folder_kind(f) for f in folders}
+    if len(set(kinds.values())) > 1:
+        raise ValueError(f"these folders hold shards of different commands: {kinds}")
+    kind = next(iter(kinds.values()))
+    out = check_writable(out)
+    extra = {"ray": ray} if ray else {}
+    if kind == "dissect":
+        result = merge_dissections(folders)
+        first = Path(result.info["shards"][0]["name"])
+        params = json.loads((first / PARAMS_FILE).read_text()) if (first / PARAMS_FILE).exists() else {}
+        paths = write_dissection_reports(result, out, {**_merged_params(params, out, config), **extra})
+        metric = "NMM" if result.info["metric"] == "nmm" else "region NSS"
+        print(f"mean {metric} of the top-{result.info['top_k']} units (layers x categories), "
+              f"{len(folders)} shards merged:")
+        print(format_summary(result.summary))
+    elif kind == "attention":
+        first = sorted(folders, key=lambda f: json.loads((Path(f) / "shard.json").read_text())["shard"][0])[0]
+        params = json.loads((Path(first) / PARAMS_FILE).read_text()) if (Path(first) / PARAMS_FILE).exists() else {}
+        paths = write_attention_merge(folders, out, {**_merged_params(params, out, config), **extra})
+    else:
+        raise ValueError(f"cannot merge {kind!r} shards yet")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def _add_evaluate_parser(sub) -> None:
     from dissect.classical import METHODS
 
@@ -568,6 +754,26 @@ def _add_evaluate_parser(sub) -> None:
     e.add_argument("--seed", type=int, default=0, help="seed of random weights, generated data and s-AUC negatives")
     e.add_argument("--no-ceiling", action="store_true", help="skip the leave-one-subject-out ceiling (slow)")
     e.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def cmd_merge(args) -> int:
+    out = Path(args.out).expanduser()
+    folders = [Path(f) for f in args.shard_dirs]
+    if any(out.resolve() == f.resolve() for f in folders):
+        raise ValueError(f"OUT {out} is one of the shard folders; merge into a new folder")
+    if (out / "run.json").exists() and not args.overwrite:
+        raise ValueError(f"{out} already holds a run (run.json); pass --overwrite to replace it, or choose another OUT")
+    return _write_merge(out, folders)
+
+
+def _add_merge_parser(sub) -> None:
+    m = sub.add_parser("merge", help="merge the shard folders of one run into the files a single run writes",
+                       description="Merge shard folders (dissect/attention --shard I/N) into OUT: the same CSV files "
+                                   "a single run with the same options writes, byte for byte, and its run.json. "
+                                   "Refuses shards of different runs, missing, repeated or unfinished shards.")
+    m.add_argument("out", help="folder for the merged files")
+    m.add_argument("shard_dirs", nargs="+", metavar="SHARD_DIR", help="every shard folder of the run, any order")
+    m.add_argument("--overwrite", action="store_true", help="replace the files of a previous merge in OUT")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -603,6 +809,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--resume", action="store_true", help="continue the interrupted run in --out (same options)")
     d.add_argument("--overwrite", action="store_true", help="discard a previous run in --out and start again")
     d.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_shard_args(d)
 
     p = sub.add_parser("popout", help="synthetic pop-out search arrays")
     psub = p.add_subparsers(dest="popout_command", required=True)
@@ -652,6 +859,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "regression of class scores on GAP features over the first N images (Ebrahimpour et al.; "
                         "N must exceed the layer's channels, e.g. 600 for VGG16 conv5_3)")
     a.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_shard_args(a, resume=True)
 
     r = sub.add_parser("robustness", help="FGSM fooling rate per model (captum)",
                        description="Fraction of images whose top-1 label changes under a one-step FGSM "
@@ -678,6 +886,7 @@ def build_parser() -> argparse.ArgumentParser:
     lay.add_argument("--model", default="vgg16", help="vgg16, vgg19, resnet50, alexnet, saliency_vgg16, scene_vgg16")
     lay.add_argument("--image-size", type=int, default=224, help="input side for the map sizes (default 224)")
     _add_evaluate_parser(sub)
+    _add_merge_parser(sub)
     return parser
 
 
@@ -687,7 +896,8 @@ def _config_from_args(args) -> DissectConfig:
                          image_size=args.image_size, batch_size=args.batch_size, device=args.device,
                          top_k=args.top_k, threshold=args.threshold, seed=args.seed, resume=args.resume,
                          overwrite=args.overwrite, max_images=args.max_images, progress=not args.no_progress,
-                         dead_units=args.dead_units, **_flags_of(args))
+                         dead_units=args.dead_units, shard=args.shard, ray=args.ray, shards=args.shards,
+                         ray_cpus=args.ray_cpus, **_flags_of(args))
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
@@ -754,6 +964,7 @@ _COMMANDS = {
     "robustness": lambda args: cmd_robustness(args),
     "download": lambda args: cmd_download(args),
     "evaluate": lambda args: cmd_evaluate(args),
+    "merge": lambda args: cmd_merge(args),
 }
 
 
