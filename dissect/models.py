@@ -168,7 +168,8 @@ def load_model(
     return model
 
 
-def save_checkpoint(model: nn.Module, path: str | os.PathLike, **extra: Any) -> Path:
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, payload: Mapping[str, Any] | None = None,
+                    **extra: Any) -> Path:
     """Save ``model``'s weights with its architecture and metadata, loadable by :func:`load_model`.
 
     The file is a dict ``{"format", "arch", "state_dict", "dissect_info", "extra"}`` written with
@@ -177,6 +178,8 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, **extra: Any) -> 
     Args:
         model: a model from :func:`load_model` (or any module with ``dissect_info["arch"]``).
         path: output file; parent folders are created.
+        payload: more top-level entries of the file (tensors allowed), e.g. a trainer's
+            optimiser state; :func:`load_model` ignores them.
         **extra: plain metadata to store (str, int, float, bool, None, and lists/dicts of them),
             e.g. ``step=4000, dataset="SALICON"``.
 
@@ -211,6 +214,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, **extra: Any) -> 
             "state_dict": state,
             "dissect_info": info,
             "extra": dict(extra),
+            **dict(payload or {}),
         },
         path,
     )

@@ -23,9 +23,11 @@ unit is a fixed function of each image: its output is computed once per image (i
 in a disk memmap ``cache/`` in the run folder when larger than ``cache_memory_mb``) and training
 runs only the trainable top. Cached and uncached training compute the same function; they
 differ only in float32 rounding of the prefix's convolutions, whose kernels may group batches
-differently (~1e-6 relative; tested). ``cache_dtype="float16"`` halves the cache; its rounding
-(relative 2^-11 of each activation) moves the read-out weights by < 1e-2 relative after a few
-steps (tested at that tolerance).
+differently (~1e-7 relative per activation; Adam turns it into weights ~3e-4 of their norm apart
+after a few steps; tested at 1e-3). ``cache_dtype="float16"`` halves the cache; its rounding
+(relative 2^-11 per activation) keeps each step's loss within 5e-4 and the weights within 3e-2
+of their norm (conv5_3 after 4 Adam steps; 1e-3 for the read-out alone) of float32 caching
+(tested at those tolerances): fine for setup I, a visible perturbation for setup II.
 
 **Resume.** The data order is a pure function of ``(seed, epoch)`` (a permutation per epoch,
 ``drop_last`` as He et al.), so ``last.pt`` (model, Adam, StepLR, torch RNG, best NSS) is the
@@ -58,7 +60,7 @@ from dissect.reports import atomic_write_json, check_writable
 __all__ = [
     "TrainConfig", "TrainingError", "build_saliency_model", "encoder_units", "freeze_units",
     "split_point", "FeatureCache", "split_dataset", "image_ids", "read_ids", "stra_loss",
-    "saliency_maps", "train_saliency", "load_trained", "VAL_METRICS",
+    "saliency_maps", "upsample", "nss_loss_upsampled", "train_saliency", "load_trained", "VAL_METRICS",
 ]
 
 VAL_METRICS = ("nss", "cc", "kl", "sim", "auc_judd")
@@ -339,6 +341,7 @@ class _Split:
     images: np.ndarray  # N x S x S x 3 uint8
     shapes: list[tuple[int, int]]
     fixations: list[np.ndarray]  # flat indices of the fixated pixels at the image's resolution
+    projections: dict = field(default_factory=dict)  # (i, h, w) -> A_h^T Fix A_w
 
 
 def _read_split(subset, size: int, what: str, progress: bool) -> _Split:
@@ -424,16 +427,87 @@ def stra_loss(pred: torch.Tensor, fixations: torch.Tensor, density: torch.Tensor
 # ---------------------------------------------------------------------------------- prediction
 
 
+def _interp_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """``n_out x n_in`` matrix of 1-D linear interpolation with half-pixel centres."""
+    eye = torch.eye(n_in, dtype=torch.float64)[None]
+    return F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[0].T.contiguous()
+
+
+_INTERP: dict[tuple[int, int], torch.Tensor] = {}
+
+
+def upsample(maps: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """``N x 1 x h x w`` -> ``N x H x W``, bilinear with half-pixel centres as
+    ``F.interpolate(..., align_corners=False)`` (equal to float rounding), computed as the
+    separable product ``A_h S A_w^T``: its backward is two matmuls, where interpolate's
+    backward scatters (measured ~50x slower on CPU at 14 x 14 -> 600 x 800)."""
+    (h, w), (big_h, big_w) = maps.shape[-2:], (int(shape[0]), int(shape[1]))
+    a_h, a_w = (_interp(n_in, n_out, maps.device).to(maps.dtype) for n_in, n_out in ((h, big_h), (w, big_w)))
+    return a_h @ maps[:, 0] @ a_w.T
+
+
+def nss_loss_upsampled(maps: torch.Tensor, fix_proj: torch.Tensor, n_fix: torch.Tensor,
+                       shape: Sequence[int]) -> torch.Tensor:
+    """:func:`dissect.heads.nss_loss` of ``upsample(maps, shape)`` without building the big maps.
+
+    With ``U = A_h S A_w^T`` (:func:`upsample`), NSS needs only ``mean(U)`` ``= a_h^T S a_w / HW``,
+    ``mean(U^2) = tr(S^T G_h S G_w) / HW`` (``G = A^T A``) and the sum of ``U`` over the fixated
+    pixels ``= <S, A_h^T Fix A_w>``: ``h x w``-sized algebra in float64 (no cancellation
+    trouble), so setup I costs the 1x1 conv. A (numerically) constant map gives NaN, as
+    ``nss_loss``.
+
+    Args:
+        maps: read-out maps ``N x 1 x h x w``.
+        fix_proj: ``N x h x w`` projections ``A_h^T Fix A_w`` of the binary fixation maps.
+        n_fix: ``N`` numbers of fixated pixels.
+        shape: ``(H, W)`` of the fixation maps.
+    """
+    (h, w), (big_h, big_w) = maps.shape[-2:], (int(shape[0]), int(shape[1]))
+    a_h, a_w = (_interp(n_in, n_out, maps.device) for n_in, n_out in ((h, big_h), (w, big_w)))
+    s = maps[:, 0].double()
+    area = big_h * big_w
+    mean = torch.einsum("i,nij,j->n", a_h.sum(0), s, a_w.sum(0)) / area
+    second = (s * (a_h.T @ a_h @ s @ (a_w.T @ a_w))).sum((1, 2)) / area
+    var = second - mean ** 2
+    var = torch.where(var > 1e-12 * second.abs(), var, torch.full_like(var, float("nan")))
+    nss = ((s * fix_proj).sum((1, 2)) / n_fix - mean) / var.sqrt()
+    return -nss.mean().float()
+
+
+def _interp(n_in: int, n_out: int, device) -> torch.Tensor:
+    if (n_in, n_out) not in _INTERP:
+        _INTERP[(n_in, n_out)] = _interp_matrix(n_in, n_out)
+    return _INTERP[(n_in, n_out)].to(device)
+
+
+def _fixation_projection(split: "_Split", i: int, h: int, w: int) -> torch.Tensor:
+    """``A_h^T Fix A_w`` (``h x w``, float64) of image ``i``'s binary fixation map, cached."""
+    key = (i, h, w)
+    if key not in split.projections:
+        big_h, big_w = split.shapes[i]
+        ys, xs = np.divmod(split.fixations[i], big_w)
+        a_h, a_w = _interp(h, big_h, "cpu"), _interp(w, big_w, "cpu")
+        split.projections[key] = a_h[torch.from_numpy(ys)].T @ a_w[torch.from_numpy(xs)]
+    return split.projections[key]
+
+
 def _predict(top: Callable[[torch.Tensor], torch.Tensor], feats: torch.Tensor,
-             shapes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
-    """Read-out maps of ``top(feats)`` upsampled to each image's own size (one interpolate per size)."""
+             shapes: Sequence[tuple[int, int]]) -> list[tuple[list[int], torch.Tensor]]:
+    """``top(feats)`` upsampled to the images' own sizes: ``[(rows, N_rows x H x W)]`` per size."""
     maps = top(feats)
-    out: list[torch.Tensor | None] = [None] * len(shapes)
+    groups = []
     for shape in dict.fromkeys(shapes):
         rows = [i for i, s in enumerate(shapes) if s == shape]
-        up = F.interpolate(maps[rows], size=shape, mode="bilinear", align_corners=False)[:, 0]
+        groups.append((rows, upsample(maps[rows], shape)))
+    return groups
+
+
+def _ungroup(groups: list[tuple[list[int], torch.Tensor]]) -> list[torch.Tensor]:
+    n = sum(len(rows) for rows, _ in groups)
+    out: list[torch.Tensor | None] = [None] * n
+    for rows, maps in groups:
         for j, i in enumerate(rows):
-            out[i] = up[j]
+            out[i] = maps[j]
     return out
 
 
@@ -446,7 +520,7 @@ def saliency_maps(model: nn.Module, samples, image_size: int = 224, batch_size: 
         for start in range(0, len(samples), batch_size):
             chunk = samples[start:start + batch_size]
             x = preprocess([s.image for s in chunk], image_size).to(device)
-            maps = _predict(lambda f: _readout(model, f), x, [s.shape for s in chunk])
+            maps = _ungroup(_predict(lambda f: _readout(model, f), x, [s.shape for s in chunk]))
             out += [m.float().cpu().numpy() for m in maps]
     return out
 
@@ -512,12 +586,19 @@ def _fingerprint(cfg: TrainConfig, dataset_info: dict, train: _Split, val: _Spli
 def _save(model: nn.Module, path: Path, extra: dict, training: dict | None = None) -> None:
     """A :func:`save_checkpoint` file (plus the training state), written atomically."""
     tmp = path.with_name(path.name + ".tmp")
-    save_checkpoint(model, tmp, **extra)
-    if training is not None:
-        obj = torch.load(tmp, map_location="cpu", weights_only=True)
-        obj[_STATE_KEY] = training
-        torch.save(obj, tmp)
+    save_checkpoint(model, tmp, payload={_STATE_KEY: training} if training is not None else None, **extra)
     os.replace(tmp, path)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` becomes a copy of ``src`` (a hard link where the file system allows), atomically."""
+    tmp = dst.with_name(dst.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -645,7 +726,7 @@ def train_saliency(train_set, val_set, out_dir: str | os.PathLike, cfg: TrainCon
                 "notes": _notes(init_info)}
 
     # The frozen prefix, cached or recomputed every step.
-    use_cache = cfg.cache != "off"
+    use_cache = cfg.cache != "off" and step < cfg.steps  # a finished run being reopened needs no cache
     caches: dict[str, FeatureCache] = {}
     t_cache = time.perf_counter()
     if use_cache:
@@ -675,8 +756,8 @@ def train_saliency(train_set, val_set, out_dir: str | os.PathLike, cfg: TrainCon
         with torch.inference_mode():
             for start in range(0, len(val.ids), cfg.batch_size):
                 index = np.arange(start, min(start + cfg.batch_size, len(val.ids)))
-                maps += [m.cpu().numpy() for m in _predict(top, features("val", val, index),
-                                                           [val.shapes[i] for i in index])]
+                groups = _predict(top, features("val", val, index), [val.shapes[i] for i in index])
+                maps += [m.cpu().numpy() for m in _ungroup(groups)]
         row = {"step": at, **model_cols, **_val_scores(maps, val, cfg.sigma)}
         return {**row, **{f"floor_{k}": v for k, v in floor.items()}}
 
@@ -688,23 +769,28 @@ def train_saliency(train_set, val_set, out_dir: str | os.PathLike, cfg: TrainCon
         nonlocal best_nss
         extra = {"step": at, "finetune": k, "val_nss": row["nss"], "run": str(out)}
         (out / "checkpoints").mkdir(exist_ok=True)
+        step_file = out / "checkpoints" / f"step-{at:06d}.pt"
         if at > 0:
-            _save(model, out / "checkpoints" / f"step-{at:06d}.pt", extra)
+            _save(model, step_file, extra)
         if row["nss"] > best_nss:
             best_nss = row["nss"]
-            _save(model, paths["best"], extra)
+            if at > 0:
+                _link_or_copy(step_file, paths["best"])
+            else:
+                _save(model, paths["best"], extra)
         training = {"fingerprint": fingerprint, "step": at, "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(),
                     "best_nss": best_nss, "seconds": seconds}
         _save(model, paths["last"], extra, training)
         _write_tables()
 
-    def _write_tables() -> None:
+    def _write_tables(final: bool = False) -> None:
         log = pd.DataFrame(log_rows, columns=["step", "loss", "lr", "seconds", "model", "weights", "finetune"])
         vals = pd.DataFrame(val_rows)
         _atomic_csv(log, paths["train_log"])
         _atomic_csv(vals, paths["val"])
-        _curves(log, vals, paths["curves"], f"{init_info.get('arch')} K={k} ({init_info.get('weights_detail')})")
+        if final:
+            _curves(log, vals, paths["curves"], f"{init_info.get('arch')} K={k} ({init_info.get('weights_detail')})")
 
     if step == 0 and not val_rows:
         val_rows.append(evaluate(0))
@@ -721,7 +807,10 @@ def train_saliency(train_set, val_set, out_dir: str | os.PathLike, cfg: TrainCon
             feats = features("train", train, index)
             shapes = [train.shapes[i] for i in index]
             lr = optimizer.param_groups[0]["lr"]
-            loss = _batch_loss(cfg, _predict(top, feats, shapes), train, index, shapes, device)
+            if cfg.loss == "nss":
+                loss = _nss_batch_loss(top(feats), train, index, shapes, device)
+            else:
+                loss = _batch_loss(cfg, _predict(top, feats, shapes), train, index, device)
             if not torch.isfinite(loss):
                 last = val_rows[-1]["step"] if val_rows else 0
                 raise TrainingError(f"the training loss is {float(loss)} at step {step} (constant predictions? a "
@@ -747,6 +836,7 @@ def train_saliency(train_set, val_set, out_dir: str | os.PathLike, cfg: TrainCon
         bar.close()
         caches.clear()  # a disk cache is rebuilt on resume: never left behind
         shutil.rmtree(out / "cache", ignore_errors=True)
+    _write_tables(final=True)
     model.cpu().eval()
     best = max((r for r in val_rows if np.isfinite(r["nss"])), key=lambda r: r["nss"], default=None)
     atomic_write_json(paths["run"], {**run_info, "finished_step": step,
@@ -755,21 +845,31 @@ def train_saliency(train_set, val_set, out_dir: str | os.PathLike, cfg: TrainCon
     return paths
 
 
-def _batch_loss(cfg: TrainConfig, maps: list[torch.Tensor], split: _Split, index: np.ndarray,
-                shapes: list[tuple[int, int]], device) -> torch.Tensor:
-    """The batch's loss; images of different sizes are scored per size group, weighted by count."""
-    from dissect.heads import nss_loss
-
+def _nss_batch_loss(maps: torch.Tensor, split: _Split, index: np.ndarray, shapes, device) -> torch.Tensor:
+    """-NSS of the batch (:func:`nss_loss_upsampled` per size group, weighted by count)."""
+    h, w = maps.shape[-2:]
     total = 0.0
     for shape in dict.fromkeys(shapes):
         rows = [i for i, s in enumerate(shapes) if s == shape]
-        pred = torch.stack([maps[i] for i in rows])
+        proj = torch.stack([_fixation_projection(split, int(index[r]), h, w) for r in rows]).to(device)
+        n_fix = torch.tensor([len(split.fixations[index[r]]) for r in rows], dtype=torch.float64, device=device)
+        total = total + nss_loss_upsampled(maps[rows], proj, n_fix, shape) * (len(rows) / len(shapes))
+    return total
+
+
+def _batch_loss(cfg: TrainConfig, groups: list[tuple[list[int], torch.Tensor]], split: _Split,
+                index: np.ndarray, device) -> torch.Tensor:
+    """The batch's loss; images of different sizes are scored per size group, weighted by count."""
+    from dissect.heads import nss_loss
+
+    total, n = 0.0, sum(len(rows) for rows, _ in groups)
+    for rows, pred in groups:
         fix = _fixation_batch(split, index[rows], device)
         if cfg.loss == "nss":
             part = nss_loss(pred, fix)
         else:
             part = stra_loss(pred, fix, _density_batch(split, index[rows], cfg.sigma, device), cfg.loss_weights)
-        total = total + part * (len(rows) / len(shapes))
+        total = total + part * (len(rows) / n)
     return total
 
 
