@@ -318,7 +318,7 @@ def cmd_stats(args) -> int:
     from dissect.stats_report import write_stats_report
 
     written = write_stats_report(args.run_dir, compare_to=args.run_dir2, maps_dir=args.maps, out=args.out,
-                                 overlays=not args.no_overlays, sigma=args.sigma)
+                                 overlays=not args.no_overlays, sigma=args.sigma, head=args.head)
     for name, path in written.items():
         print(f"{name:>24}  {path}")
     return 0
@@ -551,6 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("run_dir", help="folder of a finished dissection (units.csv, summary.csv, run.json)")
     st.add_argument("run_dir2", nargs="?", help="a second run to compare with (changes are run_dir2 - run_dir)")
     st.add_argument("--maps", help="folder of a model's output maps, <image_id>.npy|png, for OS/OD and Spearman")
+    st.add_argument("--head", help="a trained saliency checkpoint (cli.py train saliency): OS/OD and Spearman from "
+                                   "its maps, computed directly (instead of --maps)")
     st.add_argument("--out", help="where to write (default RUN_DIR/stats)")
     st.add_argument("--sigma", type=float, default=24.0, help="Gaussian sigma of the human density map (px)")
     st.add_argument("--no-overlays", action="store_true", help="skip the best-unit overlay figures "

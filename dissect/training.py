@@ -494,7 +494,11 @@ def _fixation_projection(split: "_Split", i: int, h: int, w: int) -> torch.Tenso
 def _predict(top: Callable[[torch.Tensor], torch.Tensor], feats: torch.Tensor,
              shapes: Sequence[tuple[int, int]]) -> list[tuple[list[int], torch.Tensor]]:
     """``top(feats)`` upsampled to the images' own sizes: ``[(rows, N_rows x H x W)]`` per size."""
-    maps = top(feats)
+    return _group(top(feats), shapes)
+
+
+def _group(maps: torch.Tensor, shapes: Sequence[tuple[int, int]]) -> list[tuple[list[int], torch.Tensor]]:
+    """Read-out maps ``N x 1 x h x w`` upsampled per image size: ``[(rows, N_rows x H x W)]``."""
     groups = []
     for shape in dict.fromkeys(shapes):
         rows = [i for i, s in enumerate(shapes) if s == shape]
@@ -607,7 +611,7 @@ def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _curves(log: pd.DataFrame, val: pd.DataFrame, path: Path, title: str) -> None:
+def _curves(log: pd.DataFrame, val: pd.DataFrame, path: Path, metric: str, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -620,11 +624,12 @@ def _curves(log: pd.DataFrame, val: pd.DataFrame, path: Path, title: str) -> Non
         a.set_xlabel("step")
         a.set_ylabel("training loss")
         if len(val):
-            b.plot(val["step"], val["nss"], marker="o", label="model")
-            b.axhline(val["floor_nss"].iloc[0], color="grey", ls="--", label="centre-bias floor")
+            b.plot(val["step"], val[metric], marker="o", label="model")
+            if f"floor_{metric}" in val:
+                b.axhline(val[f"floor_{metric}"].iloc[0], color="grey", ls="--", label="centre-bias floor")
             b.legend(loc="best")
         b.set_xlabel("step")
-        b.set_ylabel("validation NSS")
+        b.set_ylabel(f"validation {metric}")
         fig.suptitle(title, fontsize=9)
         fig.tight_layout()
         tmp = path.with_name(path.stem + ".tmp.png")
@@ -636,6 +641,180 @@ def _curves(log: pd.DataFrame, val: pd.DataFrame, path: Path, title: str) -> Non
 
 def _existing_run(out: Path) -> bool:
     return (out / "run.json").exists() or (out / "last.pt").exists()
+
+
+def prepare_run_folder(out_dir: str | os.PathLike, resume: bool, overwrite: bool) -> Path:
+    """The run folder, refusing to mix runs: an existing run needs ``resume`` or ``overwrite``."""
+    out = check_writable(out_dir)
+    if _existing_run(out) and not (resume or overwrite):
+        raise TrainingError(f"{out} already holds a training run: pass --resume to continue it, --overwrite to "
+                            "discard it, or choose another --out")
+    if resume and _existing_run(out) and not (out / "last.pt").exists():
+        raise TrainingError(f"{out} has no last.pt to resume from: use --overwrite to start again")
+    if overwrite and not resume:
+        for name in ("last.pt", "best.pt", "run.json", "train_log.csv", "val.csv", "curves.png"):
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        shutil.rmtree(out / "cache", ignore_errors=True)
+    return out
+
+
+def setup_model(model: nn.Module, cfg: TrainConfig, device) -> tuple[int, list[str], list[nn.Parameter], int]:
+    """Freeze ``model`` for ``cfg.finetune``: ``(K, trainable unit names, parameters, cut)``."""
+    k = parse_finetune(cfg.finetune, model)
+    units = freeze_units(model, k)
+    model.to(device)
+    return k, units, [p for p in model.parameters() if p.requires_grad], split_point(model, k)
+
+
+def fit(out: Path, cfg: TrainConfig, model: nn.Module, k: int, cut: int, train: "_Split", val: "_Split", *,
+        metric: str, top: Callable, loss_of: Callable, evaluate: Callable, fingerprint: dict, run_info: dict,
+        resume: bool, on_step: Callable[[int], None] | None = None) -> tuple[dict[str, Path], list[dict]]:
+    """The training loop shared by the saliency and scene trainers.
+
+    ``top(feats)`` runs the trainable part on the frozen prefix's output, ``loss_of(output,
+    index)`` gives the batch loss, ``evaluate(features) -> dict`` scores the validation split
+    (``features(index)`` gives its prefix outputs) and must hold ``metric`` (higher = better:
+    ``best.pt``). Writes checkpoints, ``train_log.csv``, ``val.csv``, ``run.json``, ``curves.png``.
+    """
+    device = torch.device(cfg.device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    stages = _stages(model)
+    init_info = dict(model.dissect_info)
+    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.decay_every, gamma=cfg.lr_decay)
+    step, best_score, seconds = 0, -math.inf, 0.0
+    log_rows: list[dict] = []
+    val_rows: list[dict] = []
+    paths = {"best": out / "best.pt", "last": out / "last.pt", "train_log": out / "train_log.csv",
+             "val": out / "val.csv", "run": out / "run.json", "curves": out / "curves.png"}
+    if resume and paths["last"].exists():
+        state = torch.load(paths["last"], map_location="cpu", weights_only=True)
+        saved = state.get(_STATE_KEY)
+        if saved is None:
+            raise TrainingError(f"{paths['last']} holds no training state: it was not written by cli.py train")
+        if saved["fingerprint"] != fingerprint:
+            diff = _first_difference(saved["fingerprint"], fingerprint)
+            raise TrainingError(f"{out} holds another run ({diff}): use the same settings to resume, or another --out")
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        torch.set_rng_state(saved["torch_rng"])
+        step, best_score, seconds = int(saved["step"]), float(saved["best"]), float(saved["seconds"])
+        if paths["train_log"].exists():
+            log_rows = [r for r in pd.read_csv(paths["train_log"]).to_dict("records") if r["step"] <= step]
+        if paths["val"].exists():
+            val_rows = [r for r in pd.read_csv(paths["val"]).to_dict("records") if r["step"] <= step]
+
+    model_cols = {"model": init_info.get("arch"), "weights": init_info.get("weights_detail"), "finetune": k}
+    run_info = {**run_info, "config": asdict(cfg), "finetune_k": k, "initial_weights": init_info,
+                "trainable_parameters": [n for n, p in model.named_parameters() if p.requires_grad],
+                "n_trainable": int(sum(p.numel() for p in params)), "n_train": len(train.ids),
+                "n_val": len(val.ids), "train_ids": train.ids, "val_ids": val.ids,
+                "versions": environment_versions(), "notes": _notes(init_info)}
+
+    # The frozen prefix, cached or recomputed every step.
+    use_cache = cfg.cache != "off" and step < cfg.steps  # a finished run being reopened needs no cache
+    caches: dict[str, FeatureCache] = {}
+    t_cache = time.perf_counter()
+    if use_cache:
+        model.eval()
+        for name, split in (("train", train), ("val", val)):
+            caches[name] = FeatureCache(stages[:cut], split.images, dtype=cfg.cache_dtype,
+                                        where="auto" if cfg.cache == "auto" else cfg.cache,
+                                        memory_mb=cfg.cache_memory_mb, path=out / "cache" / f"{name}.npy",
+                                        device=device, progress=cfg.progress)
+    run_info["cache"] = {"enabled": use_cache, "dtype": cfg.cache_dtype if use_cache else None,
+                         "on_disk": any(c.on_disk for c in caches.values()),
+                         "bytes": int(sum(c.nbytes for c in caches.values())),
+                         "seconds": round(time.perf_counter() - t_cache, 3)}
+    atomic_write_json(paths["run"], run_info)
+
+    def features(split_name: str, split: _Split, index: np.ndarray) -> torch.Tensor:
+        if use_cache:
+            return caches[split_name].get(index, device)
+        with torch.no_grad():
+            return _run(stages[:cut], preprocess(list(split.images[index]), None).to(device))
+
+    def validate(at: int) -> dict:
+        model.eval()
+        with torch.inference_mode():
+            return {"step": at, **model_cols, **evaluate(lambda index: features("val", val, index))}
+
+    def write_tables(final: bool = False) -> None:
+        log = pd.DataFrame(log_rows, columns=["step", "loss", "lr", "seconds", "model", "weights", "finetune"])
+        vals = pd.DataFrame(val_rows)
+        _atomic_csv(log, paths["train_log"])
+        _atomic_csv(vals, paths["val"])
+        if final:
+            _curves(log, vals, paths["curves"], metric,
+                    f"{init_info.get('arch')} K={k} ({init_info.get('weights_detail')})")
+
+    def checkpoint(at: int, row: dict) -> None:
+        nonlocal best_score
+        extra = {"step": at, "finetune": k, f"val_{metric}": row[metric], "run": str(out)}
+        (out / "checkpoints").mkdir(exist_ok=True)
+        step_file = out / "checkpoints" / f"step-{at:06d}.pt"
+        if at > 0:
+            _save(model, step_file, extra)
+        if row[metric] > best_score:
+            best_score = row[metric]
+            if at > 0:
+                _link_or_copy(step_file, paths["best"])
+            else:
+                _save(model, paths["best"], extra)
+        training = {"fingerprint": fingerprint, "step": at, "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(),
+                    "best": best_score, "seconds": seconds}
+        _save(model, paths["last"], extra, training)
+        write_tables()
+
+    if step == 0 and not val_rows:
+        val_rows.append(validate(0))
+        checkpoint(0, val_rows[-1])
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"train K={k}", unit="step", disable=not cfg.progress,
+               dynamic_ncols=True)
+    running = None
+    try:
+        while step < cfg.steps:
+            t0 = time.perf_counter()
+            step += 1
+            index = _batch_indices(cfg.seed, step, len(train.ids), cfg.batch_size)
+            _train_mode(model)
+            lr = optimizer.param_groups[0]["lr"]
+            loss = loss_of(top(features("train", train, index)), index)
+            if not torch.isfinite(loss):
+                last = val_rows[-1]["step"] if val_rows else 0
+                raise TrainingError(f"the training loss is {float(loss)} at step {step} (constant predictions? a "
+                                    f"too large --lr?); stopped, the last good checkpoint is {paths['last']} "
+                                    f"(step {last})")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            seconds += time.perf_counter() - t0
+            value = float(loss.detach())
+            log_rows.append({"step": step, "loss": value, "lr": lr, "seconds": round(seconds, 4), **model_cols})
+            running = value if running is None else 0.9 * running + 0.1 * value
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.3f}")
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                val_rows.append(validate(step))
+                bar.set_postfix(loss=f"{running:.3f}", **{f"val_{metric}": f"{val_rows[-1][metric]:.3f}"})
+                checkpoint(step, val_rows[-1])
+            if on_step is not None:
+                on_step(step)
+    finally:
+        bar.close()
+        caches.clear()  # a disk cache is rebuilt on resume: never left behind
+        shutil.rmtree(out / "cache", ignore_errors=True)
+    write_tables(final=True)
+    model.cpu().eval()
+    best = max((r for r in val_rows if np.isfinite(r[metric])), key=lambda r: r[metric], default=None)
+    atomic_write_json(paths["run"], {**run_info, "finished_step": step,
+                                     "best_step": best["step"] if best else None,
+                                     f"best_val_{metric}": best[metric] if best else None})
+    return paths, val_rows
 
 
 def train_saliency(train_set, val_set, out_dir: str | os.PathLike, cfg: TrainConfig, *,
@@ -660,188 +839,40 @@ def train_saliency(train_set, val_set, out_dir: str | os.PathLike, cfg: TrainCon
             folder holding another run.
     """
     cfg.check()
-    out = check_writable(out_dir)
-    if _existing_run(out) and not (resume or overwrite):
-        raise TrainingError(f"{out} already holds a training run: pass --resume to continue it, --overwrite to "
-                            "discard it, or choose another --out")
-    if overwrite and not resume:
-        for name in ("last.pt", "best.pt", "run.json", "train_log.csv", "val.csv", "curves.png"):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        shutil.rmtree(out / "cache", ignore_errors=True)
+    out = prepare_run_folder(out_dir, resume, overwrite)
     device = torch.device(cfg.device)
     dataset_info = dict(dataset_info or {"name": getattr(train_set, "name", "")})
-
     model = build_saliency_model(cfg)
-    k = parse_finetune(cfg.finetune, model)
-    init_info = dict(model.dissect_info)
-    trainable_units = freeze_units(model, k)
-    model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    cut = split_point(model, k)
-    stages = _stages(model)
-
+    k, units, _, cut = setup_model(model, cfg, device)
     train = _read_split(train_set, cfg.image_size, "train", cfg.progress)
     val = _read_split(val_set, cfg.image_size, "val", cfg.progress)
     if len(train.ids) < cfg.batch_size:
         raise ValueError(f"the training split has {len(train.ids)} images, fewer than --batch-size "
                          f"{cfg.batch_size}: lower --batch-size")
-    fingerprint = _fingerprint(cfg, dataset_info, train, val)
-
-    optimizer = torch.optim.Adam(params, lr=cfg.lr)
-    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.decay_every, gamma=cfg.lr_decay)
-    step, best_nss, seconds = 0, -math.inf, 0.0
-    log_rows: list[dict] = []
-    val_rows: list[dict] = []
-    paths = {"best": out / "best.pt", "last": out / "last.pt", "train_log": out / "train_log.csv",
-             "val": out / "val.csv", "run": out / "run.json", "curves": out / "curves.png"}
-    if resume and paths["last"].exists():
-        state = torch.load(paths["last"], map_location="cpu", weights_only=True)
-        saved = state.get(_STATE_KEY)
-        if saved is None:
-            raise TrainingError(f"{paths['last']} holds no training state: it was not written by train saliency")
-        if saved["fingerprint"] != fingerprint:
-            diff = _first_difference(saved["fingerprint"], fingerprint)
-            raise TrainingError(f"{out} holds another run ({diff}): use the same settings to resume, or another --out")
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"])
-        torch.set_rng_state(saved["torch_rng"])
-        step, best_nss, seconds = int(saved["step"]), float(saved["best_nss"]), float(saved["seconds"])
-        if paths["train_log"].exists():
-            log_rows = [r for r in pd.read_csv(paths["train_log"]).to_dict("records") if r["step"] <= step]
-        if paths["val"].exists():
-            val_rows = [r for r in pd.read_csv(paths["val"]).to_dict("records") if r["step"] <= step]
-    elif resume and _existing_run(out):
-        raise TrainingError(f"{out} has no last.pt to resume from: use --overwrite to start again")
-
-    model_cols = {"model": init_info.get("arch"), "weights": init_info.get("weights_detail"),
-                  "finetune": k}
-    run_info = {"command": "train saliency", "config": asdict(cfg), "finetune_k": k,
-                "trainable_units": trainable_units, "trainable_parameters": trainable,
-                "n_trainable": int(sum(p.numel() for p in params)), "initial_weights": init_info,
-                "dataset": dataset_info, "n_train": len(train.ids), "n_val": len(val.ids),
-                "train_ids": train.ids, "val_ids": val.ids, "versions": environment_versions(),
-                "notes": _notes(init_info)}
-
-    # The frozen prefix, cached or recomputed every step.
-    use_cache = cfg.cache != "off" and step < cfg.steps  # a finished run being reopened needs no cache
-    caches: dict[str, FeatureCache] = {}
-    t_cache = time.perf_counter()
-    if use_cache:
-        model.eval()
-        for name, split in (("train", train), ("val", val)):
-            caches[name] = FeatureCache(stages[:cut], split.images, dtype=cfg.cache_dtype,
-                                        where="auto" if cfg.cache == "auto" else cfg.cache,
-                                        memory_mb=cfg.cache_memory_mb, path=out / "cache" / f"{name}.npy",
-                                        device=device, progress=cfg.progress)
-    run_info["cache"] = {"enabled": use_cache, "dtype": cfg.cache_dtype if use_cache else None,
-                         "on_disk": any(c.on_disk for c in caches.values()),
-                         "bytes": int(sum(c.nbytes for c in caches.values())),
-                         "seconds": round(time.perf_counter() - t_cache, 3)}
-
-    def features(split_name: str, split: _Split, index: np.ndarray) -> torch.Tensor:
-        if use_cache:
-            return caches[split_name].get(index, device)
-        with torch.no_grad():
-            return _run(stages[:cut], preprocess(list(split.images[index]), None).to(device))
+    floor = _floor_scores(val, cfg.sigma)
 
     def top(feats: torch.Tensor) -> torch.Tensor:
         return _readout(model, feats, cut)
 
-    def evaluate(at: int) -> dict:
-        model.eval()
+    def loss_of(maps: torch.Tensor, index: np.ndarray) -> torch.Tensor:
+        shapes = [train.shapes[i] for i in index]
+        if cfg.loss == "nss":
+            return _nss_batch_loss(maps, train, index, shapes, device)
+        return _batch_loss(cfg, _group(maps, shapes), train, index, device)
+
+    def evaluate(features) -> dict:
         maps = []
-        with torch.inference_mode():
-            for start in range(0, len(val.ids), cfg.batch_size):
-                index = np.arange(start, min(start + cfg.batch_size, len(val.ids)))
-                groups = _predict(top, features("val", val, index), [val.shapes[i] for i in index])
-                maps += [m.cpu().numpy() for m in _ungroup(groups)]
-        row = {"step": at, **model_cols, **_val_scores(maps, val, cfg.sigma)}
-        return {**row, **{f"floor_{k}": v for k, v in floor.items()}}
+        for start in range(0, len(val.ids), cfg.batch_size):
+            index = np.arange(start, min(start + cfg.batch_size, len(val.ids)))
+            groups = _predict(top, features(index), [val.shapes[i] for i in index])
+            maps += [m.cpu().numpy() for m in _ungroup(groups)]
+        return {**_val_scores(maps, val, cfg.sigma), **{f"floor_{m}": v for m, v in floor.items()}}
 
-    floor = _floor_scores(val, cfg.sigma)
-    run_info["floor"] = floor
-    atomic_write_json(paths["run"], run_info)
-
-    def checkpoint(at: int, row: dict) -> None:
-        nonlocal best_nss
-        extra = {"step": at, "finetune": k, "val_nss": row["nss"], "run": str(out)}
-        (out / "checkpoints").mkdir(exist_ok=True)
-        step_file = out / "checkpoints" / f"step-{at:06d}.pt"
-        if at > 0:
-            _save(model, step_file, extra)
-        if row["nss"] > best_nss:
-            best_nss = row["nss"]
-            if at > 0:
-                _link_or_copy(step_file, paths["best"])
-            else:
-                _save(model, paths["best"], extra)
-        training = {"fingerprint": fingerprint, "step": at, "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(),
-                    "best_nss": best_nss, "seconds": seconds}
-        _save(model, paths["last"], extra, training)
-        _write_tables()
-
-    def _write_tables(final: bool = False) -> None:
-        log = pd.DataFrame(log_rows, columns=["step", "loss", "lr", "seconds", "model", "weights", "finetune"])
-        vals = pd.DataFrame(val_rows)
-        _atomic_csv(log, paths["train_log"])
-        _atomic_csv(vals, paths["val"])
-        if final:
-            _curves(log, vals, paths["curves"], f"{init_info.get('arch')} K={k} ({init_info.get('weights_detail')})")
-
-    if step == 0 and not val_rows:
-        val_rows.append(evaluate(0))
-        checkpoint(0, val_rows[-1])
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"train K={k}", unit="step", disable=not cfg.progress,
-               dynamic_ncols=True)
-    running = None
-    try:
-        while step < cfg.steps:
-            t0 = time.perf_counter()
-            step += 1
-            index = _batch_indices(cfg.seed, step, len(train.ids), cfg.batch_size)
-            _train_mode(model)
-            feats = features("train", train, index)
-            shapes = [train.shapes[i] for i in index]
-            lr = optimizer.param_groups[0]["lr"]
-            if cfg.loss == "nss":
-                loss = _nss_batch_loss(top(feats), train, index, shapes, device)
-            else:
-                loss = _batch_loss(cfg, _predict(top, feats, shapes), train, index, device)
-            if not torch.isfinite(loss):
-                last = val_rows[-1]["step"] if val_rows else 0
-                raise TrainingError(f"the training loss is {float(loss)} at step {step} (constant predictions? a "
-                                    f"too large --lr?); stopped, the last good checkpoint is {paths['last']} "
-                                    f"(step {last})")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            seconds += time.perf_counter() - t0
-            value = float(loss.detach())
-            log_rows.append({"step": step, "loss": value, "lr": lr, "seconds": round(seconds, 4), **model_cols})
-            running = value if running is None else 0.9 * running + 0.1 * value
-            bar.update(1)
-            bar.set_postfix(loss=f"{running:.3f}")
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                val_rows.append(evaluate(step))
-                bar.set_postfix(loss=f"{running:.3f}", val_nss=f"{val_rows[-1]['nss']:.3f}")
-                checkpoint(step, val_rows[-1])
-            if on_step is not None:
-                on_step(step)
-    finally:
-        bar.close()
-        caches.clear()  # a disk cache is rebuilt on resume: never left behind
-        shutil.rmtree(out / "cache", ignore_errors=True)
-    _write_tables(final=True)
-    model.cpu().eval()
-    best = max((r for r in val_rows if np.isfinite(r["nss"])), key=lambda r: r["nss"], default=None)
-    atomic_write_json(paths["run"], {**run_info, "finished_step": step,
-                                     "best_step": best["step"] if best else None,
-                                     "best_val_nss": best["nss"] if best else None})
+    paths, _ = fit(out, cfg, model, k, cut, train, val, metric="nss", top=top, loss_of=loss_of, evaluate=evaluate,
+                   fingerprint=_fingerprint(cfg, dataset_info, train, val),
+                   run_info={"command": "train saliency", "trainable_units": units, "dataset": dataset_info,
+                             "floor": floor},
+                   resume=resume, on_step=on_step)
     return paths
 
 
