@@ -402,6 +402,7 @@ def _add_train_parser(sub) -> None:
             p.add_argument("--finetune", default="1", help="convs of the encoder that train (default 1: conv5_3)")
             p.add_argument("--class-weights", choices=("balanced", "none"), default="balanced",
                            help="cross-entropy class weights (default balanced: n / (classes * count))")
+            p.set_defaults(backbone="vgg16", readout_layer=None, loss="nss", loss_weights="10,2,1,1")
         _add_dataset_args(p, "osie", "osie (default), salicon or folder: a dataset with fixations")
         _add_training_flags(p)
         p.add_argument("--out", help="run folder (default runs/train-...)")

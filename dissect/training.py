@@ -344,10 +344,18 @@ class _Split:
     projections: dict = field(default_factory=dict)  # (i, h, w) -> A_h^T Fix A_w
 
 
-def _read_split(subset, size: int, what: str, progress: bool) -> _Split:
+def _read_split(subset, size: int, what: str, progress: bool, need_fixations: bool = True) -> _Split:
+    """Network inputs and fixations of a split (``need_fixations=False``: an image without
+    fixations gets an empty index array)."""
     ids, images, shapes, fixations = [], [], [], []
     for sample in tqdm(subset, total=len(subset), desc=f"read {what}", unit="img", disable=not progress,
                        dynamic_ncols=True):
+        if not need_fixations and sample.fixation_map is None:
+            ids.append(sample.image_id)
+            images.append(_resize_input(sample.image, size))
+            shapes.append(sample.shape)
+            fixations.append(np.zeros(0, dtype=np.int64))
+            continue
         if sample.fixation_map is None:
             raise ValueError(f"dataset {subset.name} has no fixations (image {sample.image_id!r}): training a "
                              "saliency model needs human gaze, e.g. --dataset osie, salicon or a folder with "
