@@ -501,7 +501,7 @@ def _add_study_parser(sub) -> None:
     f.add_argument("--popout-n", type=int, default=10, help="pop-out arrays per dimension (default 10: He et al.'s 80)")
     f.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint to dissect")
     f.add_argument("--out", required=True, help="study folder")
-    f.set_defaults(loss="nss", loss_weights="10,2,1,1", readout_layer=None, resume=True, overwrite=False)
+    f.set_defaults(loss="nss", loss_weights="10,2,1,1", readout_layer=None)
     _add_training_flags(f)
 
 
