@@ -793,7 +793,7 @@ def fit(out: Path, cfg: TrainConfig, model: nn.Module, k: int, cut: int, train: 
             loss = loss_of(top(features("train", train, index)), index)
             if not torch.isfinite(loss):
                 last = val_rows[-1]["step"] if val_rows else 0
-                raise TrainingError(f"the training loss is {float(loss)} at step {step} (constant predictions? a "
+                raise TrainingError(f"the training loss is {float(loss.detach())} at step {step} (constant predictions? a "
                                     f"too large --lr?); stopped, the last good checkpoint is {paths['last']} "
                                     f"(step {last})")
             optimizer.zero_grad(set_to_none=True)
