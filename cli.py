@@ -347,7 +347,11 @@ def _open_training_data(args):
 def _train_config(args):
     from dissect.training import TrainConfig
 
-    weights = tuple(float(w) for w in args.loss_weights.split(","))
+    try:
+        weights = tuple(float(w) for w in args.loss_weights.split(","))
+    except ValueError:
+        raise ValueError(f"--loss-weights takes 4 numbers KL,CC,NSS,SIM, e.g. 10,2,1,1; got {args.loss_weights!r}") \
+            from None
     return TrainConfig(finetune=args.finetune, backbone=args.backbone, readout_layer=args.readout_layer,
                        encoder_weights=args.encoder_weights, seed=args.seed, steps=args.steps,
                        batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay,
@@ -360,17 +364,18 @@ def _train_config(args):
 def cmd_train(args) -> int:
     import pandas as pd
 
+    cfg = _train_config(args)
+    cfg.check()  # bad settings fail before the data is read
     train, val, info = _open_training_data(args)
     if args.train_command == "scene":
         from dissect.scene_training import train_scene
 
-        paths = train_scene(train, val, args.out or Path("runs") / "train-scene", _train_config(args),
+        paths = train_scene(train, val, args.out or Path("runs") / "train-scene", cfg,
                             labels=args.labels, class_weights=args.class_weights, resume=args.resume,
                             overwrite=args.overwrite, dataset_info=info)
     else:
         from dissect.training import train_saliency
 
-        cfg = _train_config(args)
         out = args.out or Path("runs") / f"train-saliency-{cfg.backbone}-K{cfg.finetune}"
         paths = train_saliency(train, val, out, cfg, resume=args.resume, overwrite=args.overwrite,
                                dataset_info=info)

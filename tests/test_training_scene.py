@@ -1,5 +1,4 @@
 """`train scene` (He et al. sec. 8) on a tiny folder dataset: outputs, Table 8 by hand, bad labels."""
-import numpy as np
 import pandas as pd
 import pytest
 import torch
