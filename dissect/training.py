@@ -4,7 +4,8 @@
 :class:`dissect.heads.SaliencyResNet`) on a dataset with fixations and writes, in ``out``:
 
 * ``best.pt`` (best validation NSS), ``last.pt`` (also holds the optimiser, schedule and RNG
-  state for ``resume``) and ``checkpoints/step-NNNNNN.pt`` at every evaluation, all loadable by
+  state for ``resume``) and ``checkpoints/step-NNNNNN.pt`` at every evaluation (hard links to
+  that evaluation's ``last.pt``: the weights are written once), all loadable by
   ``load_model(arch, weights=path)`` and ``cli.py dissect --model ARCH --weights PATH``;
 * ``train_log.csv`` (step, loss, lr, seconds = cumulative training wall time), ``val.csv``
   (step, NSS, CC, KL, SIM, AUC-Judd on the validation images at their own resolution, with the
@@ -123,6 +124,7 @@ class TrainConfig:
             raise ValueError(f"--cache must be auto, memory, disk or off, got {self.cache!r}")
         if self.cache_dtype not in ("float32", "float16"):
             raise ValueError(f"--cache-dtype must be float32 or float16, got {self.cache_dtype!r}")
+        _check_k(self.finetune, _n_units(self.backbone, self.readout_layer))
 
 
 # ------------------------------------------------------------------------------------- models
@@ -154,9 +156,22 @@ def encoder_units(model: nn.Module) -> list[tuple[str, list[nn.Module]]]:
     return [(names[id(m)], [m]) for m in model.features if isinstance(m, nn.Conv2d)]
 
 
+def _n_units(backbone: str, readout_layer: str | None) -> int:
+    """Trainable units of an encoder without building it: VGG16's 13 convs, or ResNet-50's stem
+    plus its residual blocks up to the read-out stage (3, 4, 6, 3 per stage)."""
+    if backbone != "resnet50":
+        return 13
+    stages = ("layer1", "layer2", "layer3", "layer4")
+    last = stages.index(readout_layer) + 1 if readout_layer in stages else 4
+    return 1 + sum((3, 4, 6, 3)[:last])
+
+
 def parse_finetune(value: int | str, model: nn.Module) -> int:
     """``K`` as an int in ``0 .. number of units`` (``"all"`` = every unit)."""
-    n = len(encoder_units(model))
+    return _check_k(value, len(encoder_units(model)))
+
+
+def _check_k(value: int | str, n: int) -> int:
     if value == "all":
         return n
     try:
@@ -760,21 +775,21 @@ def fit(out: Path, cfg: TrainConfig, model: nn.Module, k: int, cut: int, train: 
 
     def checkpoint(at: int, row: dict) -> None:
         nonlocal best_score
+        # One file per evaluation: last.pt (with the training state); the step checkpoint and
+        # best.pt are hard links to it (copies where links fail), so the weights are written once.
         extra = {"step": at, "finetune": k, f"val_{metric}": row[metric], "run": str(out)}
-        (out / "checkpoints").mkdir(exist_ok=True)
-        step_file = out / "checkpoints" / f"step-{at:06d}.pt"
-        if at > 0:
-            _save(model, step_file, extra)
-        if row[metric] > best_score:
+        improved = row[metric] > best_score  # False for NaN
+        if improved:
             best_score = row[metric]
-            if at > 0:
-                _link_or_copy(step_file, paths["best"])
-            else:
-                _save(model, paths["best"], extra)
         training = {"fingerprint": fingerprint, "step": at, "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(),
                     "best": best_score, "seconds": seconds}
         _save(model, paths["last"], extra, training)
+        (out / "checkpoints").mkdir(exist_ok=True)
+        if at > 0:
+            _link_or_copy(paths["last"], out / "checkpoints" / f"step-{at:06d}.pt")
+        if improved:
+            _link_or_copy(paths["last"], paths["best"])
         write_tables()
 
     if step == 0 and not val_rows:
