@@ -501,7 +501,7 @@ def cmd_stats(args) -> int:
     from dissect.stats_report import write_stats_report
 
     written = write_stats_report(args.run_dir, compare_to=args.run_dir2, maps_dir=args.maps, out=args.out,
-                                 overlays=not args.no_overlays, sigma=args.sigma)
+                                 overlays=not args.no_overlays, sigma=args.sigma, head=args.head)
     for name, path in written.items():
         print(f"{name:>24}  {path}")
     return 0
@@ -727,6 +727,68 @@ def _write_merge(out: Path, folders, ray: dict | None = None, config: dict | Non
     return 0
 
 
+def _open_training_data(args):
+    """The dataset of a ``train`` command, its train/val split and how it was opened."""
+    from datasets import load_dataset
+    from dissect.training import read_ids, split_dataset
+
+    if args.dataset not in ("osie", "salicon", "folder"):
+        raise ValueError(f"--dataset {args.dataset} cannot train a model: use osie, salicon or folder "
+                         "(datasets with human fixations)")
+    options = dataset_options(args.dataset, args.data_root, args.seed, **_flags_of(args))
+    if args.dataset == "osie":
+        options.setdefault("regions", "none")  # training needs images and fixations only
+    dataset = load_dataset(args.dataset, args.data_root, **options)
+    train, val = split_dataset(dataset, train_ids=read_ids(args.train_ids) if args.train_ids else None,
+                               val_ids=read_ids(args.val_ids) if args.val_ids else None,
+                               val_fraction=args.val_fraction, seed=args.seed)
+    root = getattr(dataset, "root", args.data_root)
+    info = {"name": dataset.name, "root": str(Path(root).resolve()) if root else None, "options": options}
+    return train, val, info
+
+
+def _train_config(args):
+    from dissect.training import TrainConfig
+
+    try:
+        weights = tuple(float(w) for w in args.loss_weights.split(","))
+    except ValueError:
+        raise ValueError(f"--loss-weights takes 4 numbers KL,CC,NSS,SIM, e.g. 10,2,1,1; got {args.loss_weights!r}") \
+            from None
+    return TrainConfig(finetune=args.finetune, backbone=args.backbone, readout_layer=args.readout_layer,
+                       encoder_weights=args.encoder_weights, seed=args.seed, steps=args.steps,
+                       batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay,
+                       decay_every=args.decay_every, eval_every=args.eval_every, loss=args.loss,
+                       loss_weights=weights, image_size=args.image_size, cache=args.cache,
+                       cache_dtype=args.cache_dtype, cache_memory_mb=args.cache_memory_mb,
+                       device=_resolve_device(args.device), progress=not args.no_progress)
+
+
+def cmd_train(args) -> int:
+    import pandas as pd
+
+    cfg = _train_config(args)
+    cfg.check()  # bad settings fail before the data is read
+    train, val, info = _open_training_data(args)
+    if args.train_command == "scene":
+        from dissect.scene_training import train_scene
+
+        paths = train_scene(train, val, args.out or Path("runs") / "train-scene", cfg,
+                            labels=args.labels, class_weights=args.class_weights, resume=args.resume,
+                            overwrite=args.overwrite, dataset_info=info)
+    else:
+        from dissect.training import train_saliency
+
+        out = args.out or Path("runs") / f"train-saliency-{cfg.backbone}-K{cfg.finetune}"
+        paths = train_saliency(train, val, out, cfg, resume=args.resume, overwrite=args.overwrite,
+                               dataset_info=info)
+    table = pd.read_csv(paths["val"])
+    cols = [c for c in table.columns if c not in ("model", "weights")]
+    print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def _add_evaluate_parser(sub) -> None:
     from dissect.classical import METHODS
 
@@ -774,6 +836,132 @@ def _add_merge_parser(sub) -> None:
     m.add_argument("out", help="folder for the merged files")
     m.add_argument("shard_dirs", nargs="+", metavar="SHARD_DIR", help="every shard folder of the run, any order")
     m.add_argument("--overwrite", action="store_true", help="replace the files of a previous merge in OUT")
+
+
+def _add_train_parser(sub) -> None:
+    t = sub.add_parser("train", help="train He et al.'s saliency (setups I/II) or scene model",
+                       description="Fine-tune a model of the studies and write best.pt, last.pt, per-evaluation "
+                                   "checkpoints, train_log.csv, val.csv, run.json and curves.png.")
+    tsub = t.add_subparsers(dest="train_command", required=True)
+    for name in ("saliency", "scene"):
+        p = tsub.add_parser(name, help="He et al.'s saliency model: VGG16/ResNet-50 + 1x1 read-out, loss -NSS"
+                            if name == "saliency" else "He et al. sec. 8: VGG16 + 3 FC layers, scene labels")
+        if name == "saliency":
+            p.add_argument("--finetune", default="0", help="K: 0 = setup I (only the read-out trains), K = also "
+                                                          "the last K convs (setup II), all = 13 (default 0)")
+            p.add_argument("--backbone", choices=("vgg16", "resnet50"), default="vgg16",
+                           help="encoder: vgg16 (He et al., default) or resnet50 (with --readout-layer)")
+            p.add_argument("--readout-layer", help="resnet50: the stage read out, layer1..layer4 (default layer4)")
+            p.add_argument("--loss", choices=("nss", "kl+cc+nss+sim"), default="nss",
+                           help="-NSS (He et al., default) or STRA-Net's KL + CC + NSS + SIM")
+            p.add_argument("--loss-weights", default="10,2,1,1", help="KL,CC,NSS,SIM weights (STRA-Net: 10,2,1,1)")
+        else:
+            p.add_argument("--labels", required=True, help="CSV with columns image,scene (one row per image)")
+            p.add_argument("--finetune", default="1", help="convs of the encoder that train (default 1: conv5_3)")
+            p.add_argument("--class-weights", choices=("balanced", "none"), default="balanced",
+                           help="cross-entropy class weights (default balanced: n / (classes * count))")
+            p.set_defaults(backbone="vgg16", readout_layer=None, loss="nss", loss_weights="10,2,1,1")
+        _add_dataset_args(p, "osie", "osie (default), salicon or folder: a dataset with fixations")
+        _add_training_flags(p)
+        p.add_argument("--out", help="run folder (default runs/train-...)")
+        p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+        p.add_argument("--overwrite", action="store_true", help="discard a run already in --out")
+
+
+def _add_training_flags(p) -> None:
+    """The training settings shared by `train` and `study finetune`."""
+    p.add_argument("--encoder-weights", default="auto", help="auto, imagenet, random or a path to VGG16 weights")
+    p.add_argument("--train-ids", help="file with one training image id per line")
+    p.add_argument("--val-ids", help="file with one validation image id per line")
+    p.add_argument("--val-fraction", type=float, help="random validation fraction (default 0.1, seeded)")
+    p.add_argument("--seed", type=int, default=0, help="seed of random weights, split and data order")
+    p.add_argument("--steps", type=int, default=10000, help="optimiser steps (default 10000, He et al.)")
+    p.add_argument("--batch-size", type=int, default=20, help="images per step (default 20)")
+    p.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (default 5e-3)")
+    p.add_argument("--lr-decay", type=float, default=0.8, help="lr factor every --decay-every steps")
+    p.add_argument("--decay-every", type=int, default=500, help="steps between learning-rate decays (default 500)")
+    p.add_argument("--eval-every", type=int, default=500, help="validate and checkpoint every N steps")
+    p.add_argument("--image-size", type=int, default=224, help="network input side in pixels (default 224)")
+    p.add_argument("--cache", choices=("auto", "memory", "disk", "off"), default="auto",
+                   help="frozen-prefix cache: auto (memory, or a disk memmap above --cache-memory-mb), "
+                        "memory, disk or off")
+    p.add_argument("--cache-dtype", choices=("float32", "float16"), default="float32",
+                   help="storage of the cached features (float16: half the memory, tolerance documented)")
+    p.add_argument("--cache-memory-mb", type=int, default=4096, help="above this the cache is a disk memmap")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def cmd_study(args) -> int:
+    from datasets import load_dataset
+    from datasets.base import Subset
+    from datasets.popout import PopoutDataset
+    from dissect.finetune_study import run_finetune_study
+    from dissect.training import image_ids, read_ids
+
+    ks = []
+    for part in args.finetune.split(","):
+        part = part.strip()
+        if part != "all" and not part.isdigit():
+            raise ValueError(f"--finetune takes a comma list of K (0..13) or 'all', got {part!r}")
+        ks.append(part if part == "all" else int(part))
+    if len(set(ks)) != len(ks):
+        raise ValueError(f"--finetune lists a setup twice: {args.finetune}")
+    train, val, info = _open_training_data(args)
+    options = dataset_options(args.dissect_dataset, args.dissect_root, args.seed)
+    if args.dissect_regions:
+        options["regions"] = args.dissect_regions
+    dissect_set = load_dataset(args.dissect_dataset, args.dissect_root, **options)
+    if args.dissect_ids:
+        wanted, ids = read_ids(args.dissect_ids), image_ids(dissect_set)
+        missing = [w for w in wanted if w not in ids]
+        if missing:
+            raise ValueError(f"dissection id {missing[0]!r} is not in {dissect_set.name}")
+        dissect_set = Subset(dissect_set, [ids.index(w) for w in wanted])
+    root = args.dissect_root
+    dissect_info = {"name": args.dissect_dataset, "root": str(Path(root).resolve()) if root else None,
+                    "options": options}
+    popout = PopoutDataset(n_per_dimension=args.popout_n, seed=args.seed)
+    cfg = _train_config(args)
+    written = run_finetune_study(ks, train, val, args.out, cfg, dissect_set=dissect_set, popout_set=popout,
+                                 layers=args.layers or ["conv5_3"], dataset_info=info, dissect_info=dissect_info,
+                                 checkpoint=args.checkpoint, image_size=args.image_size,
+                                 batch_size=args.dissect_batch_size, progress=not args.no_progress)
+    import pandas as pd
+
+    table = pd.read_csv(written["table3"])
+    last = list(dict.fromkeys(table["layer"]))[-1]
+    print(table[table["layer"] == last].pivot(index="setup", columns="category", values="top_k_mean")
+          .to_string(float_format=lambda v: f"{v:.2f}"))
+    for name, path in written.items():
+        print(f"{name:>12}  {path}")
+    return 0
+
+
+def _add_study_parser(sub) -> None:
+    s = sub.add_parser("study", help="He et al.'s fine-tuning study (Tables 3, 4, 6, Fig. 4, 7)")
+    ssub = s.add_subparsers(dest="study_command", required=True)
+    f = ssub.add_parser("finetune", help="train setups K, dissect each, write table3.csv and figures",
+                        description="Train each setup from scratch (resumable), dissect its checkpoint on "
+                                    "--dissect-dataset and on the pop-out arrays, and write table3.csv, "
+                                    "improvement.png, popout_nmm.csv (Table 6), output_nmm.csv (Table 4 row) "
+                                    "and spearman.csv (inner vs output saliency).")
+    f.add_argument("--finetune", default="0,1,2,3,all", help="setups, comma separated (default 0,1,2,3,all)")
+    f.add_argument("--backbone", choices=("vgg16",), default="vgg16", help="encoder (He et al.'s VGG16)")
+    f.add_argument("--train-dataset", dest="dataset", default="osie", help="osie (default), salicon or folder")
+    f.add_argument("--train-root", dest="data_root", help="folder of the training dataset")
+    f.add_argument("--dissect-dataset", default="osie-sr", help="dataset dissected (default osie-sr)")
+    f.add_argument("--dissect-root", help="folder of the dissection dataset")
+    f.add_argument("--dissect-regions", choices=("auto", "sr", "clusters"),
+                   help="OSIE regions of the dissection dataset (default: its loader's)")
+    f.add_argument("--dissect-ids", help="file of image ids: dissect only these (e.g. the held-out images)")
+    f.add_argument("--dissect-batch-size", type=int, default=8, help="images per forward pass when dissecting")
+    f.add_argument("--layer", "--layers", dest="layers", action="append", help="layers dissected (default conv5_3)")
+    f.add_argument("--popout-n", type=int, default=10, help="pop-out arrays per dimension (default 10: He et al.'s 80)")
+    f.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint to dissect")
+    f.add_argument("--out", required=True, help="study folder")
+    f.set_defaults(loss="nss", loss_weights="10,2,1,1", readout_layer=None)
+    _add_training_flags(f)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -827,6 +1015,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("run_dir", help="folder of a finished dissection (units.csv, summary.csv, run.json)")
     st.add_argument("run_dir2", nargs="?", help="a second run to compare with (changes are run_dir2 - run_dir)")
     st.add_argument("--maps", help="folder of a model's output maps, <image_id>.npy|png, for OS/OD and Spearman")
+    st.add_argument("--head", help="a trained saliency checkpoint (cli.py train saliency): OS/OD and Spearman from "
+                                   "its maps, computed directly (instead of --maps)")
     st.add_argument("--out", help="where to write (default RUN_DIR/stats)")
     st.add_argument("--sigma", type=float, default=24.0, help="Gaussian sigma of the human density map (px)")
     st.add_argument("--no-overlays", action="store_true", help="skip the best-unit overlay figures "
@@ -887,6 +1077,8 @@ def build_parser() -> argparse.ArgumentParser:
     lay.add_argument("--image-size", type=int, default=224, help="input side for the map sizes (default 224)")
     _add_evaluate_parser(sub)
     _add_merge_parser(sub)
+    _add_train_parser(sub)
+    _add_study_parser(sub)
     return parser
 
 
@@ -965,6 +1157,8 @@ _COMMANDS = {
     "download": lambda args: cmd_download(args),
     "evaluate": lambda args: cmd_evaluate(args),
     "merge": lambda args: cmd_merge(args),
+    "train": lambda args: cmd_train(args),
+    "study": lambda args: cmd_study(args),
 }
 
 
