@@ -40,7 +40,10 @@ class DissectConfig:
     overwrite: bool = False
     max_images: int | None = None
     progress: bool = True
-    dead_units: str = "skip"
+    dead_units: str = "zero"
+    null: int = 100
+    bootstrap: int = 200
+    min_valid: float = 0.5
     regions: str | None = None
     sr_root: str | None = None
     on_missing: str | None = None
@@ -148,7 +151,7 @@ def cmd_dissect(cfg: DissectConfig) -> int:
         raise ValueError(f"{out} already holds a run; pass --resume to continue it, --overwrite to start "
                          "again, or choose another --out")
     if cfg.overwrite and out.exists():
-        for name in ("progress.json", "units.csv", "summary.csv", "run.json"):
+        for name in ("progress.json", "units.csv", "summary.csv", "run.json", "labels.csv"):
             (out / name).unlink(missing_ok=True)
         for state in out.glob("state-*.npz"):
             state.unlink()
@@ -171,6 +174,7 @@ def cmd_dissect(cfg: DissectConfig) -> int:
                                 device=device, top_k=cfg.top_k, threshold=cfg.threshold,
                                 checkpoint_dir=out, resume=cfg.resume, progress=cfg.progress,
                                 max_images=cfg.max_images, dead_units=cfg.dead_units,
+                                null=cfg.null, bootstrap=cfg.bootstrap, seed=cfg.seed, min_valid=cfg.min_valid,
                                 run_key={"dataset_options": options, "data_root": cfg.data_root})
     except KeyboardInterrupt:
         where = f"finished batches are saved in {out}; rerun the same command with --resume" if saved_now() \
@@ -196,7 +200,7 @@ def cmd_dissect(cfg: DissectConfig) -> int:
                "images without regions": info["n_images_without_regions"]}
     if any(skipped.values()):
         print("skipped: " + ", ".join(f"{v} {k}" for k, v in skipped.items() if v))
-    print(f"wrote {paths['units']}, {paths['summary']}, {paths['run']}")
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0
 
 
@@ -347,11 +351,20 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     d.add_argument("--top-k", type=int, default=10, help="units averaged in top_k_mean (default 10)")
     d.add_argument("--threshold", type=float, default=1.5, help="score threshold for counting units (default 1.5)")
-    d.add_argument("--seed", type=int, default=0, help="seed of random weights and generated pop-out arrays")
+    d.add_argument("--seed", type=int, default=0, help="seed of random weights, generated pop-out arrays, "
+                   "the null's permutations and the bootstrap weights")
     d.add_argument("--max-images", type=int, help="stop after this many images (a quick look)")
-    d.add_argument("--dead-units", choices=("skip", "zero"), default="skip",
-                   help="a unit constant on an image: leave that region out of its mean (skip, default) or "
-                        "score it 0 as He et al.'s code did (zero)")
+    d.add_argument("--dead-units", choices=("skip", "zero"), default="zero",
+                   help="a unit constant on an image: score that region 0 as He et al.'s code did (zero, default) "
+                        "or leave it out of the unit's mean (skip; see --min-valid)")
+    d.add_argument("--min-valid", type=float, default=0.5, metavar="FRACTION",
+                   help="with --dead-units skip: rank a unit only if live on at least this fraction of a "
+                        "category's regions (default 0.5)")
+    d.add_argument("--null", type=int, default=100, metavar="P",
+                   help="permutations of the null (each image's maps against another image's regions, same "
+                        "pass): p-values, q-values, null_top_k_mean; 0 = off (default 100)")
+    d.add_argument("--bootstrap", type=int, default=200, metavar="B",
+                   help="bootstrap replicates over images for the 95%% intervals; 0 = off (default 200)")
     d.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     d.add_argument("--overwrite", action="store_true", help="discard a previous run in --out")
     d.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -441,7 +454,8 @@ def _config_from_args(args) -> DissectConfig:
                          image_size=args.image_size, batch_size=args.batch_size, device=args.device,
                          top_k=args.top_k, threshold=args.threshold, seed=args.seed, resume=args.resume,
                          overwrite=args.overwrite, max_images=args.max_images, progress=not args.no_progress,
-                         dead_units=args.dead_units, **_flags_of(args))
+                         dead_units=args.dead_units, null=args.null, bootstrap=args.bootstrap,
+                         min_valid=args.min_valid, **_flags_of(args))
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:

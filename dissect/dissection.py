@@ -12,6 +12,21 @@ and resumed runs merge bit-exactly); no activation outlives its batch. With ``ch
 accumulator and the number of finished images are saved atomically after every batch, and on
 Ctrl-C, so ``resume=True`` continues where the run stopped and ends with the same numbers as an
 uninterrupted run.
+
+Permutation null (``null = P``, the definitions are in :mod:`probes.aggregate`): before the
+pass, the scorable regions of every image are collected as pixel sets (fixated pixels inside
+the mask with fixations; the mask itself on pop-out arrays, i.e. other arrays' target masks).
+For permutation ``p`` (:func:`probes.aggregate.null_permutation`, seeded by ``(seed, p, N)``),
+image ``i``'s unit maps are also scored against the regions of image ``perm_p[i]``, as extra
+columns of the same region-kernel matrix (:class:`probes.regions.RegionScorer`), so the null
+costs no extra forward pass. A partner of another size has its regions rescaled to this image
+(pixel centres mapped to the nearest pixel; masks resized by nearest neighbour); OSIE and
+pop-out images all share one size, so nothing is rescaled there. The bootstrap weights depend
+on ``(seed, global image index)`` only. Both are therefore independent of batches and shards.
+
+Human ceiling: on datasets whose fixations carry a ``subject`` column, each scored region also
+gets its leave-one-subject-out region NSS (:mod:`probes.ceiling`), averaged per category into
+``human_region_nss``; NaN elsewhere.
 """
 from __future__ import annotations
 
@@ -35,7 +50,9 @@ from tqdm.auto import tqdm
 from dissect.hooks import ActivationRecorder, resolve_layer
 from dissect.models import IMAGENET_MEAN, IMAGENET_STD, model_device
 from dissect.reports import atomic_write_json
-from probes.aggregate import UnitScoreAccumulator
+from probes.aggregate import UnitScoreAccumulator, null_permutation
+from probes.ceiling import region_loso_nss
+from probes.labels import unit_labels
 from probes.regions import RegionScorer
 
 __all__ = ["DissectionResult", "run_dissection", "preprocess", "valid_regions"]
@@ -54,12 +71,14 @@ class DissectionResult:
             (``layer, category, top_k_mean, count_above_threshold, n_units, n_dead, n_regions``).
         info: run facts for ``run.json`` (metric, counts of images and skipped regions, timings).
         accumulator: the raw accumulator (merge it with another shard's).
+        labels: one row per layer x unit (:func:`probes.labels.unit_labels`).
     """
 
     units: pd.DataFrame
     summary: pd.DataFrame
     info: dict = field(default_factory=dict)
     accumulator: UnitScoreAccumulator | None = None
+    labels: pd.DataFrame | None = None
 
 
 def preprocess(images: Sequence[np.ndarray], image_size: int | None = 224,
@@ -157,16 +176,78 @@ def _save_progress(checkpoint_dir: Path, acc: UnitScoreAccumulator, progress: di
         (checkpoint_dir / previous).unlink(missing_ok=True)
 
 
+class _RegionBank:
+    """The scorable regions of every image as pixel sets, for the permutation null.
+
+    ``sets[i]`` lists image ``i``'s regions as ``(rows, cols, category)`` at its own size
+    ``shapes[i]``: the fixated pixels inside the mask (region NSS) or the mask (NMM).
+    """
+
+    def __init__(self, dataset, n_images: int, progress: bool) -> None:
+        self.shapes: list[tuple[int, int]] = []
+        self.sets: list[list[tuple[np.ndarray, np.ndarray, str]]] = []
+        for i in tqdm(range(n_images), desc="null regions", unit="img", disable=not progress, dynamic_ncols=True):
+            try:
+                sample = dataset[i]
+            except ValueError as exc:  # fail before the run, not an hour into it
+                raise ValueError(f"{exc} (the permutation null reads every image's regions before the run: "
+                                 "fix that image, or pass null=0 / --null 0)") from exc
+            keep, _, _ = valid_regions(sample)
+            regions = []
+            for k in keep:
+                pixels = sample.masks[k] if sample.fixation_map is None else sample.masks[k] & sample.fixation_map
+                ys, xs = np.nonzero(pixels)
+                regions.append((ys.astype(np.int32), xs.astype(np.int32), sample.categories[k]))
+            self.shapes.append(sample.shape)
+            self.sets.append(regions)
+
+    def regions_for(self, partner: int, shape: tuple[int, int], points: bool):
+        """Image ``partner``'s pixel sets at ``shape`` (rescaled when its size differs)."""
+        source = self.shapes[partner]
+        if source == tuple(shape):
+            return self.sets[partner]
+        (h0, w0), (h1, w1) = source, shape
+        out = []
+        for ys, xs, cat in self.sets[partner]:
+            if points:  # fixated pixels: map each pixel centre to the nearest pixel of this image
+                ry = np.minimum(((ys + 0.5) * h1 / h0).astype(np.int64), h1 - 1)
+                rx = np.minimum(((xs + 0.5) * w1 / w0).astype(np.int64), w1 - 1)
+            else:  # masks: nearest-neighbour resize, so a region stays filled
+                dense = np.zeros((h0, w0), dtype=bool)
+                dense[ys, xs] = True
+                sy = np.minimum(((np.arange(h1) + 0.5) * h0 / h1).astype(np.int64), h0 - 1)
+                sx = np.minimum(((np.arange(w1) + 0.5) * w0 / w1).astype(np.int64), w0 - 1)
+                ry, rx = np.nonzero(dense[np.ix_(sy, sx)])
+            out.append((ry, rx, cat))
+        return out
+
+
+def _null_columns(bank: _RegionBank | None, permutations: np.ndarray | None, image: int, sample):
+    """Pixel sets, categories and permutation index of image ``image``'s null columns."""
+    if bank is None:
+        return [], [], []
+    sets, cats, reps = [], [], []
+    points = sample.fixation_map is not None
+    for p in range(permutations.shape[0]):
+        for ys, xs, cat in bank.regions_for(int(permutations[p, image]), sample.shape, points):
+            sets.append((ys, xs))
+            cats.append(cat)
+            reps.append(p)
+    return sets, cats, reps
+
+
 def _load_batch(dataset, start: int, stop: int, image_size: int | None):
     samples = [dataset[i] for i in range(start, stop)]
     return samples, preprocess([s.image for s in samples], image_size)
 
 
 def _score_batch(scorer: RegionScorer, samples, activations: dict, layer_names, categories, stop: int,
-                 dead_units: str):
+                 settings: dict):
     """Score one batch into a fresh accumulator (merged by the caller, in order)."""
     t0 = time.perf_counter()
-    batch_acc = UnitScoreAccumulator(categories=categories)
+    batch_acc = UnitScoreAccumulator(categories=categories, n_null=settings["null"],
+                                     n_bootstrap=settings["bootstrap"], seed=settings["seed"])
+    first = stop - len(samples)
     counts = {"n_images": 0, "n_images_without_regions": 0, "n_regions_scored": 0,
               "n_regions_empty": 0, "n_regions_unfixated": 0, "n_fixations_clamped": 0}
     for i, sample in enumerate(samples):
@@ -175,19 +256,26 @@ def _score_batch(scorer: RegionScorer, samples, activations: dict, layer_names, 
         counts["n_fixations_clamped"] += int(sample.meta.get("n_clamped", 0))
         counts["n_regions_empty"] += n_empty
         counts["n_regions_unfixated"] += n_unfixated
+        # The null pairs this image's maps with another image's regions even when it has none.
+        null_sets, null_cats, null_reps = _null_columns(settings["bank"], settings["permutations"], first + i,
+                                                        sample)
         if keep.size == 0:
             counts["n_images_without_regions"] += 1
-            continue
+            if not null_sets:
+                continue
         counts["n_regions_scored"] += int(keep.size)
-        scorer.set_regions(sample.masks[keep], sample.fixation_map)
+        scorer.set_regions(sample.masks[keep], sample.fixation_map, extra_regions=null_sets)
         cats = [sample.categories[k] for k in keep]
+        n_real = scorer.n_regions
         for name in layer_names:
+            # NaN marks a constant (dead) map; the dead-unit policy is applied at table time.
             scores = scorer.score(activations[name][i])
-            if dead_units == "zero":
-                # He et al.'s demo: a constant map scores 0 on the region (regions without
-                # fixations were dropped above, so NaN here only marks a constant map).
-                scores = np.nan_to_num(scores, nan=0.0)
-            batch_acc.add(name, scores, cats)
+            batch_acc.add(name, scores[:, :n_real], cats, image=first + i,
+                          null_scores=scores[:, n_real:] if null_sets else None,
+                          null_categories=null_cats, null_replicates=null_reps)
+        if settings["ceiling_sigma"] is not None and keep.size and sample.fixations is not None:
+            batch_acc.add_ceiling(region_loso_nss(sample.fixations, sample.shape, sample.masks[keep],
+                                                  sigma=settings["ceiling_sigma"]), cats)
     return batch_acc, counts, stop, time.perf_counter() - t0
 
 
@@ -248,8 +336,13 @@ def run_dissection(
     resume: bool = False,
     progress: bool = True,
     max_images: int | None = None,
-    dead_units: str = "skip",
+    dead_units: str = "zero",
     run_key: dict | None = None,
+    null: int = 100,
+    bootstrap: int = 200,
+    seed: int = 0,
+    min_valid: float = 0.5,
+    ceiling_sigma: float | None = 24.0,
 ) -> DissectionResult:
     """Dissect ``layers`` of any ``nn.Module`` on ``dataset``.
 
@@ -268,12 +361,21 @@ def run_dissection(
         resume: continue from ``checkpoint_dir`` if it holds a run with the same settings.
         progress: show a tqdm progress bar.
         max_images: stop after this many images (quick looks; recorded in ``info``).
-        dead_units: a unit whose map is constant on an image: ``"skip"`` (default, digest
-            section 3: that region is left out of the unit's mean; ``n_valid`` in the unit
-            table counts the regions it was live on) or ``"zero"`` (He et al.'s demo code:
-            the region scores 0, so mostly-dead units cannot rank on a few regions).
+        dead_units: a unit whose map is constant on an image: ``"zero"`` (default, He et al.'s
+            code: the region scores 0, so mostly-dead units cannot rank on a few regions) or
+            ``"skip"`` (digest section 3: that region is left out of the unit's mean; a unit
+            live on fewer than ``min_valid`` of a category's regions is not ranked).
+            ``n_valid`` in the unit table counts the regions a unit was live on either way.
         run_key: anything else that identifies the run for ``resume`` (the CLI passes the
             dataset's loader options).
+        null: permutations ``P`` of the permutation null (0 = off; module docstring and
+            :mod:`probes.aggregate` for the definitions).
+        bootstrap: bootstrap replicates ``B`` over images (0 = off).
+        seed: seed of the null's permutations and the bootstrap weights.
+        min_valid: with ``dead_units="skip"``, the fraction of a category's regions a unit must
+            be live on to be ranked (default 0.5).
+        ceiling_sigma: Gaussian sigma (px) of the leave-one-subject-out human ceiling
+            (``None``: no ceiling).
 
     Returns:
         :class:`DissectionResult`.
@@ -286,6 +388,12 @@ def run_dissection(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if dead_units not in ("skip", "zero"):
         raise ValueError(f"dead_units must be 'skip' or 'zero', got {dead_units!r}")
+    for name, value in (("null", null), ("bootstrap", bootstrap)):
+        if isinstance(value, bool) or int(value) != value or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0 (0 switches it off), got {value!r}")
+    null, bootstrap = int(null), int(bootstrap)
+    if not 0.0 <= float(min_valid) <= 1.0:
+        raise ValueError(f"min_valid must be a fraction in [0, 1], got {min_valid}")
     if int(top_k) < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     if not np.isfinite(threshold):
@@ -307,11 +415,12 @@ def run_dissection(
     fingerprint = _fingerprint(layer_names, dataset, image_size, model, run_key)
     fingerprint["n_images"] = n_total
     fingerprint["dead_units"] = dead_units
+    fingerprint.update(null=null, bootstrap=bootstrap, seed=int(seed), ceiling_sigma=ceiling_sigma)
     # A dataset that knows its categories (OSIE-SR's 12, the pop-out dimensions) gets a row for
     # each of them, in its order, even where a subset has no region of one (n_regions = 0).
     acc_categories = list(categories) if categories else getattr(dataset, "category_order", None)
 
-    acc = UnitScoreAccumulator(categories=acc_categories)
+    acc = UnitScoreAccumulator(categories=acc_categories, n_null=null, n_bootstrap=bootstrap, seed=int(seed))
     counts: dict[str, int] = {}
     metric = None
     start = 0
@@ -325,6 +434,14 @@ def run_dissection(
                 start = int(saved["next_index"])
                 counts.update(saved["counts"])
                 metric = saved["metric"]
+
+    t_bank = time.perf_counter()
+    settings = {"null": null, "bootstrap": bootstrap, "seed": int(seed), "ceiling_sigma": ceiling_sigma,
+                "bank": None, "permutations": None}
+    if null and start < n_total:
+        settings["bank"] = _RegionBank(dataset, n_total, progress)
+        settings["permutations"] = np.stack([null_permutation(seed, p, n_total) for p in range(null)])
+    t_bank = time.perf_counter() - t_bank
 
     home = model_device(model)
     model.to(device)
@@ -383,7 +500,7 @@ def run_dissection(
                         job, scored = scored, None  # cleared first: a job must never land twice
                         land(job)
                     scored = scorer_pool.submit(_score_batch, scorer, samples, activations, layer_names,
-                                                acc_categories, stop, dead_units)
+                                                acc_categories, stop, settings)
                     index = stop
                 if scored is not None:
                     job, scored = scored, None
@@ -407,15 +524,22 @@ def run_dissection(
         "top_k": top_k,
         "threshold": threshold,
         "dead_units": dead_units,
+        "min_valid": float(min_valid),
+        "null": null,
+        "bootstrap": bootstrap,
+        "seed": int(seed),
+        "ceiling_sigma": ceiling_sigma,
         "resumed_from_image": start,
         **counts,
         "timings_s": {"forward": round(timings["forward"], 4), "scoring": round(timings["scoring"], 4),
+                      "null_regions": round(t_bank, 4),
                       "total": round(time.perf_counter() - t_start, 4)},
     }
     if max_images is not None:
         info["max_images"] = int(max_images)
-    return DissectionResult(units=acc.unit_table(), summary=acc.summary(top_k=top_k, threshold=threshold),
-                            info=info, accumulator=acc)
+    units = acc.unit_table(dead_units=dead_units, min_valid=min_valid)
+    summary = acc.summary(top_k=top_k, threshold=threshold, dead_units=dead_units, min_valid=min_valid)
+    return DissectionResult(units=units, summary=summary, info=info, accumulator=acc, labels=unit_labels(units))
 
 
 def environment_versions() -> dict:
