@@ -90,11 +90,7 @@ def preprocess(images: Sequence[np.ndarray], image_size: int | None = 224,
     their code relied on PIL's version-dependent default). ``image_size=None`` keeps the size
     (all images must then share it).
     """
-    arrays = []
-    for img in images:
-        if image_size is not None and img.shape[:2] != (image_size, image_size):
-            img = np.asarray(Image.fromarray(img).resize((image_size, image_size), Image.BILINEAR))
-        arrays.append(img)
+    arrays = [_resized(img, image_size) for img in images]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise ValueError(f"images of different sizes {sorted(shapes)} with image_size=None; "
@@ -103,6 +99,13 @@ def preprocess(images: Sequence[np.ndarray], image_size: int | None = 224,
     m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
     return (batch - m) / s
+
+
+def _resized(img: np.ndarray, image_size: int | None) -> np.ndarray:
+    """The uint8 network input of one image: resized to ``image_size`` (PIL bilinear) or as is."""
+    if image_size is not None and img.shape[:2] != (image_size, image_size):
+        img = np.asarray(Image.fromarray(img).resize((image_size, image_size), Image.BILINEAR))
+    return img
 
 
 def valid_regions(sample) -> tuple[np.ndarray, int, int]:
@@ -176,106 +179,151 @@ def _save_progress(checkpoint_dir: Path, acc: UnitScoreAccumulator, progress: di
         (checkpoint_dir / previous).unlink(missing_ok=True)
 
 
-class _RegionBank:
-    """The scorable regions of every image as pixel sets, for the permutation null.
+class _Prepared:
+    """What scoring needs from one image, without its pixels (built by the loader or the region bank).
 
-    ``sets[i]`` lists image ``i``'s regions as ``(rows, cols, category)`` at its own size
-    ``shapes[i]``: the fixated pixels inside the mask (region NSS) or the mask (NMM).
+    ``sets[r]`` = the pixels ``(rows, cols)`` that region ``r`` of the scorable ones averages
+    over (fixated pixels inside the mask, or the mask for NMM); ``fix`` = the fixated pixels or
+    ``None``; ``ceiling`` = the regions' leave-one-subject-out NSS (or ``None``).
     """
 
-    def __init__(self, dataset, n_images: int, progress: bool) -> None:
-        self.shapes: list[tuple[int, int]] = []
-        self.sets: list[list[tuple[np.ndarray, np.ndarray, str]]] = []
-        for i in tqdm(range(n_images), desc="null regions", unit="img", disable=not progress, dynamic_ncols=True):
+    __slots__ = ("image_id", "shape", "categories", "sets", "fix", "n_empty", "n_unfixated", "n_clamped",
+                 "ceiling", "groups")
+
+    def __init__(self, sample, ceiling_sigma: float | None) -> None:
+        keep, self.n_empty, self.n_unfixated = valid_regions(sample)
+        self.image_id, self.shape = sample.image_id, tuple(sample.shape)
+        self.categories = [sample.categories[k] for k in keep]
+        self.n_clamped = int(sample.meta.get("n_clamped", 0))
+        self.fix = None if sample.fixation_map is None else np.nonzero(sample.fixation_map)
+        self.sets = []
+        for k in keep:
+            pixels = sample.masks[k] if sample.fixation_map is None else sample.masks[k] & sample.fixation_map
+            ys, xs = np.nonzero(pixels)
+            self.sets.append((ys.astype(np.int32), xs.astype(np.int32)))
+        self.ceiling = None
+        if ceiling_sigma is not None and keep.size and sample.fixations is not None:
+            self.ceiling = region_loso_nss(sample.fixations, sample.shape, sample.masks[keep], sigma=ceiling_sigma)
+        # The permutation null's view: this image's regions grouped by category (first-seen order).
+        self.groups: dict[str, list] = {}
+        for (ys, xs), cat in zip(self.sets, self.categories):
+            self.groups.setdefault(cat, []).append((ys, xs))
+
+    @property
+    def fixation_map(self):
+        if self.fix is None:
+            return None
+        out = np.zeros(self.shape, dtype=bool)
+        out[self.fix] = True
+        return out
+
+    def masks(self) -> np.ndarray:
+        """``R x H x W`` masks of the scorable regions' pixel sets (the same kernels as the full masks)."""
+        out = np.zeros((len(self.sets), *self.shape), dtype=bool)
+        for r, (ys, xs) in enumerate(self.sets):
+            out[r, ys, xs] = True
+        return out
+
+    def groups_at(self, shape: tuple[int, int]) -> dict[str, list]:
+        """:attr:`groups` at another image size (pixel centres to the nearest pixel; masks by nearest neighbour)."""
+        if tuple(shape) == self.shape:
+            return self.groups
+        (h0, w0), (h1, w1) = self.shape, shape
+        out: dict[str, list] = {}
+        for cat, sets in self.groups.items():
+            for ys, xs in sets:
+                if self.fix is not None:  # fixated pixels: map each pixel centre to this image
+                    ry = np.minimum(((ys + 0.5) * h1 / h0).astype(np.int64), h1 - 1)
+                    rx = np.minimum(((xs + 0.5) * w1 / w0).astype(np.int64), w1 - 1)
+                else:  # masks: nearest-neighbour resize, so a region stays filled
+                    dense = np.zeros((h0, w0), dtype=bool)
+                    dense[ys, xs] = True
+                    sy = np.minimum(((np.arange(h1) + 0.5) * h0 / h1).astype(np.int64), h0 - 1)
+                    sx = np.minimum(((np.arange(w1) + 0.5) * w0 / w1).astype(np.int64), w0 - 1)
+                    ry, rx = np.nonzero(dense[np.ix_(sy, sx)])
+                out.setdefault(cat, []).append((ry, rx))
+        return out
+
+
+# Keep the network inputs of the region bank's pass (so the dataset is read once) up to this size.
+_MAX_KEPT_INPUT_BYTES = 2 << 30
+
+
+class _RegionBank:
+    """Every image's scorable regions (:class:`_Prepared`), read before the run for the permutation null.
+
+    With a fixed ``image_size`` and at most ``_MAX_KEPT_INPUT_BYTES`` of them, the resized uint8
+    network inputs are kept too, so the main pass reads nothing from the dataset again.
+    """
+
+    def __init__(self, dataset, n_images: int, image_size: int | None, ceiling_sigma, progress: bool) -> None:
+        self.records: list[_Prepared] = []
+        keep_inputs = image_size is not None and n_images * image_size * image_size * 3 <= _MAX_KEPT_INPUT_BYTES
+        self.inputs: list[np.ndarray] | None = [] if keep_inputs else None
+        for i in tqdm(range(n_images), desc="regions", unit="img", disable=not progress, dynamic_ncols=True):
             try:
                 sample = dataset[i]
             except ValueError as exc:  # fail before the run, not an hour into it
                 raise ValueError(f"{exc} (the permutation null reads every image's regions before the run: "
                                  "fix that image, or pass null=0 / --null 0)") from exc
-            keep, _, _ = valid_regions(sample)
-            regions = []
-            for k in keep:
-                pixels = sample.masks[k] if sample.fixation_map is None else sample.masks[k] & sample.fixation_map
-                ys, xs = np.nonzero(pixels)
-                regions.append((ys.astype(np.int32), xs.astype(np.int32), sample.categories[k]))
-            self.shapes.append(sample.shape)
-            self.sets.append(regions)
-
-    def regions_for(self, partner: int, shape: tuple[int, int], points: bool):
-        """Image ``partner``'s pixel sets at ``shape`` (rescaled when its size differs)."""
-        source = self.shapes[partner]
-        if source == tuple(shape):
-            return self.sets[partner]
-        (h0, w0), (h1, w1) = source, shape
-        out = []
-        for ys, xs, cat in self.sets[partner]:
-            if points:  # fixated pixels: map each pixel centre to the nearest pixel of this image
-                ry = np.minimum(((ys + 0.5) * h1 / h0).astype(np.int64), h1 - 1)
-                rx = np.minimum(((xs + 0.5) * w1 / w0).astype(np.int64), w1 - 1)
-            else:  # masks: nearest-neighbour resize, so a region stays filled
-                dense = np.zeros((h0, w0), dtype=bool)
-                dense[ys, xs] = True
-                sy = np.minimum(((np.arange(h1) + 0.5) * h0 / h1).astype(np.int64), h0 - 1)
-                sx = np.minimum(((np.arange(w1) + 0.5) * w0 / w1).astype(np.int64), w0 - 1)
-                ry, rx = np.nonzero(dense[np.ix_(sy, sx)])
-            out.append((ry, rx, cat))
-        return out
+            self.records.append(_Prepared(sample, ceiling_sigma))
+            if keep_inputs:
+                self.inputs.append(_resized(sample.image, image_size))
 
 
-def _null_columns(bank: _RegionBank | None, permutations: np.ndarray | None, image: int, sample):
-    """Pixel sets, categories and permutation index of image ``image``'s null columns."""
+def _null_groups(bank: _RegionBank | None, permutations: np.ndarray | None, image: int, record: _Prepared):
+    """Image ``image``'s null columns: one group of pixel sets per permutation and partner category."""
+    groups, cats, reps = [], [], []
     if bank is None:
-        return [], [], []
-    sets, cats, reps = [], [], []
-    points = sample.fixation_map is not None
+        return groups, cats, reps
     for p in range(permutations.shape[0]):
-        for ys, xs, cat in bank.regions_for(int(permutations[p, image]), sample.shape, points):
-            sets.append((ys, xs))
+        for cat, sets in bank.records[int(permutations[p, image])].groups_at(record.shape).items():
+            groups.append(sets)
             cats.append(cat)
             reps.append(p)
-    return sets, cats, reps
+    return groups, cats, reps
 
 
-def _load_batch(dataset, start: int, stop: int, image_size: int | None):
+def _load_batch(dataset, start: int, stop: int, image_size: int | None, bank: _RegionBank | None,
+                ceiling_sigma: float | None):
+    if bank is not None and bank.inputs is not None:  # read once, by the region bank
+        return bank.records[start:stop], preprocess(bank.inputs[start:stop], image_size)
     samples = [dataset[i] for i in range(start, stop)]
-    return samples, preprocess([s.image for s in samples], image_size)
+    records = bank.records[start:stop] if bank is not None else [_Prepared(s, ceiling_sigma) for s in samples]
+    return records, preprocess([s.image for s in samples], image_size)
 
 
-def _score_batch(scorer: RegionScorer, samples, activations: dict, layer_names, categories, stop: int,
+def _score_batch(scorer: RegionScorer, records, activations: dict, layer_names, categories, stop: int,
                  settings: dict):
     """Score one batch into a fresh accumulator (merged by the caller, in order)."""
     t0 = time.perf_counter()
     batch_acc = UnitScoreAccumulator(categories=categories, n_null=settings["null"],
                                      n_bootstrap=settings["bootstrap"], seed=settings["seed"])
-    first = stop - len(samples)
+    first = stop - len(records)
     counts = {"n_images": 0, "n_images_without_regions": 0, "n_regions_scored": 0,
               "n_regions_empty": 0, "n_regions_unfixated": 0, "n_fixations_clamped": 0}
-    for i, sample in enumerate(samples):
-        keep, n_empty, n_unfixated = valid_regions(sample)
+    for i, rec in enumerate(records):
         counts["n_images"] += 1
-        counts["n_fixations_clamped"] += int(sample.meta.get("n_clamped", 0))
-        counts["n_regions_empty"] += n_empty
-        counts["n_regions_unfixated"] += n_unfixated
+        counts["n_fixations_clamped"] += rec.n_clamped
+        counts["n_regions_empty"] += rec.n_empty
+        counts["n_regions_unfixated"] += rec.n_unfixated
         # The null pairs this image's maps with another image's regions even when it has none.
-        null_sets, null_cats, null_reps = _null_columns(settings["bank"], settings["permutations"], first + i,
-                                                        sample)
-        if keep.size == 0:
+        groups, null_cats, null_reps = _null_groups(settings["bank"], settings["permutations"], first + i, rec)
+        if not rec.sets:
             counts["n_images_without_regions"] += 1
-            if not null_sets:
+            if not groups:
                 continue
-        counts["n_regions_scored"] += int(keep.size)
-        scorer.set_regions(sample.masks[keep], sample.fixation_map, extra_regions=null_sets)
-        cats = [sample.categories[k] for k in keep]
-        n_real = scorer.n_regions
+        counts["n_regions_scored"] += len(rec.sets)
+        scorer.set_regions(rec.masks(), rec.fixation_map, extra_groups=groups)
+        n_real, sizes = scorer.n_regions, scorer.extra_sizes
         for name in layer_names:
             # NaN marks a constant (dead) map; the dead-unit policy is applied at table time.
             scores = scorer.score(activations[name][i])
-            batch_acc.add(name, scores[:, :n_real], cats, image=first + i,
-                          null_scores=scores[:, n_real:] if null_sets else None,
-                          null_categories=null_cats, null_replicates=null_reps)
-        if settings["ceiling_sigma"] is not None and keep.size and sample.fixations is not None:
-            batch_acc.add_ceiling(region_loso_nss(sample.fixations, sample.shape, sample.masks[keep],
-                                                  sigma=settings["ceiling_sigma"]), cats)
+            batch_acc.add(name, scores[:, :n_real], rec.categories, image=first + i,
+                          null_scores=scores[:, n_real:] if groups else None,
+                          null_categories=null_cats, null_replicates=null_reps, null_sizes=sizes)
+        if rec.ceiling is not None:
+            batch_acc.add_ceiling(rec.ceiling, rec.categories)
     return batch_acc, counts, stop, time.perf_counter() - t0
 
 
@@ -439,7 +487,7 @@ def run_dissection(
     settings = {"null": null, "bootstrap": bootstrap, "seed": int(seed), "ceiling_sigma": ceiling_sigma,
                 "bank": None, "permutations": None}
     if null and start < n_total:
-        settings["bank"] = _RegionBank(dataset, n_total, progress)
+        settings["bank"] = _RegionBank(dataset, n_total, image_size, ceiling_sigma, progress)
         settings["permutations"] = np.stack([null_permutation(seed, p, n_total) for p in range(null)])
     t_bank = time.perf_counter() - t_bank
 
@@ -477,14 +525,14 @@ def run_dissection(
             scorer = RegionScorer()  # used by the single scoring thread only
             if index < n_total:
                 loading = loader.submit(_load_batch, dataset, index, min(index + batch_size, n_total),
-                                        image_size)
+                                        image_size, settings["bank"], ceiling_sigma)
             try:
                 while index < n_total:
                     samples, batch = loading.result()
                     stop = index + len(samples)
                     if stop < n_total:
                         loading = loader.submit(_load_batch, dataset, stop, min(stop + batch_size, n_total),
-                                                image_size)
+                                                image_size, settings["bank"], ceiling_sigma)
                     for sample in samples:
                         metric = _check_metric(metric, sample)
                     t0 = time.perf_counter()

@@ -180,7 +180,7 @@ def write_stats_report(run_dir: str | os.PathLike, *, compare_to: str | os.PathL
                                                        value="count_above_threshold")
     for layer in layers:
         written[f"bars_{layer}"] = figures.category_bars(units, layer, out_dir / f"bars_{_safe(layer)}.png",
-                                                         top_k=top_k, threshold=threshold)
+                                                         top_k=top_k, threshold=threshold, summary=summary)
 
     if compare_to is not None:
         other_units, _, other_info = stats.load_run(compare_to)

@@ -362,7 +362,8 @@ class UnitScoreAccumulator:
         return st
 
     def add(self, layer: str, scores, categories: Sequence[str], *, image: int | None = None,
-            null_scores=None, null_categories: Sequence[str] | None = None, null_replicates=None) -> None:
+            null_scores=None, null_categories: Sequence[str] | None = None, null_replicates=None,
+            null_sizes=None) -> None:
         """Add the ``C x R`` scores of one image's ``R`` regions for ``layer``.
 
         NaN entries (the unit was dead on that image) are not counted for that unit. Every
@@ -376,9 +377,12 @@ class UnitScoreAccumulator:
             image: the image's GLOBAL index in the dataset (required with ``n_bootstrap > 0``:
                 it seeds the image's bootstrap weights). Add each image once per layer.
             null_scores: ``C x E`` scores of this image's maps on the regions of the images it is
-                paired with by the null's permutations (``n_null > 0``).
+                paired with by the null's permutations (``n_null > 0``). A column may hold the
+                SUM of the scores of ``null_sizes[e]`` regions of one category and permutation
+                (:class:`probes.regions.RegionScorer`'s group columns); NaN = dead unit.
             null_categories: ``E`` categories of those columns.
             null_replicates: ``E`` permutation indices in ``[0, n_null)``.
+            null_sizes: ``E`` numbers of regions summed in each column (default: 1 each).
 
         Raises:
             ValueError: scores not 2-D, a length mismatch, a unit count different from this
@@ -402,14 +406,17 @@ class UnitScoreAccumulator:
             nfixed, nvalid = _fixed_point(null_scores, layer, "null_scores")
             ncats = [str(c) for c in (null_categories if null_categories is not None else [])]
             reps = np.asarray(null_replicates if null_replicates is not None else [], dtype=np.int64).reshape(-1)
-            if nfixed.shape[0] != n_units or len(ncats) != nfixed.shape[1] or reps.size != nfixed.shape[1]:
+            sizes = (np.ones(reps.size, dtype=np.int64) if null_sizes is None
+                     else np.asarray(null_sizes, dtype=np.int64).reshape(-1))
+            if (nfixed.shape[0] != n_units or len(ncats) != nfixed.shape[1] or reps.size != nfixed.shape[1]
+                    or sizes.size != nfixed.shape[1] or (sizes.size and sizes.min() < 1)):
                 raise ValueError(
-                    f"null_scores are {nfixed.shape} with {len(ncats)} categories and {reps.size} replicates; "
-                    f"give {n_units} units and one category and replicate per column"
+                    f"null_scores are {nfixed.shape} with {len(ncats)} categories, {reps.size} replicates and "
+                    f"{sizes.size} sizes; give {n_units} units and one category, replicate and size >= 1 per column"
                 )
             if reps.size and (reps.min() < 0 or reps.max() >= self.n_null):
                 raise ValueError(f"null_replicates must lie in [0, {self.n_null}), got {reps.min()}..{reps.max()}")
-            null = (nfixed, nvalid, ncats, reps)
+            null = (nfixed, nvalid, ncats, reps, sizes)
         # Validate everything before changing anything: a failed add leaves self untouched.
         new, index = self._new_categories(cats + (null[2] if null else []))
         self._check_units(layer, n_units)
@@ -433,10 +440,10 @@ class UnitScoreAccumulator:
                             ("boot_counts", at, (counts[:, None, :] * w[None, :, None]).astype(np.int32)),
                             ("boot_n_regions", (slice(None), present), w[:, None] * n_reg[None, :])]
         if null is not None and null[0].shape[1]:
-            nfixed, nvalid, ncats, reps = null
+            nfixed, nvalid, ncats, reps, sizes = null
             groups = reps * k + np.array([index[c] for c in ncats], dtype=np.int64)
             present, nsums = _group_sums(nfixed, groups, self.n_null * k)
-            _, ncounts = _group_sums(nvalid.astype(np.int64), groups, self.n_null * k)
+            _, ncounts = _group_sums(nvalid.astype(np.int64) * sizes[None, :], groups, self.n_null * k)
             at = (slice(None), present // k, present % k)
             _check_sums(self._padded(layer, "null_sums", n_units, k)[at], np.abs(nsums).astype(np.float64), layer)
             updates += [("null_sums", at, nsums), ("null_counts", at, ncounts.astype(np.int32))]

@@ -26,10 +26,13 @@ that bilinear *down*sampling averages out); no map coming from float32 activatio
 real variation is that flat, and the z-score of such a map would be rounding noise.
 
 Extra columns (the permutation null of :mod:`dissect.dissection`): ``set_regions(...,
-extra_regions=...)`` appends pixel sets given as ``(rows, cols)`` index arrays at this image's
-resolution (another image's fixated-pixels-in-mask, or another pop-out array's target mask).
-They become further kernels of the same matrix, so one product scores the real regions and
-every permuted pairing; nothing else changes.
+extra_groups=...)`` appends ``E`` columns, each a *group* of pixel sets given as ``(rows, cols)``
+index arrays at this image's resolution (another image's fixated pixels inside its masks, or
+another pop-out array's target mask). Column ``e`` scores the SUM over its ``m_e`` sets of the
+set's mean z-score: its kernel is ``sum_s K_s / n_s`` and the mean enters ``m_e`` times. The
+null only ever needs such sums (per permutation and category), so one column per group instead
+of one per region keeps the product small; they are further rows of the same kernel matrix, so
+one product scores the real regions and every permuted pairing.
 
 Two separate steps, so that another backend (``probes/regions_torch.py`` on a device) can reuse
 the first and redo only the second:
@@ -37,10 +40,12 @@ the first and redo only the second:
 1. **kernel building** (:meth:`RegionScorer.kernel_matrix`, numpy, once per image and map size):
    the ``(R + E + 1) x hw`` float64 matrix whose first ``R`` rows are the real regions' kernels,
    the next ``E`` rows the extra columns' kernels and the last row ``cy cx^T / (H W)``; with
-   :meth:`RegionScorer.n_pixels_all` (the ``R + E`` pixel counts);
+   :meth:`RegionScorer.column_weights` (per column: ``divisor``, ``n_r`` for a real region and
+   1 for a group, 0 for an empty region; and ``multiplicity``, 1 or ``m_e``);
 2. **per-column arithmetic** (:func:`scores_from_projection`): given ``proj = maps @ K^T``
    (``C x (R + E + 1)``), the upsampled std of every unit and its dead flag (:func:`upsampled_std`),
-   ``score = (proj[:, r] / n_r - mean) / std``, NaN for dead units and empty columns.
+   ``score = (proj[:, c] / divisor_c - multiplicity_c * mean) / std``, NaN for dead units and
+   empty columns.
 
 All arithmetic is float64. The naive references :func:`unit_region_nss_naive` and
 :func:`unit_nmm_naive` upsample every map with ``F.interpolate`` and are used by the tests and
@@ -251,9 +256,9 @@ def _points_kernels(ys: np.ndarray, xs: np.ndarray, member: np.ndarray, ay: _Axi
     return k.reshape(n_regions, h, w)
 
 
-def _flat_points_kernels(region: np.ndarray, ys: np.ndarray, xs: np.ndarray, n_regions: int,
+def _flat_points_kernels(region: np.ndarray, ys: np.ndarray, xs: np.ndarray, weight: np.ndarray, n_regions: int,
                          ay: _Axis, ax: _Axis) -> np.ndarray:
-    """``K_r = Uy^T M_r Ux`` for pixel sets given as one flat list: pixel ``p`` is ``(ys[p], xs[p])`` of region ``region[p]``."""
+    """``K_e = sum_p weight[p] Uy^T 1_(ys[p], xs[p]) Ux`` over the pixels ``p`` of column ``region[p]``."""
     h, w = ay.n_in, ax.n_in
     if region.size == 0:
         return np.zeros((n_regions, h, w), dtype=np.float64)
@@ -261,7 +266,7 @@ def _flat_points_kernels(region: np.ndarray, ys: np.ndarray, xs: np.ndarray, n_r
     rows = ((ay.i0[ys], ay.w0[ys]), (ay.i1[ys], ay.w1[ys]))
     cols = ((ax.i0[xs], ax.w0[xs]), (ax.i1[xs], ax.w1[xs]))
     idx = np.concatenate([base + iy * w + ix for iy, _ in rows for ix, _ in cols])
-    wts = np.concatenate([wy * wx for _, wy in rows for _, wx in cols])
+    wts = np.concatenate([wy * wx * weight for _, wy in rows for _, wx in cols])
     k = np.bincount(idx, weights=wts, minlength=n_regions * h * w)
     return k.reshape(n_regions, h, w)
 
@@ -385,16 +390,19 @@ def upsampled_std(unit_maps: np.ndarray, mean: np.ndarray, image_shape: tuple[in
     return _moments(arr, np.asarray(mean, dtype=np.float64), hi, lo, ay, ax)
 
 
-def scores_from_projection(proj: np.ndarray, n_pixels: np.ndarray, std: np.ndarray, dead: np.ndarray) -> np.ndarray:
+def scores_from_projection(proj: np.ndarray, divisor: np.ndarray, multiplicity: np.ndarray, std: np.ndarray,
+                           dead: np.ndarray) -> np.ndarray:
     """The per-column arithmetic after the kernel product (step 2 of the module docstring).
 
-    ``score[j, r] = (proj[j, r] / n_pixels[r] - mean[j]) / std[j]`` with ``mean = proj[:, -1]``
-    (He et al. 2019 eq. 1 / eq. 4: the mean z-scored upsampled map over the column's pixels);
-    NaN rows for dead units, NaN columns where ``n_pixels == 0``.
+    ``score[j, c] = (proj[j, c] / divisor[c] - multiplicity[c] * mean[j]) / std[j]`` with
+    ``mean = proj[:, -1]``: for a real region (``divisor = n_r``, multiplicity 1) the mean
+    z-scored upsampled map over its pixels (He et al. 2019 eq. 1 / eq. 4); for a group column
+    (divisor 1) the sum of that over its sets. NaN rows for dead units, NaN columns where
+    ``divisor == 0`` (a region without pixels).
 
     Args:
         proj: ``C x (N + 1)`` products of the flattened maps with :meth:`RegionScorer.kernel_matrix`.
-        n_pixels: ``N`` pixel counts (:meth:`RegionScorer.n_pixels_all`).
+        divisor, multiplicity: ``N`` each (:meth:`RegionScorer.column_weights`).
         std, dead: from :func:`upsampled_std`.
 
     Returns:
@@ -402,39 +410,50 @@ def scores_from_projection(proj: np.ndarray, n_pixels: np.ndarray, std: np.ndarr
     """
     proj = np.asarray(proj, dtype=np.float64)
     mean = proj[:, -1]
-    n_pixels = np.asarray(n_pixels)
+    divisor = np.asarray(divisor)
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = (proj[:, :-1] / n_pixels[None, :] - mean[:, None]) / np.asarray(std)[:, None]
+        out = (proj[:, :-1] / divisor[None, :] - np.asarray(multiplicity)[None, :] * mean[:, None]) \
+            / np.asarray(std)[:, None]
     out[np.asarray(dead, dtype=bool), :] = np.nan
-    out[:, n_pixels == 0] = np.nan
+    out[:, divisor == 0] = np.nan
     return out
 
 
-def _as_pixel_sets(extra_regions, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Flat ``(region, rows, cols)`` of ``E`` pixel sets and their ``E`` sizes; duplicates collapse."""
-    regions, rows, cols, sizes = [], [], [], []
+def _as_pixel_groups(extra_groups, shape: tuple[int, int]):
+    """Flat ``(column, rows, cols, weight)`` of ``E`` groups of pixel sets, and each group's set count.
+
+    A pixel of set ``s`` weighs ``1 / n_s`` (duplicates within a set collapse); empty sets are dropped.
+    """
+    columns, rows, cols, weights, counts = [], [], [], [], []
     height, width = shape
-    for e, item in enumerate(extra_regions):
-        try:
-            ys, xs = item
-        except (TypeError, ValueError):
-            raise ValueError("extra_regions must be a sequence of (rows, cols) pixel-index pairs") from None
-        ys = np.asarray(ys, dtype=np.int64).reshape(-1)
-        xs = np.asarray(xs, dtype=np.int64).reshape(-1)
-        if ys.shape != xs.shape:
-            raise ValueError(f"extra region {e}: {ys.size} rows but {xs.size} cols")
-        if ys.size and (ys.min() < 0 or ys.max() >= height or xs.min() < 0 or xs.max() >= width):
-            raise ValueError(f"extra region {e} has pixels outside the {height} x {width} image; rescale it first")
-        flat = np.unique(ys * width + xs)
-        ys, xs = np.divmod(flat, width)
-        regions.append(np.full(flat.size, e, dtype=np.int64))
-        rows.append(ys)
-        cols.append(xs)
-        sizes.append(flat.size)
-    if not sizes:
+    for e, group in enumerate(extra_groups):
+        n_sets = 0
+        for item in group:
+            try:
+                ys, xs = item
+            except (TypeError, ValueError):
+                raise ValueError("extra_groups must be a sequence of groups of (rows, cols) pixel-index pairs") from None
+            ys = np.asarray(ys, dtype=np.int64).reshape(-1)
+            xs = np.asarray(xs, dtype=np.int64).reshape(-1)
+            if ys.shape != xs.shape:
+                raise ValueError(f"extra group {e}: a pixel set with {ys.size} rows but {xs.size} cols")
+            if ys.size and (ys.min() < 0 or ys.max() >= height or xs.min() < 0 or xs.max() >= width):
+                raise ValueError(f"extra group {e} has pixels outside the {height} x {width} image; rescale it first")
+            flat = np.unique(ys * width + xs)
+            if flat.size == 0:
+                continue
+            ys, xs = np.divmod(flat, width)
+            columns.append(np.full(flat.size, e, dtype=np.int64))
+            rows.append(ys)
+            cols.append(xs)
+            weights.append(np.full(flat.size, 1.0 / flat.size))
+            n_sets += 1
+        counts.append(n_sets)
+    counts = np.array(counts, dtype=np.int64)
+    if not columns:
         empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, empty, empty
-    return np.concatenate(regions), np.concatenate(rows), np.concatenate(cols), np.array(sizes, dtype=np.int64)
+        return (empty, empty, empty, np.zeros(0)), counts
+    return (np.concatenate(columns), np.concatenate(rows), np.concatenate(cols), np.concatenate(weights)), counts
 
 
 class RegionScorer:
@@ -446,8 +465,8 @@ class RegionScorer:
 
     With a fixation map, ``M_r`` = the unique fixated pixels inside mask ``r`` and the score is
     region-wise NSS (He et al. 2019, eq. 1). Without one, ``M_r`` = the mask and the score is
-    NMM (eq. 4). Extra pixel sets (``extra_regions``, e.g. the permutation null's regions of
-    other images) add further columns after the ``R`` real ones.
+    NMM (eq. 4). Extra groups of pixel sets (``extra_groups``, e.g. the permutation null's
+    regions of other images) add further columns after the ``R`` real ones.
 
     Args:
         masks: optional ``R x H x W`` bool masks (``set_regions`` can be called later).
@@ -468,16 +487,17 @@ class RegionScorer:
         elif fixation_map is not None:
             raise ValueError("RegionScorer: a fixation_map needs masks; pass masks too")
 
-    def set_regions(self, masks, fixation_map=None, extra_regions=None) -> "RegionScorer":
+    def set_regions(self, masks, fixation_map=None, extra_groups=None) -> "RegionScorer":
         """Use the regions of a new image.
 
         Args:
             masks: ``R x H x W`` bool masks at the image's resolution (2-D: one region).
             fixation_map: ``H x W`` binary map, or ``None`` for NMM (eq. 4).
-            extra_regions: optional sequence of ``E`` pixel sets ``(rows, cols)`` (0-based index
-                arrays at this image's resolution; duplicates collapse), scored as columns
-                ``R .. R + E - 1`` with the same formula. ``M`` is the set itself (no fixation
-                map is applied to it: pass fixated pixels for NSS columns).
+            extra_groups: optional sequence of ``E`` groups, each a sequence of pixel sets
+                ``(rows, cols)`` (0-based index arrays at this image's resolution; duplicates
+                collapse, empty sets are dropped). Column ``R + e`` scores the sum over group
+                ``e``'s sets of the set's mean z-score. A set is used as is (no fixation map is
+                applied to it: pass fixated pixels for NSS columns).
 
         Returns:
             ``self``.
@@ -501,8 +521,8 @@ class RegionScorer:
             self._masks = masks
             self._boxes = _bounding_boxes(masks)
             self._n_pixels = np.array([np.count_nonzero(m) for m in masks], dtype=np.int64)
-        if extra_regions is not None and len(extra_regions):
-            *self._extra, self._n_extra = _as_pixel_sets(extra_regions, self._shape)
+        if extra_groups is not None and len(extra_groups):
+            self._extra, self._n_extra = _as_pixel_groups(extra_groups, self._shape)
         else:
             self._extra, self._n_extra = None, np.zeros(0, dtype=np.int64)
         return self
@@ -522,9 +542,19 @@ class RegionScorer:
         """``E``, the number of extra columns (after the real ones)."""
         return int(self._n_extra.size)
 
-    def n_pixels_all(self) -> np.ndarray:
-        """``R + E`` pixel counts of every column: the real regions, then the extra pixel sets."""
-        return np.concatenate([self._n_pixels, self._n_extra])
+    @property
+    def extra_sizes(self) -> np.ndarray:
+        """``E`` numbers of non-empty pixel sets in each extra column (its multiplicity)."""
+        return self._n_extra.copy()
+
+    def column_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(divisor, multiplicity)`` of the ``R + E`` columns, for :func:`scores_from_projection`.
+
+        ``divisor``: ``n_r`` for a real region, 1 for a non-empty extra group, 0 for an empty one.
+        """
+        divisor = np.concatenate([self._n_pixels, (self._n_extra > 0).astype(np.int64)])
+        multiplicity = np.concatenate([np.ones(self._n_pixels.size), self._n_extra.astype(np.float64)])
+        return divisor, multiplicity
 
     def kernels(self, h: int, w: int) -> np.ndarray:
         """``R x h x w`` kernels ``K_r = Uy^T M_r Ux`` for maps of size ``h x w`` (cached).
@@ -578,19 +608,19 @@ class RegionScorer:
             raise ValueError("RegionScorer has no regions yet; call set_regions(masks, fixation_map) first")
         arr = _as_unit_maps(unit_maps, check_finite=False)
         n_units, h, w = arr.shape
-        n_pixels = self.n_pixels_all()
+        divisor, multiplicity = self.column_weights()
         flat = arr.reshape(n_units, h * w)
         hi, lo = flat.max(axis=1, initial=-np.inf), flat.min(axis=1, initial=np.inf)
         if not (np.all(np.isfinite(hi)) and np.all(np.isfinite(lo))):  # NaN and inf reach max/min
             raise ValueError(_NOT_FINITE)
-        if n_pixels.size == 0 or n_units == 0:
-            return np.full((n_units, n_pixels.size), np.nan)
+        if divisor.size == 0 or n_units == 0:
+            return np.full((n_units, divisor.size), np.nan)
         ay, ax = _axis(self._shape[0], h), _axis(self._shape[1], w)
         # Step 1: one product gives every column's pixel sum and the map's mean (last column).
         proj = flat @ self._extended_kernels(h, w).T
         std, dead = _moments(arr, proj[:, -1], hi, lo, ay, ax)
         # Step 2: He et al. 2019, eq. 1 / eq. 4: mean of z(up(A)) over the column's pixels.
-        return scores_from_projection(proj, n_pixels, std, dead)
+        return scores_from_projection(proj, divisor, multiplicity, std, dead)
 
 
 def unit_region_nss(unit_maps, fixation_map, masks) -> np.ndarray:

@@ -127,37 +127,37 @@ def test_shards_merge_exactly(dataset):
         pd.testing.assert_frame_equal(got, want, check_exact=True)
 
 
-class _InterruptAt:
-    """A dataset that raises KeyboardInterrupt (a Ctrl-C) when image ``stop`` is read by the main pass.
+class _InterruptOnForward:
+    """A forward hook that raises KeyboardInterrupt (a Ctrl-C) on forward pass number ``at`` (1-based).
 
-    With the permutation null on, the engine first reads every image once for its regions
-    (``skip_reads=1`` lets that read through).
+    With the permutation null on, the dataset is read once before the run, so the interrupt
+    is placed on the model instead of on an image read.
     """
 
-    def __init__(self, base, stop, skip_reads=1):
-        self.base, self.stop, self.name, self.reads = base, stop, base.name, skip_reads
+    def __init__(self, model, at):
+        self.calls, self.at = 0, at
+        self.handle = model.conv1.register_forward_hook(self)
 
-    def __len__(self):
-        return len(self.base)
-
-    def __getitem__(self, i):
-        if i == self.stop:
-            if self.reads == 0:
-                raise KeyboardInterrupt
-            self.reads -= 1
-        return self.base[i]
+    def __call__(self, *args):
+        self.calls += 1
+        if self.calls == self.at:
+            self.handle.remove()
+            raise KeyboardInterrupt
 
 
 def test_resume_gives_identical_results(dataset, tmp_path):
     model = TinyNet().eval()
     layers = ["relu1", "relu2"]
     full = run_dissection(model, layers, dataset, image_size=32, batch_size=2, progress=False)
+    assert full.info["null"] == 100 and full.info["bootstrap"] == 200  # the defaults: kill-and-resume with both
+    _InterruptOnForward(model, 3)  # Ctrl-C during the forward of images 4-5
     with pytest.raises(KeyboardInterrupt):
-        run_dissection(model, layers, _InterruptAt(dataset, 5), image_size=32, batch_size=2,
-                       checkpoint_dir=tmp_path, progress=False)
+        run_dissection(model, layers, dataset, image_size=32, batch_size=2, checkpoint_dir=tmp_path,
+                       progress=False)
     resumed = run_dissection(model, layers, dataset, image_size=32, batch_size=2, checkpoint_dir=tmp_path,
                              resume=True, progress=False)
     assert resumed.info["resumed_from_image"] == 4  # the last complete batch boundary before image 5
+    pd.testing.assert_frame_equal(resumed.labels, full.labels, check_exact=True)
     pd.testing.assert_frame_equal(resumed.units, full.units, check_exact=True)
     pd.testing.assert_frame_equal(resumed.summary, full.summary, check_exact=True)
     assert resumed.info["n_images"] == full.info["n_images"]
