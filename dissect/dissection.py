@@ -66,9 +66,10 @@ class DissectionResult:
 
     Attributes:
         units: long table, one row per layer x unit x category
-            (``layer, unit, category, score, n_regions, dead``).
-        summary: one row per layer x category
-            (``layer, category, top_k_mean, count_above_threshold, n_units, n_dead, n_regions``).
+            (``layer, unit, category, score, n_regions, dead, n_valid, ranked, p_value, q_value``).
+        summary: one row per layer x category (``layer, category, top_k_mean,
+            count_above_threshold, n_units, n_dead, n_regions``, then the null, bootstrap and
+            ceiling columns of :meth:`probes.aggregate.UnitScoreAccumulator.summary`).
         info: run facts for ``run.json`` (metric, counts of images and skipped regions, timings).
         accumulator: the raw accumulator (merge it with another shard's).
         labels: one row per layer x unit (:func:`probes.labels.unit_labels`).

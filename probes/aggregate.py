@@ -44,6 +44,11 @@ Permutation null (``n_null = P > 0``), statistics and definitions:
   ``null_top_k_mean`` = mean of ``T^p`` over ``p``; ``null_top_k_p95`` = its 95th percentile
   (``numpy.percentile``, linear); ``p_top_k`` = ``(1 + #{p : T^p >= T}) / (1 + P)``.
 * ``count_significant`` = ranked units with ``q < alpha`` (0.05).
+* Ties: "reaches" means ``>= observed - TIE_TOL`` (``1e-9``). A permutation that leaves the
+  images a unit is live on in place reproduces the observed score, but through differently
+  rounded sums (the null sums a category's regions before rounding, the real scores after);
+  such a tie must count, conservatively, and 1e-9 is far above that rounding (``2**-33``) and
+  far below any real difference of mean NSS.
 * Memory: ``C x P x K`` int64 sums and int32 counts per layer (12 bytes each: 512 units, 100
   permutations, 1 category = 0.6 MB; 12 categories = 7.4 MB).
 
@@ -75,8 +80,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["SCALE_BITS", "MAX_ABS_SCORE", "UnitScoreAccumulator", "bootstrap_weights", "null_permutation",
-           "DEAD_UNIT_POLICIES"]
+__all__ = ["SCALE_BITS", "MAX_ABS_SCORE", "TIE_TOL", "UnitScoreAccumulator", "bootstrap_weights",
+           "null_permutation", "DEAD_UNIT_POLICIES"]
 
 SCALE_BITS = 32
 MAX_ABS_SCORE = 2.0 ** 20
@@ -87,6 +92,8 @@ _VERSION = 2
 DEAD_UNIT_POLICIES = ("skip", "zero")
 # Stream tags: the null's permutations and the bootstrap's weights never share a random stream.
 _TAG_NULL, _TAG_BOOT = 0x6E756C6C, 0x626F6F74
+# A permuted statistic within TIE_TOL of the observed one "reaches" it (module docstring).
+TIE_TOL = 1e-9
 
 
 def null_permutation(seed: int, replicate: int, n_images: int) -> np.ndarray:
@@ -558,7 +565,7 @@ class UnitScoreAccumulator:
             null_scores, null_ranked = _means_and_ranked(st.null_sums, st.null_counts,
                                                          st.n_regions[None, None, :], dead_units, min_valid)
             usable = null_ranked & np.isfinite(null_scores)
-            reach = np.count_nonzero(usable & (null_scores >= scores[:, None, :]), axis=1)
+            reach = np.count_nonzero(usable & (null_scores >= scores[:, None, :] - TIE_TOL), axis=1)
             n_perm = np.count_nonzero(usable, axis=1)
             p_values = np.where(ranked, (1.0 + reach) / (1.0 + n_perm), np.nan)
             for j in range(scores.shape[1]):
@@ -680,7 +687,8 @@ class UnitScoreAccumulator:
                     if finite.size and np.isfinite(observed[j]):
                         row["null_top_k_mean"] = float(finite.mean())
                         row["null_top_k_p95"] = float(np.percentile(finite, 95))
-                        row["p_top_k"] = float((1 + np.count_nonzero(finite >= observed[j])) / (1 + finite.size))
+                        reach = np.count_nonzero(finite >= observed[j] - TIE_TOL)
+                        row["p_top_k"] = float((1 + reach) / (1 + finite.size))
                     row["count_significant"] = int(np.count_nonzero(stats["q"][:, j] < alpha))
                 if self.n_bootstrap:
                     row["top_k_mean_lo"], row["top_k_mean_hi"] = _interval(boot_t[:, j])
