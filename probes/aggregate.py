@@ -349,11 +349,14 @@ class UnitScoreAccumulator:
             )
 
     def _padded(self, layer: str, key: str, n_units: int, n_categories: int) -> np.ndarray:
-        """Current ``key`` array of ``layer`` as it would be with ``n_categories`` columns (a copy)."""
+        """Current ``key`` array of ``layer`` as it would be with ``n_categories`` columns (read only:
+        the array itself when no column is missing, else a padded copy)."""
         st = self._layers.get(layer)
         if st is None:
             st = _Layer.empty(n_units, 0, self.n_null, self.n_bootstrap)
         a = getattr(st, key)
+        if a.shape[-1] == n_categories:
+            return a
         return np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, n_categories - a.shape[-1])])
 
     def _layer(self, layer: str, n_units: int) -> _Layer:
