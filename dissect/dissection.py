@@ -248,6 +248,7 @@ class _Prepared:
 
 # Keep the network inputs of the region bank's pass (so the dataset is read once) up to this size.
 _MAX_KEPT_INPUT_BYTES = 2 << 30
+_BANK_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 class _RegionBank:
@@ -261,15 +262,27 @@ class _RegionBank:
         self.records: list[_Prepared] = []
         keep_inputs = image_size is not None and n_images * image_size * image_size * 3 <= _MAX_KEPT_INPUT_BYTES
         self.inputs: list[np.ndarray] | None = [] if keep_inputs else None
-        for i in tqdm(range(n_images), desc="regions", unit="img", disable=not progress, dynamic_ncols=True):
+
+        def read(i: int):
             try:
                 sample = dataset[i]
             except ValueError as exc:  # fail before the run, not an hour into it
                 raise ValueError(f"{exc} (the permutation null reads every image's regions before the run: "
                                  "fix that image, or pass null=0 / --null 0)") from exc
-            self.records.append(_Prepared(sample, ceiling_sigma))
-            if keep_inputs:
-                self.inputs.append(_resized(sample.image, image_size))
+            return _Prepared(sample, ceiling_sigma), _resized(sample.image, image_size) if keep_inputs else None
+
+        # Nothing overlaps this pass, so it reads with several threads (decoding and the loaders'
+        # numpy/scipy work release the GIL); results come back in image order.
+        with ThreadPoolExecutor(_BANK_THREADS, thread_name_prefix="dissect-regions") as pool:
+            try:
+                for record, image in tqdm(pool.map(read, range(n_images)), total=n_images, desc="regions",
+                                          unit="img", disable=not progress, dynamic_ncols=True):
+                    self.records.append(record)
+                    if keep_inputs:
+                        self.inputs.append(image)
+            except BaseException:
+                pool.shutdown(cancel_futures=True)  # a bad image or Ctrl-C: do not read the rest
+                raise
 
 
 def _null_groups(bank: _RegionBank | None, permutations: np.ndarray | None, image: int, record: _Prepared):
