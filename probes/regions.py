@@ -422,12 +422,13 @@ def scores_from_projection(proj: np.ndarray, divisor: np.ndarray, multiplicity: 
 def _as_pixel_groups(extra_groups, shape: tuple[int, int]):
     """Flat ``(column, rows, cols, weight)`` of ``E`` groups of pixel sets, and each group's set count.
 
-    A pixel of set ``s`` weighs ``1 / n_s`` (duplicates within a set collapse); empty sets are dropped.
+    A pixel of set ``s`` weighs ``1 / n_s`` (duplicates within a set collapse); empty sets are
+    dropped. One ``np.unique`` over all sets at once (a few hundred sets per image for the null).
     """
-    columns, rows, cols, weights, counts = [], [], [], [], []
     height, width = shape
+    n_pix = height * width
+    flats, set_group = [], []
     for e, group in enumerate(extra_groups):
-        n_sets = 0
         for item in group:
             try:
                 ys, xs = item
@@ -439,21 +440,20 @@ def _as_pixel_groups(extra_groups, shape: tuple[int, int]):
                 raise ValueError(f"extra group {e}: a pixel set with {ys.size} rows but {xs.size} cols")
             if ys.size and (ys.min() < 0 or ys.max() >= height or xs.min() < 0 or xs.max() >= width):
                 raise ValueError(f"extra group {e} has pixels outside the {height} x {width} image; rescale it first")
-            flat = np.unique(ys * width + xs)
-            if flat.size == 0:
-                continue
-            ys, xs = np.divmod(flat, width)
-            columns.append(np.full(flat.size, e, dtype=np.int64))
-            rows.append(ys)
-            cols.append(xs)
-            weights.append(np.full(flat.size, 1.0 / flat.size))
-            n_sets += 1
-        counts.append(n_sets)
-    counts = np.array(counts, dtype=np.int64)
-    if not columns:
+            if ys.size:
+                flats.append((len(set_group)) * n_pix + ys * width + xs)
+                set_group.append(e)
+    n_groups = len(extra_groups)
+    set_group = np.array(set_group, dtype=np.int64)
+    counts = np.bincount(set_group, minlength=n_groups).astype(np.int64)
+    if not flats:
         empty = np.zeros(0, dtype=np.int64)
         return (empty, empty, empty, np.zeros(0)), counts
-    return (np.concatenate(columns), np.concatenate(rows), np.concatenate(cols), np.concatenate(weights)), counts
+    keys = np.unique(np.concatenate(flats))  # sorted by set, then pixel: duplicates within a set collapse
+    set_id, pixel = np.divmod(keys, n_pix)
+    ys, xs = np.divmod(pixel, width)
+    weight = 1.0 / np.bincount(set_id, minlength=set_group.size)[set_id]
+    return (set_group[set_id], ys, xs, weight), counts
 
 
 class RegionScorer:
