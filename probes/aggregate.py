@@ -131,6 +131,15 @@ class _Layer:
     boot_sums: np.ndarray  # int64 C x B x K
     boot_counts: np.ndarray  # int32 C x B x K
     boot_n_regions: np.ndarray  # int64 B x K
+    # An upper bound of every |sum| above (None: unknown, recomputed on demand). While it stays
+    # clear of 2**62, an add needs no elementwise overflow check (see UnitScoreAccumulator.add).
+    bound: float | None = 0.0
+
+    def abs_bound(self) -> float:
+        if self.bound is None:
+            self.bound = float(max((float(np.abs(a).max()) if a.size else 0.0)
+                                   for a in (self.sums, self.null_sums, self.boot_sums)))
+        return self.bound
 
     @classmethod
     def empty(cls, n_units: int, k: int, n_null: int, n_boot: int) -> "_Layer":
@@ -168,8 +177,8 @@ def _check_sums(sums: np.ndarray, increment_bound: np.ndarray, layer: str) -> No
         )
 
 
-def _fixed_point(scores, layer: str, what: str = "scores") -> tuple[np.ndarray, np.ndarray]:
-    """Validated ``(fixed, valid)``: int64 multiples of ``2**-32`` (0 where NaN) and the non-NaN mask."""
+def _fixed_point(scores, layer: str, what: str = "scores") -> tuple[np.ndarray, np.ndarray, float]:
+    """Validated ``(fixed, valid, max |score|)``: int64 multiples of ``2**-32`` (0 where NaN), the non-NaN mask."""
     if hasattr(scores, "detach"):  # torch tensor
         scores = scores.detach().cpu().numpy()
     scores = np.asarray(scores, dtype=np.float64)
@@ -179,13 +188,14 @@ def _fixed_point(scores, layer: str, what: str = "scores") -> tuple[np.ndarray, 
         raise ValueError(f"layer {layer!r}: {what} contain inf; a score is a finite number or NaN (dead unit)")
     valid = ~np.isnan(scores)
     values = np.where(valid, scores, 0.0)
-    if values.size and np.abs(values).max() > MAX_ABS_SCORE:
+    top = float(np.abs(values).max()) if values.size else 0.0
+    if top > MAX_ABS_SCORE:
         raise ValueError(
-            f"layer {layer!r}: |score| {np.abs(values).max():.6g} exceeds {MAX_ABS_SCORE:.0f} (2**20), the "
+            f"layer {layer!r}: |score| {top:.6g} exceeds {MAX_ABS_SCORE:.0f} (2**20), the "
             "fixed-point range; such a score signals a broken map, not a real NSS"
         )
     # Scaling by a power of two is exact; rint rounds half to even, deterministically.
-    return np.rint(values * _SCALE).astype(np.int64), valid
+    return np.rint(values * _SCALE).astype(np.int64), valid, top
 
 
 def _group_sums(values: np.ndarray, groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
@@ -402,7 +412,7 @@ class UnitScoreAccumulator:
         """
         if not isinstance(layer, str) or not layer:
             raise ValueError(f"layer must be a non-empty string, got {layer!r}")
-        fixed, valid = _fixed_point(scores, layer)
+        fixed, valid, top = _fixed_point(scores, layer)
         n_units, n_cols = fixed.shape
         cats = [str(c) for c in categories]
         if len(cats) != n_cols:
@@ -413,7 +423,7 @@ class UnitScoreAccumulator:
         if null_scores is not None:
             if not self.n_null:
                 raise ValueError("null_scores given but the accumulator keeps no null (n_null=0)")
-            nfixed, nvalid = _fixed_point(null_scores, layer, "null_scores")
+            nfixed, nvalid, ntop = _fixed_point(null_scores, layer, "null_scores")
             ncats = [str(c) for c in (null_categories if null_categories is not None else [])]
             reps = np.asarray(null_replicates if null_replicates is not None else [], dtype=np.int64).reshape(-1)
             sizes = (np.ones(reps.size, dtype=np.int64) if null_sizes is None
@@ -427,6 +437,14 @@ class UnitScoreAccumulator:
             if reps.size and (reps.min() < 0 or reps.max() >= self.n_null):
                 raise ValueError(f"null_replicates must lie in [0, {self.n_null}), got {reps.min()}..{reps.max()}")
             null = (nfixed, nvalid, ncats, reps, sizes)
+        # A scalar bound of what this add can put into any one sum: when the layer's running bound
+        # plus it stays below 2**62, no sum can overflow and the elementwise checks are skipped.
+        w = bootstrap_weights(self.seed, int(image), self.n_bootstrap) if self.n_bootstrap and n_cols else None
+        increment = (top + 2.0 ** -33) * _SCALE * n_cols * (max(1, int(w.max())) if w is not None and w.size else 1)
+        if null is not None:
+            increment += (ntop + 2.0 ** -33) * _SCALE * null[0].shape[1]
+        current = self._layers.get(layer)
+        check = (current.abs_bound() if current is not None else 0.0) + increment >= _SUM_LIMIT / 2
         # Validate everything before changing anything: a failed add leaves self untouched.
         new, index = self._new_categories(cats + (null[2] if null else []))
         self._check_units(layer, n_units)
@@ -437,15 +455,17 @@ class UnitScoreAccumulator:
             present, sums = _group_sums(fixed, kidx, k)
             _, counts = _group_sums(valid.astype(np.int64), kidx, k)
             n_reg = np.bincount(kidx, minlength=k)[present]
-            _check_sums(self._padded(layer, "sums", n_units, k)[:, present], np.abs(sums).astype(np.float64), layer)
+            if check:
+                _check_sums(self._padded(layer, "sums", n_units, k)[:, present], np.abs(sums).astype(np.float64),
+                            layer)
             updates += [("sums", (slice(None), present), sums), ("counts", (slice(None), present), counts),
                         ("n_regions", (present,), n_reg)]
             if self.n_bootstrap:
-                w = bootstrap_weights(self.seed, int(image), self.n_bootstrap)
                 bsums = sums[:, None, :] * w[None, :, None]
                 at = (slice(None), slice(None), present)
-                _check_sums(self._padded(layer, "boot_sums", n_units, k)[at], np.abs(bsums).astype(np.float64),
-                            layer)
+                if check:
+                    _check_sums(self._padded(layer, "boot_sums", n_units, k)[at],
+                                np.abs(bsums).astype(np.float64), layer)
                 updates += [("boot_sums", at, bsums),
                             ("boot_counts", at, (counts[:, None, :] * w[None, :, None]).astype(np.int32)),
                             ("boot_n_regions", (slice(None), present), w[:, None] * n_reg[None, :])]
@@ -455,13 +475,16 @@ class UnitScoreAccumulator:
             present, nsums = _group_sums(nfixed, groups, self.n_null * k)
             _, ncounts = _group_sums(nvalid.astype(np.int64) * sizes[None, :], groups, self.n_null * k)
             at = (slice(None), present // k, present % k)
-            _check_sums(self._padded(layer, "null_sums", n_units, k)[at], np.abs(nsums).astype(np.float64), layer)
+            if check:
+                _check_sums(self._padded(layer, "null_sums", n_units, k)[at], np.abs(nsums).astype(np.float64),
+                            layer)
             updates += [("null_sums", at, nsums), ("null_counts", at, ncounts.astype(np.int32))]
         for c in new:
             self._category_index(c)
         st = self._layer(layer, n_units)
         for key, at, inc in updates:
             getattr(st, key)[at] += inc
+        st.bound = None if check else st.abs_bound() + increment  # None: recomputed exactly next time
 
     def add_ceiling(self, values, categories: Sequence[str]) -> None:
         """Add per-region human-ceiling values (e.g. leave-one-subject-out region NSS), NaN = none.
@@ -473,7 +496,7 @@ class UnitScoreAccumulator:
         Raises:
             ValueError: a length mismatch, infinite or too large values, an unknown category.
         """
-        fixed, valid = _fixed_point(np.asarray(values, dtype=np.float64).reshape(1, -1), "ceiling", "values")
+        fixed, valid, _ = _fixed_point(np.asarray(values, dtype=np.float64).reshape(1, -1), "ceiling", "values")
         cats = [str(c) for c in categories]
         if len(cats) != fixed.shape[1]:
             raise ValueError(f"{fixed.shape[1]} ceiling values but {len(cats)} categories")
@@ -544,6 +567,7 @@ class UnitScoreAccumulator:
             st.grow(len(self._categories))
             for key, a in arrays.items():
                 getattr(st, key)[..., cols] += a
+            st.bound = None
         self._ceiling_sums[cols] += ceiling[0]
         self._ceiling_counts[cols] += ceiling[1]
         return self
@@ -779,6 +803,7 @@ class UnitScoreAccumulator:
                     raise ValueError(f"inconsistent state for layer {name!r}: {key} has shape {a.shape}, "
                                      f"expected {getattr(st, key).shape}")
                 setattr(st, key, a.copy())
+            st.bound = None
             acc._layers[name] = st
         for attr, value in zip(("_ceiling_sums", "_ceiling_counts"), ceiling):
             if value is not None:
