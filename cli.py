@@ -523,13 +523,17 @@ def cmd_evaluate(args) -> int:
     from dissect.reports import default_run_dir, prepare_run_dir, run_folder
 
     models = args.models or ([] if args.maps else list(classical.METHODS))
-    sources = resolve_sources(models, weights=args.weights, maps=args.maps or (), image_size=args.image_size,
-                              device=_resolve_device(args.device), seed=args.seed)
     out = Path(args.out).expanduser() if args.out else default_run_dir(
         "evaluate", models, [Path(m).name for m in (args.maps or ())], args.dataset, _root_word(args.data_root),
         weights=_weights_word(args.weights) if args.weights else None, first=args.max_images,
         seed=args.seed or None)
-    prepare_run_dir(out, "evaluate", outputs=("per_image.csv", "summary.csv"), overwrite=args.overwrite)
+    if getattr(args, "ray", None) is not None:
+        return _evaluate_on_ray(args, out)
+    sources = resolve_sources(models, weights=args.weights, maps=args.maps or (), image_size=args.image_size,
+                              device=_resolve_device(args.device), seed=args.seed)
+    if not (getattr(args, "shard", None) and args.resume):  # a shard resumes its own pieces
+        prepare_run_dir(out, "evaluate", outputs=("per_image.csv", "summary.csv", "shard.json"),
+                        overwrite=args.overwrite)
     with run_folder(out):
         return _evaluate_into(args, sources, out)
 
@@ -543,10 +547,12 @@ def _evaluate_into(args, sources, out: Path) -> int:
     check_writable(out)
     options = dataset_options(args.dataset, args.data_root, args.seed, **_flags_of(args))
     dataset = load_dataset(args.dataset, args.data_root, **options)
-    result = run_evaluation(dataset, sources, sigma=args.sigma, seed=args.seed, ceiling=not args.no_ceiling,
-                            max_images=args.max_images, save_maps=args.save_maps, progress=not args.no_progress)
     params = run_record("evaluate", vars(args), dataset=dataset.name, dataset_options=options,
                         **_dataset_notes(dataset))
+    if getattr(args, "shard", None):
+        return _evaluate_shard(args, dataset, sources, params, out, options)
+    result = run_evaluation(dataset, sources, sigma=args.sigma, seed=args.seed, ceiling=not args.no_ceiling,
+                            max_images=args.max_images, save_maps=args.save_maps, progress=not args.no_progress)
     paths = write_evaluation_report(result, out, params)
     cols = ["model", "weights", "n"] + [c for c in ("nss_mean", "cc_mean", "auc_judd_mean", "sauc_mean", "ig_mean",
                                                     "nmm_mean", "seconds_mean") if c in result.summary.columns]
@@ -586,7 +592,7 @@ def _add_shard_args(parser: argparse.ArgumentParser, resume: bool = False) -> No
     if resume:
         group.add_argument("--resume", action="store_true", help="continue an interrupted --shard or --ray run")
         group.add_argument("--checkpoint-every", type=int, metavar="B",
-                           help="with --shard/--ray: save the shard every B batches (default 8)")
+                           help="with --shard/--ray: save the shard every B batches (default 8; evaluate: B images, default the whole shard)")
 
 
 def _finish_shard(out: Path, params: dict, shard: dict, n_dataset: int) -> int:
@@ -615,6 +621,39 @@ def _attention_shard(args, model, dataset, methods, method_options, params, out,
     print(f"shard {shard[0]}/{shard[1]}: batches {lo}..{hi - 1} done in {out}; when every shard is done: "
           "python cli.py merge OUT SHARD_DIR...")
     return 0
+
+
+def _evaluate_shard(args, dataset, sources, params, out, options) -> int:
+    from dissect.shards import run_evaluation_shard
+
+    shard = _shard_of(args.shard)
+    key = {k: v for k, v in vars(args).items() if k not in _EXECUTION_ARGS and k != "save_maps"}
+    record = run_evaluation_shard(dataset, sources, out, shard, every=args.checkpoint_every, resume=args.resume,
+                                  params=params, run_key={"args": key, "options": options},
+                                  progress=not args.no_progress, sigma=args.sigma, seed=args.seed,
+                                  ceiling=not args.no_ceiling, max_images=args.max_images, save_maps=args.save_maps)
+    lo, hi = record["batches"]
+    print(f"shard {shard[0]}/{shard[1]}: scored images {lo}..{hi - 1} done in {out}; when every shard is done: "
+          "python cli.py merge OUT SHARD_DIR...")
+    return 0
+
+
+def _evaluate_shard_task(namespace: dict) -> int:
+    """One Ray task: a shard of ``evaluate`` in-process."""
+    return cmd_evaluate(argparse.Namespace(**namespace))
+
+
+def _evaluate_on_ray(args, out: Path) -> int:
+    if args.shard:
+        raise ValueError("--shard and --ray do not mix: --ray runs every shard itself (choose how many with --shards)")
+
+    def make_args(i, n, folder):
+        return {**vars(args), "shard": f"{i}/{n}", "ray": None, "shards": None, "out": str(folder), "resume": True,
+                "overwrite": False, "no_progress": True}
+
+    folders, record = _ray_shards(args.ray, out, args.resume, args.overwrite, args.shards, args.device,
+                                  args.ray_cpus, _evaluate_shard_task, make_args, not args.no_progress)
+    return _write_merge(out, folders, ray=record, config=vars(args))
 
 
 def _dissect_shard_task(config: dict) -> int:
@@ -721,6 +760,12 @@ def _write_merge(out: Path, folders, ray: dict | None = None, config: dict | Non
         first = sorted(folders, key=lambda f: json.loads((Path(f) / "shard.json").read_text())["shard"][0])[0]
         params = json.loads((Path(first) / PARAMS_FILE).read_text()) if (Path(first) / PARAMS_FILE).exists() else {}
         paths = write_attention_merge(folders, out, {**_merged_params(params, out, config), **extra})
+    elif kind == "evaluate":
+        from dissect.shards import write_evaluation_merge
+
+        first = sorted(folders, key=lambda f: json.loads((Path(f) / "shard.json").read_text())["shard"][0])[0]
+        params = json.loads((Path(first) / PARAMS_FILE).read_text()) if (Path(first) / PARAMS_FILE).exists() else {}
+        paths = write_evaluation_merge(folders, out, {**_merged_params(params, out, config), **extra})
     else:
         raise ValueError(f"cannot merge {kind!r} shards yet")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
@@ -816,6 +861,7 @@ def _add_evaluate_parser(sub) -> None:
     e.add_argument("--seed", type=int, default=0, help="seed of random weights, generated data and s-AUC negatives")
     e.add_argument("--no-ceiling", action="store_true", help="skip the leave-one-subject-out ceiling (slow)")
     e.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_shard_args(e, resume=True)
 
 
 def cmd_merge(args) -> int:
