@@ -939,10 +939,20 @@ def _add_training_flags(p) -> None:
 
 
 def cmd_study(args) -> int:
+    if getattr(args, "ray", None) is not None:
+        return _study_on_ray(args)
+    from dissect.finetune_study import run_finetune_study
+
+    ks, data, options = _study_inputs(args)
+    written = run_finetune_study(ks, *data, args.out, **options, progress=not args.no_progress)
+    return _print_study(written)
+
+
+def _study_inputs(args):
+    """``(ks, (train, val), options)`` of ``study finetune``: what every setup needs."""
     from datasets import load_dataset
     from datasets.base import Subset
     from datasets.popout import PopoutDataset
-    from dissect.finetune_study import run_finetune_study
     from dissect.training import image_ids, read_ids
 
     ks = []
@@ -968,11 +978,48 @@ def cmd_study(args) -> int:
     dissect_info = {"name": args.dissect_dataset, "root": str(Path(root).resolve()) if root else None,
                     "options": options}
     popout = PopoutDataset(n_per_dimension=args.popout_n, seed=args.seed)
-    cfg = _train_config(args)
-    written = run_finetune_study(ks, train, val, args.out, cfg, dissect_set=dissect_set, popout_set=popout,
-                                 layers=args.layers or ["conv5_3"], dataset_info=info, dissect_info=dissect_info,
-                                 checkpoint=args.checkpoint, image_size=args.image_size,
-                                 batch_size=args.dissect_batch_size, progress=not args.no_progress)
+    options = dict(cfg=_train_config(args), dissect_set=dissect_set, popout_set=popout,
+                   layers=args.layers or ["conv5_3"], dataset_info=info, dissect_info=dissect_info,
+                   checkpoint=args.checkpoint, image_size=args.image_size, batch_size=args.dissect_batch_size)
+    return ks, (train, val), options
+
+
+def _study_setup_task(k, namespace: dict) -> dict:
+    """One Ray task of ``study finetune --ray``: train and dissect setup ``k`` (resuming its checkpoints)."""
+    from dissect.finetune_study import train_and_dissect_setup
+
+    args = argparse.Namespace(**namespace)
+    _, (train, val), options = _study_inputs(args)
+    cfg = options.pop("cfg")
+    paths = train_and_dissect_setup(k, train, val, args.out, cfg, **options, progress=False)
+    return {name: str(path) for name, path in paths.items()}
+
+
+def _study_on_ray(args) -> int:
+    import time
+
+    from dissect import ray_backend
+    from dissect.finetune_study import finish_study, setup_calls, setup_label
+    from dissect.reports import atomic_write_json, run_record
+
+    ks, _, options = _study_inputs(args)  # checks the options and the data before any task starts
+    out = Path(args.out)
+    namespace = {**vars(args), "ray": None, "no_progress": True}
+    started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    record = ray_backend.run_tasks(setup_calls(_study_setup_task, ks, out, namespace), address=args.ray,
+                                   num_cpus=args.ray_cpus, num_gpus=1 if args.device.startswith("cuda") else 0,
+                                   progress=not args.no_progress, desc="setups")
+    setups = {setup_label(k): task["value"] for k, task in zip([None, *ks], record["tasks"])}
+    record["tasks"] = [{"setup": setup_label(k), **{n: v for n, v in task.items() if n != "value"}}
+                       for k, task in zip([None, *ks], record["tasks"])]
+    written = finish_study(setups, out, options["cfg"], layers=options["layers"], checkpoint=options["checkpoint"])
+    written["run"] = out / "run.json"
+    atomic_write_json(written["run"], {**run_record("study finetune", vars(args)), "started": started,
+                                       "setups": list(setups), "ray": record})
+    return _print_study(written)
+
+
+def _print_study(written: dict) -> int:
     import pandas as pd
 
     table = pd.read_csv(written["table3"])
@@ -1008,6 +1055,11 @@ def _add_study_parser(sub) -> None:
     f.add_argument("--out", required=True, help="study folder")
     f.set_defaults(loss="nss", loss_weights="10,2,1,1", readout_layer=None)
     _add_training_flags(f)
+    f.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run each setup as a Ray task (it resumes its own checkpoints when retried): no ADDRESS "
+                        "starts a local cluster, 'auto' or ray://HOST:PORT joins one (pip install -e '.[ray]')")
+    f.add_argument("--ray-cpus", type=float, default=1.0, help="with --ray: CPUs per setup task (default 1; "
+                                                               "--device cuda also asks 1 GPU per task)")
 
 
 def build_parser() -> argparse.ArgumentParser:
