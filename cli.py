@@ -527,7 +527,11 @@ def cmd_evaluate(args) -> int:
         "evaluate", models, [Path(m).name for m in (args.maps or ())], args.dataset, _root_word(args.data_root),
         weights=_weights_word(args.weights) if args.weights else None, first=args.max_images,
         seed=args.seed or None)
-    if getattr(args, "ray", None) is not None:
+    if args.resume and not args.shard and args.ray is None:
+        raise ValueError("--resume continues a --shard or --ray run; a plain evaluate run starts again (drop --resume)")
+    if args.ray is not None:
+        if not args.resume:  # the merged files follow the run-folder policy; shards/ is _ray_shards' business
+            prepare_run_dir(out, "evaluate", outputs=("per_image.csv", "summary.csv"), overwrite=args.overwrite)
         return _evaluate_on_ray(args, out)
     sources = resolve_sources(models, weights=args.weights, maps=args.maps or (), image_size=args.image_size,
                               device=_resolve_device(args.device), seed=args.seed)

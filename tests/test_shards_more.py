@@ -115,6 +115,13 @@ def test_ray_evaluate_gives_the_single_run(ray_cluster, evaluate_runs, tmp_path,
     run = json.loads((out / "run.json").read_text())
     assert [t["shard"] for t in run["ray"]["tasks"]] == [0, 1]
     assert run["ray"]["cluster_resources"]["CPU"] == 2.0
+    code = cli.main([*EVAL, "--ray", "--shards", "2", "--out", str(out)])
+    _one_line_error(code, capsys.readouterr().err, "--overwrite")  # a finished merged run is kept
+
+
+def test_evaluate_resume_needs_a_shard(tmp_path, capsys):
+    code = cli.main([*EVAL, "--resume", "--out", str(tmp_path / "r")])
+    _one_line_error(code, capsys.readouterr().err, "--resume", "--shard")
 
 
 def _study_args(root, out):
