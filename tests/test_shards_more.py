@@ -8,6 +8,8 @@ import pandas as pd
 import pytest
 
 import cli
+# the one-line error check, and the module-scoped local 2-CPU Ray cluster (one instance per module)
+from tests.test_shards import _one_line_error, ray_cluster  # noqa: F401
 
 # popout-gaze: generated arrays with simulated fixations and regions -> every evaluate table
 EVAL = ["evaluate", "--dataset", "popout-gaze", "--model", "itti", "--model", "spectral_residual",
@@ -15,13 +17,6 @@ EVAL = ["evaluate", "--dataset", "popout-gaze", "--model", "itti", "--model", "s
 # Columns that time the run (two single runs differ there too); everything else must match byte for byte.
 TIMING_COLUMNS = {"seconds", "seconds_mean"}
 EXECUTION_KEYS = {"started", "seconds_per_image", "seconds_total", "shards", "ray"}
-
-
-def _one_line_error(code, err, *needles):
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert code == 2 and lines and lines[-1].startswith("error: ") and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[-1], (needle, lines[-1])
 
 
 def _same_csv_text(single: Path, merged: Path) -> list[str]:
@@ -92,17 +87,6 @@ def test_evaluate_shard_resumes_and_merge_refuses(evaluate_runs, tmp_path, capsy
 
 
 # --------------------------------------------------------------------------- Ray
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """One local 2-CPU Ray cluster for every Ray test of this module."""
-    ray = pytest.importorskip("ray")
-    from dissect.ray_backend import _runtime_env
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=_runtime_env())
-    yield ray
-    ray.shutdown()
 
 
 @pytest.mark.usefixtures("no_figure_leak")
