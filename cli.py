@@ -596,7 +596,8 @@ def _add_shard_args(parser: argparse.ArgumentParser, resume: bool = False) -> No
     if resume:
         group.add_argument("--resume", action="store_true", help="continue an interrupted --shard or --ray run")
         group.add_argument("--checkpoint-every", type=int, metavar="B",
-                           help="with --shard/--ray: save the shard every B batches (default 8; evaluate: B images, default the whole shard)")
+                           help="with --shard/--ray: save the shard every B batches (default 8; evaluate: "
+                                "B images, default the whole shard)")
 
 
 def _finish_shard(out: Path, params: dict, shard: dict, n_dataset: int) -> int:

@@ -581,7 +581,8 @@ def run_evaluation_shard(dataset, sources, folder: str | os.PathLike, shard, *, 
 
     The split is over the scored images (one image = one "batch" of :func:`shard_batches`), by
     their global position, so every row is the single run's. Each piece (``every`` images,
-    default: the whole shard; pass 1 over the dataset runs once per piece) is stored as ``piece-LO-HI.npz`` + ``.json``, with its region scores
+    default: the whole shard; pass 1 over the dataset runs once per piece, and once more to
+    count the images) is stored as ``piece-LO-HI.npz`` + ``.json``, with its region scores
     (``regions-LO-HI.npz``, for ``output_saliency.csv``) and example maps
     (``examples-LO-HI.pkl``, the dataset's first images only). ``params`` go to ``params.json``.
     ``python cli.py merge`` or :func:`write_evaluation_merge` writes the single run's files.
