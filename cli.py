@@ -530,13 +530,21 @@ def cmd_evaluate(args) -> int:
     from dissect.reports import default_run_dir, prepare_run_dir, run_folder
 
     models = args.models or ([] if args.maps else list(classical.METHODS))
-    sources = resolve_sources(models, weights=args.weights, maps=args.maps or (), image_size=args.image_size,
-                              device=_resolve_device(args.device), seed=args.seed)
     out = Path(args.out).expanduser() if args.out else default_run_dir(
         "evaluate", models, [Path(m).name for m in (args.maps or ())], args.dataset, _root_word(args.data_root),
         weights=_weights_word(args.weights) if args.weights else None, first=args.max_images,
         seed=args.seed or None)
-    prepare_run_dir(out, "evaluate", outputs=("per_image.csv", "summary.csv"), overwrite=args.overwrite)
+    if args.resume and not args.shard and args.ray is None:
+        raise ValueError("--resume continues a --shard or --ray run; a plain evaluate run starts again (drop --resume)")
+    if args.ray is not None:
+        if not args.resume:  # the merged files follow the run-folder policy; shards/ is _ray_shards' business
+            prepare_run_dir(out, "evaluate", outputs=("per_image.csv", "summary.csv"), overwrite=args.overwrite)
+        return _evaluate_on_ray(args, out)
+    sources = resolve_sources(models, weights=args.weights, maps=args.maps or (), image_size=args.image_size,
+                              device=_resolve_device(args.device), seed=args.seed)
+    if not (getattr(args, "shard", None) and args.resume):  # a shard resumes its own pieces
+        prepare_run_dir(out, "evaluate", outputs=("per_image.csv", "summary.csv", "shard.json"),
+                        overwrite=args.overwrite)
     with run_folder(out):
         return _evaluate_into(args, sources, out)
 
@@ -550,10 +558,12 @@ def _evaluate_into(args, sources, out: Path) -> int:
     check_writable(out)
     options = dataset_options(args.dataset, args.data_root, args.seed, **_flags_of(args))
     dataset = load_dataset(args.dataset, args.data_root, **options)
-    result = run_evaluation(dataset, sources, sigma=args.sigma, seed=args.seed, ceiling=not args.no_ceiling,
-                            max_images=args.max_images, save_maps=args.save_maps, progress=not args.no_progress)
     params = run_record("evaluate", vars(args), dataset=dataset.name, dataset_options=options,
                         **_dataset_notes(dataset))
+    if getattr(args, "shard", None):
+        return _evaluate_shard(args, dataset, sources, params, out, options)
+    result = run_evaluation(dataset, sources, sigma=args.sigma, seed=args.seed, ceiling=not args.no_ceiling,
+                            max_images=args.max_images, save_maps=args.save_maps, progress=not args.no_progress)
     paths = write_evaluation_report(result, out, params)
     cols = ["model", "weights", "n"] + [c for c in ("nss_mean", "cc_mean", "auc_judd_mean", "sauc_mean", "ig_mean",
                                                     "nmm_mean", "seconds_mean") if c in result.summary.columns]
@@ -593,7 +603,8 @@ def _add_shard_args(parser: argparse.ArgumentParser, resume: bool = False) -> No
     if resume:
         group.add_argument("--resume", action="store_true", help="continue an interrupted --shard or --ray run")
         group.add_argument("--checkpoint-every", type=int, metavar="B",
-                           help="with --shard/--ray: save the shard every B batches (default 8)")
+                           help="with --shard/--ray: save the shard every B batches (default 8; evaluate: "
+                                "B images, default the whole shard)")
 
 
 def _finish_shard(out: Path, params: dict, shard: dict, n_dataset: int) -> int:
@@ -622,6 +633,39 @@ def _attention_shard(args, model, dataset, methods, method_options, params, out,
     print(f"shard {shard[0]}/{shard[1]}: batches {lo}..{hi - 1} done in {out}; when every shard is done: "
           "python cli.py merge OUT SHARD_DIR...")
     return 0
+
+
+def _evaluate_shard(args, dataset, sources, params, out, options) -> int:
+    from dissect.shards import run_evaluation_shard
+
+    shard = _shard_of(args.shard)
+    key = {k: v for k, v in vars(args).items() if k not in _EXECUTION_ARGS and k != "save_maps"}
+    record = run_evaluation_shard(dataset, sources, out, shard, every=args.checkpoint_every, resume=args.resume,
+                                  params=params, run_key={"args": key, "options": options},
+                                  progress=not args.no_progress, sigma=args.sigma, seed=args.seed,
+                                  ceiling=not args.no_ceiling, max_images=args.max_images, save_maps=args.save_maps)
+    lo, hi = record["batches"]
+    print(f"shard {shard[0]}/{shard[1]}: scored images {lo}..{hi - 1} done in {out}; when every shard is done: "
+          "python cli.py merge OUT SHARD_DIR...")
+    return 0
+
+
+def _evaluate_shard_task(namespace: dict) -> int:
+    """One Ray task: a shard of ``evaluate`` in-process."""
+    return cmd_evaluate(argparse.Namespace(**namespace))
+
+
+def _evaluate_on_ray(args, out: Path) -> int:
+    if args.shard:
+        raise ValueError("--shard and --ray do not mix: --ray runs every shard itself (choose how many with --shards)")
+
+    def make_args(i, n, folder):
+        return {**vars(args), "shard": f"{i}/{n}", "ray": None, "shards": None, "out": str(folder), "resume": True,
+                "overwrite": False, "no_progress": True}
+
+    folders, record = _ray_shards(args.ray, out, args.resume, args.overwrite, args.shards, args.device,
+                                  args.ray_cpus, _evaluate_shard_task, make_args, not args.no_progress)
+    return _write_merge(out, folders, ray=record, config=vars(args))
 
 
 def _dissect_shard_task(config: dict) -> int:
@@ -728,6 +772,12 @@ def _write_merge(out: Path, folders, ray: dict | None = None, config: dict | Non
         first = sorted(folders, key=lambda f: json.loads((Path(f) / "shard.json").read_text())["shard"][0])[0]
         params = json.loads((Path(first) / PARAMS_FILE).read_text()) if (Path(first) / PARAMS_FILE).exists() else {}
         paths = write_attention_merge(folders, out, {**_merged_params(params, out, config), **extra})
+    elif kind == "evaluate":
+        from dissect.shards import write_evaluation_merge
+
+        first = sorted(folders, key=lambda f: json.loads((Path(f) / "shard.json").read_text())["shard"][0])[0]
+        params = json.loads((Path(first) / PARAMS_FILE).read_text()) if (Path(first) / PARAMS_FILE).exists() else {}
+        paths = write_evaluation_merge(folders, out, {**_merged_params(params, out, config), **extra})
     else:
         raise ValueError(f"cannot merge {kind!r} shards yet")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
@@ -823,6 +873,7 @@ def _add_evaluate_parser(sub) -> None:
     e.add_argument("--seed", type=int, default=0, help="seed of random weights, generated data and s-AUC negatives")
     e.add_argument("--no-ceiling", action="store_true", help="skip the leave-one-subject-out ceiling (slow)")
     e.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_shard_args(e, resume=True)
 
 
 def cmd_merge(args) -> int:
@@ -900,10 +951,20 @@ def _add_training_flags(p) -> None:
 
 
 def cmd_study(args) -> int:
+    if getattr(args, "ray", None) is not None:
+        return _study_on_ray(args)
+    from dissect.finetune_study import run_finetune_study
+
+    ks, data, options = _study_inputs(args)
+    written = run_finetune_study(ks, *data, args.out, **options, progress=not args.no_progress)
+    return _print_study(written)
+
+
+def _study_inputs(args):
+    """``(ks, (train, val), options)`` of ``study finetune``: what every setup needs."""
     from datasets import load_dataset
     from datasets.base import Subset
     from datasets.popout import PopoutDataset
-    from dissect.finetune_study import run_finetune_study
     from dissect.training import image_ids, read_ids
 
     ks = []
@@ -929,11 +990,48 @@ def cmd_study(args) -> int:
     dissect_info = {"name": args.dissect_dataset, "root": str(Path(root).resolve()) if root else None,
                     "options": options}
     popout = PopoutDataset(n_per_dimension=args.popout_n, seed=args.seed)
-    cfg = _train_config(args)
-    written = run_finetune_study(ks, train, val, args.out, cfg, dissect_set=dissect_set, popout_set=popout,
-                                 layers=args.layers or ["conv5_3"], dataset_info=info, dissect_info=dissect_info,
-                                 checkpoint=args.checkpoint, image_size=args.image_size,
-                                 batch_size=args.dissect_batch_size, progress=not args.no_progress)
+    options = dict(cfg=_train_config(args), dissect_set=dissect_set, popout_set=popout,
+                   layers=args.layers or ["conv5_3"], dataset_info=info, dissect_info=dissect_info,
+                   checkpoint=args.checkpoint, image_size=args.image_size, batch_size=args.dissect_batch_size)
+    return ks, (train, val), options
+
+
+def _study_setup_task(k, namespace: dict) -> dict:
+    """One Ray task of ``study finetune --ray``: train and dissect setup ``k`` (resuming its checkpoints)."""
+    from dissect.finetune_study import train_and_dissect_setup
+
+    args = argparse.Namespace(**namespace)
+    _, (train, val), options = _study_inputs(args)
+    cfg = options.pop("cfg")
+    paths = train_and_dissect_setup(k, train, val, args.out, cfg, **options, progress=False)
+    return {name: str(path) for name, path in paths.items()}
+
+
+def _study_on_ray(args) -> int:
+    import time
+
+    from dissect import ray_backend
+    from dissect.finetune_study import finish_study, setup_calls, setup_label
+    from dissect.reports import atomic_write_json, run_record
+
+    ks, _, options = _study_inputs(args)  # checks the options and the data before any task starts
+    out = Path(args.out)
+    namespace = {**vars(args), "ray": None, "no_progress": True}
+    started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    record = ray_backend.run_tasks(setup_calls(_study_setup_task, ks, out, namespace), address=args.ray,
+                                   num_cpus=args.ray_cpus, num_gpus=1 if args.device.startswith("cuda") else 0,
+                                   progress=not args.no_progress, desc="setups")
+    setups = {setup_label(k): task["value"] for k, task in zip([None, *ks], record["tasks"])}
+    record["tasks"] = [{"setup": setup_label(k), **{n: v for n, v in task.items() if n != "value"}}
+                       for k, task in zip([None, *ks], record["tasks"])]
+    written = finish_study(setups, out, options["cfg"], layers=options["layers"], checkpoint=options["checkpoint"])
+    written["run"] = out / "run.json"
+    atomic_write_json(written["run"], {**run_record("study finetune", vars(args)), "started": started,
+                                       "setups": list(setups), "ray": record})
+    return _print_study(written)
+
+
+def _print_study(written: dict) -> int:
     import pandas as pd
 
     table = pd.read_csv(written["table3"])
@@ -969,6 +1067,11 @@ def _add_study_parser(sub) -> None:
     f.add_argument("--out", required=True, help="study folder")
     f.set_defaults(loss="nss", loss_weights="10,2,1,1", readout_layer=None)
     _add_training_flags(f)
+    f.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run each setup as a Ray task (it resumes its own checkpoints when retried): no ADDRESS "
+                        "starts a local cluster, 'auto' or ray://HOST:PORT joins one (pip install -e '.[ray]')")
+    f.add_argument("--ray-cpus", type=float, default=1.0, help="with --ray: CPUs per setup task (default 1; "
+                                                               "--device cuda also asks 1 GPU per task)")
 
 
 def build_parser() -> argparse.ArgumentParser:

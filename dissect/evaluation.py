@@ -106,6 +106,8 @@ class EvaluationResult:
     popout_dimensions: pd.DataFrame | None = None
     output_saliency: pd.DataFrame | None = None
     examples: dict = field(default_factory=dict)
+    #: per-region scores behind ``output_saliency`` (one frame per image x model; for merging shards)
+    regions: list = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- model sources
@@ -271,6 +273,7 @@ def run_evaluation(
     save_maps: str | Path | None = None,
     n_examples: int = 3,
     progress: bool = True,
+    shard=None,
 ) -> EvaluationResult:
     """Score every model's map on every image of ``dataset`` (module docstring).
 
@@ -287,6 +290,11 @@ def run_evaluation(
             ``save_maps/<model>/<image_id>.npy`` as soon as it is computed.
         n_examples: images whose maps are kept for the example figure.
         progress: show a tqdm bar.
+        shard: ``(i, n)``: score only part ``i`` of ``n`` (:func:`dissect.shards.shard_batches`
+            over the scored images, one image a "batch": contiguous ranges of global positions),
+            or a ``range`` of those positions. Pass 1 (fixations, checks) still reads every
+            image, so the s-AUC negatives, seeds and example images are a single run's; merge
+            the parts with ``python cli.py merge``.
 
     Returns:
         :class:`EvaluationResult`: ``per_image`` (``image, model, weights, [dimension,]
@@ -341,6 +349,11 @@ def run_evaluation(
     if not usable:
         raise ValueError("every image's fixation map is empty; nothing to score")
     pool = _Subset(all_fix, usable)
+    positions = range(len(usable))
+    if shard is not None:
+        from dissect.shards import shard_batches
+
+        positions = shard_batches(len(usable), shard)
     if grey and not popout_mode:  # pop-out arrays are grey by design (luminance, orientation, ...)
         warnings.warn(f"{len(grey)} grey image(s) (all three channels equal; a grey file is converted to RGB "
                       "by the loader): the colour features of the models see nothing there; listed in run.json "
@@ -355,9 +368,10 @@ def run_evaluation(
     examples: dict = {"image_id": [], "image": [], "human": [], "maps": {s.name: [] for s in sources}}
     n_no_ceiling = 0
     t_start = time.perf_counter()
-    bar = tqdm(total=len(usable), desc="evaluate", unit="img", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(positions), desc="evaluate", unit="img", disable=not progress, dynamic_ncols=True)
     try:
-        for pos, index in enumerate(usable):
+        for pos in positions:  # global positions among the scored images
+            index = usable[pos]
             sample = data[index]
             shape = sample.shape
             base = {"image": sample.image_id}
@@ -369,7 +383,7 @@ def run_evaluation(
                 bias = center_bias_map(shape)
             if popout_mode:
                 mask = np.asarray(sample.masks[0], bool)
-            keep = len(examples["image_id"]) < n_examples
+            keep = pos < n_examples  # the dataset's first images, in a shard too
             if keep:
                 examples["image_id"].append(sample.image_id)
                 examples["image"].append(sample.image)
@@ -445,25 +459,25 @@ def run_evaluation(
     summary = summarize(per_image, metric_cols)
     dims = _per_dimension(per_image) if popout_mode else None
     os_table = _output_saliency(regions) if regions else None
-    n_images = len(usable)
+    n_images = len(positions)
     info = {
         "metrics": list(metric_cols),
         "mode": "+".join(m for m, on in (("fixations", gaze_mode), ("popout", popout_mode)) if on),
         "n_images": n_images,
-        "n_images_skipped_empty": n_total - n_images,
+        "n_images_skipped_empty": n_total - len(usable),
         "n_images_without_ceiling": n_no_ceiling if gaze_mode and ceiling else None,
         "grayscale_images": grey,
         "maps_resized": {name: {"n_images": sum(v.values()), "from_shapes": v,
                                 "method": "bilinear, half-pixel centres (align_corners=False)"}
                          for name, v in resized.items()},
         "n_constant_maps": n_constant,
-        "seconds_per_image": {k: v / n_images for k, v in seconds.items()},
+        "seconds_per_image": {k: v / max(n_images, 1) for k, v in seconds.items()},
         "models": {s.name: {"kind": s.kind, "weights": s.weights, **s.info} for s in sources},
         "sigma": sigma, "n_other": n_other, "seed": seed, "ceiling": ceiling,
         "saved_maps": str(save_dir) if save_dir is not None else None,
         "seconds_total": time.perf_counter() - t_start,
     }
-    return EvaluationResult(per_image, summary, info, dims, os_table, examples)
+    return EvaluationResult(per_image, summary, info, dims, os_table, examples, regions)
 
 
 def _region_scores(m, density, fix, sample) -> pd.DataFrame:

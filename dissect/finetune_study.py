@@ -36,7 +36,7 @@ from dissect.reports import check_writable, write_dissection_reports
 from dissect.training import TrainConfig, build_saliency_model, saliency_maps, train_saliency
 
 __all__ = ["dissect_setup", "train_and_dissect_setup", "write_study_tables", "run_finetune_study",
-           "output_nmm_table", "output_saliency_table", "setup_label"]
+           "output_nmm_table", "output_saliency_table", "setup_label", "finish_study", "setup_calls"]
 
 
 def setup_label(k) -> str:
@@ -268,9 +268,26 @@ def run_finetune_study(ks: Sequence, train_set, val_set, out_dir: str | os.PathL
             k, train_set, val_set, out, cfg, dissect_set=dissect_set, popout_set=popout_set, layers=layers,
             dataset_info=dataset_info, dissect_info=dissect_info, checkpoint=checkpoint, image_size=image_size,
             batch_size=batch_size, top_k=top_k, threshold=threshold, progress=progress)
+    return finish_study(setups, out, cfg, layers=layers, checkpoint=checkpoint)
+
+
+def finish_study(setups: dict[str, dict[str, Path]], out_dir: str | os.PathLike, cfg: TrainConfig, *,
+                 layers: Sequence[str] = ("conv5_3",), checkpoint: str = "best") -> dict[str, Path]:
+    """``study.json`` and the study tables (:func:`write_study_tables`) from each setup's paths,
+    however the setups were run (one after the other, or as Ray tasks: :func:`setup_calls`)."""
     from dissect.reports import atomic_write_json
 
+    out = check_writable(out_dir)
+    setups = {label: {n: Path(p) for n, p in paths.items()} for label, paths in setups.items()}
     atomic_write_json(out / "study.json", {"setups": {k: {n: str(p) for n, p in v.items()} for k, v in setups.items()},
                                            "train_config": asdict(cfg), "layers": list(layers),
                                            "checkpoint": checkpoint})
     return write_study_tables(setups, out)
+
+
+def setup_calls(fn, ks: Sequence, out_dir: str | os.PathLike, *args) -> list[tuple]:
+    """One :func:`dissect.ray_backend.run_tasks` call per setup (``pretrained`` first):
+    ``(fn, (k, *args), attempts_file)``. ``fn(k, *args)`` must be a module-level function that
+    runs :func:`train_and_dissect_setup` for ``k`` into ``out_dir`` and returns its paths: a retried
+    task resumes that setup's training (``K<k>/train/last.pt``) and dissection checkpoints."""
+    return [(fn, (k, *args), str(Path(out_dir) / setup_label(k) / "attempts.log")) for k in [None, *ks]]

@@ -565,3 +565,135 @@ def write_attention_merge(folders: Sequence[str | os.PathLike], out: str | os.Pa
         paths["dense_mae"] = dense_layer_mae(per_image, out / "dense_mae.png",
                                              title=f"dense: MAE per layer\n{subtitle}")
     return paths
+
+
+# --------------------------------------------------------------------------- evaluate
+
+# counts summed over pieces; maps_resized is stored flat as {"<model>|<shape>": count}
+_EVALUATE_COUNTS = ("n_images", "n_images_without_ceiling", "n_constant_maps", "maps_resized_counts")
+_RESIZE_METHOD = "bilinear, half-pixel centres (align_corners=False)"
+
+
+def run_evaluation_shard(dataset, sources, folder: str | os.PathLike, shard, *, every: int | None = None,
+                         resume: bool = False, params: dict | None = None, run_key: dict | None = None,
+                         progress: bool = True, **options) -> dict:
+    """One shard of :func:`dissect.evaluation.run_evaluation`, checkpointed in pieces.
+
+    The split is over the scored images (one image = one "batch" of :func:`shard_batches`), by
+    their global position, so every row is the single run's. Each piece (``every`` images,
+    default: the whole shard; pass 1 over the dataset runs once per piece, and once more to
+    count the images) is stored as ``piece-LO-HI.npz`` + ``.json``, with its region scores
+    (``regions-LO-HI.npz``, for ``output_saliency.csv``) and example maps
+    (``examples-LO-HI.pkl``, the dataset's first images only). ``params`` go to ``params.json``.
+    ``python cli.py merge`` or :func:`write_evaluation_merge` writes the single run's files.
+
+    Returns:
+        the ``shard.json`` record.
+    """
+    from tqdm.auto import tqdm
+
+    from datasets.base import first
+    from dissect.evaluation import run_evaluation
+
+    i, n = _check_shard(shard)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = list(sources)
+    data = first(dataset, options.pop("max_images", None))
+    # images scored = images with fixations (or every pop-out array); counted like run_evaluation
+    probe = run_evaluation(data, sources, **{**options, "save_maps": None}, progress=False, shard=range(0, 0))
+    n_scored = len(data) - probe.info["n_images_skipped_empty"]
+    fingerprint = _jsonable({"run_key": run_key or {}, "n_images": len(data), "n_scored": n_scored,
+                             "dataset": getattr(dataset, "name", None),
+                             "models": {s.name: {"kind": s.kind, "weights": s.weights, **s.info} for s in sources},
+                             "options": {k: v for k, v in options.items() if k != "save_maps"}})
+    bar = tqdm(total=len(shard_batches(n_scored, (i, n))), desc=f"evaluate shard {i}/{n}", unit="img",
+               disable=not progress, dynamic_ncols=True)
+
+    def compute(piece: range):
+        result = run_evaluation(data, sources, **options, progress=False, shard=piece)
+        stem = folder / f"piece-{piece.start:07d}-{piece.stop:07d}"
+        if result.regions:
+            save_table(pd.concat(result.regions, ignore_index=True), stem.with_name(f"regions{stem.name[5:]}.npz"))
+        if result.examples.get("image_id"):
+            with open(stem.with_name(f"examples{stem.name[5:]}.pkl"), "wb") as handle:
+                pickle.dump(result.examples, handle)
+        info = dict(result.info)
+        seconds = info.pop("seconds_per_image")
+        info["timings_s"] = {**{f"model:{m}": s * info["n_images"] for m, s in seconds.items()},
+                             "total": info.pop("seconds_total")}
+        info["maps_resized_counts"] = {f"{name}|{shape}": count for name, detail in info.pop("maps_resized").items()
+                                       for shape, count in detail["from_shapes"].items()}
+        if info["n_images_without_ceiling"] is None:
+            del info["n_images_without_ceiling"]
+        return result.per_image, info
+
+    try:
+        record = run_table_shard(folder, kind="evaluate", fingerprint=fingerprint, n_batches=n_scored,
+                                 shard=(i, n), compute=compute, every=every, resume=resume,
+                                 progress=bar.update)
+    finally:
+        bar.close()
+    _atomic_json(folder / PARAMS_FILE, params or {})
+    return record
+
+
+def merge_evaluation(folders: Sequence[str | os.PathLike]) -> "EvaluationResult":  # noqa: F821
+    """The :class:`dissect.evaluation.EvaluationResult` of the whole run from its shard folders."""
+    from dissect import evaluation
+
+    per_image, info, parts = merge_table_shards(folders, kind="evaluate", count_keys=_EVALUATE_COUNTS)
+    regions, examples = [], {}
+    for part in parts:
+        folder = Path(part["name"])
+        for stem in _read_json(folder / SHARD_FILE)["pieces"]:
+            tail = stem[5:]
+            if (folder / f"regions{tail}.npz").exists():
+                regions.append(load_table(folder / f"regions{tail}.npz"))
+            if (folder / f"examples{tail}.pkl").exists():
+                with open(folder / f"examples{tail}.pkl", "rb") as handle:
+                    ex = pickle.load(handle)
+                if not examples:
+                    examples = ex
+                else:
+                    for key in ("image_id", "image", "human"):
+                        examples[key] += ex[key]
+                    for name, maps in ex["maps"].items():
+                        examples["maps"][name] += maps
+    resized: dict = {}
+    for key, count in info.pop("maps_resized_counts", {}).items():
+        name, shape = key.rsplit("|", 1)
+        resized.setdefault(name, {})[shape] = count
+    timings = info.pop("timings_s")
+    n = max(info["n_images"], 1)
+    merged = {  # the key order of a single run's info
+        "metrics": info["metrics"], "mode": info["mode"], "n_images": info["n_images"],
+        "n_images_skipped_empty": info["n_images_skipped_empty"],
+        "n_images_without_ceiling": info.get("n_images_without_ceiling"),
+        "grayscale_images": info["grayscale_images"],
+        "maps_resized": {name: {"n_images": sum(v.values()), "from_shapes": v, "method": _RESIZE_METHOD}
+                         for name, v in resized.items()},
+        "n_constant_maps": info["n_constant_maps"],
+        "seconds_per_image": {m: timings.get(f"model:{m}", 0.0) / n for m in info["models"]},
+        **{k: v for k, v in info.items() if k not in ("metrics", "mode", "n_images", "n_images_skipped_empty",
+                                                      "n_images_without_ceiling", "grayscale_images",
+                                                      "n_constant_maps")},
+        "seconds_total": timings.get("total", 0.0), "shards": parts}
+    metric_cols = list(merged["metrics"])
+    popout = "popout" in merged["mode"]
+    return evaluation.EvaluationResult(
+        per_image, evaluation.summarize(per_image, metric_cols), merged,
+        evaluation._per_dimension(per_image) if popout else None,
+        evaluation._output_saliency(regions) if regions else None, examples, regions)
+
+
+def write_evaluation_merge(folders: Sequence[str | os.PathLike], out: str | os.PathLike,
+                           params: dict | None = None) -> dict[str, Path]:
+    """Write the files of a single ``evaluate`` run (``write_evaluation_report``) from its shards."""
+    from dissect.evaluation_report import write_evaluation_report
+
+    result = merge_evaluation(folders)
+    if params is None:
+        first = Path(result.info["shards"][0]["name"])
+        params = _read_json(first / PARAMS_FILE) if (first / PARAMS_FILE).exists() else {}
+    return write_evaluation_report(result, out, params)
