@@ -459,8 +459,20 @@ _COMMANDS = {
 }
 
 
+def _enable_region_cache() -> None:
+    """Fixation-cluster regions are cached in ``<data dir>/regions`` unless
+    ``$SALIENCY_DISSECT_REGION_CACHE`` says otherwise (empty: off)."""
+    import os
+
+    from datasets.download import default_data_dir
+    from datasets.regions_from_fixations import CACHE_ENV
+
+    os.environ.setdefault(CACHE_ENV, str(default_data_dir() / "regions"))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _enable_region_cache()
     original = warnings.formatwarning
     if not args.debug:
         warnings.formatwarning = _one_line_warning
