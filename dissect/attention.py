@@ -304,13 +304,42 @@ def _cam(model: nn.Module, x: torch.Tensor, layer: LayerSpec | None, target: Tar
     return _upsample(cam, x.shape[-2:])
 
 
+class _TargetLogit(nn.Module):
+    """The model's logit of each image's target class (``N x 1``), the target read in the same forward.
+
+    captum needs a target before its forward; with ``target=None`` we would otherwise run a
+    whole forward only to find the top-1 class. Wrapped, captum's own forward computes the
+    logits, the top-1 class (``argmax``, not differentiated) and returns the chosen logit, and
+    captum differentiates output 0: the gradients are those of ``logits[n, t_n]``, exactly as
+    with ``target=t``, from one forward and one backward. Given targets are validated in the
+    same forward (against the number of classes), and guided methods count ``F.relu`` calls
+    in it (:func:`_relu_check`).
+    """
+
+    def __init__(self, model: nn.Module, target: TargetSpec, method: str, check_functional_relu: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.target = target
+        self.method = method
+        self.check_functional_relu = check_functional_relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.check_functional_relu:
+            with _relu_check(self.model):
+                logits = self.model(x)
+        else:
+            logits = self.model(x)
+        t = _resolve_targets(self.target, logits.detach(), x.shape[0], self.method)
+        return logits.gather(1, t[:, None])
+
+
 def _gradcam(model: nn.Module, x: torch.Tensor, layer: LayerSpec | None, target: TargetSpec) -> torch.Tensor:
     from captum.attr import LayerGradCam  # imported here: captum adds ~1 s to start-up
 
     name, module = resolve_layer(model, _default_layer(model) if layer is None else layer)
-    t = _resolve_targets(target, _forward(model, x), x.shape[0], "gradcam")
+    wrapped = _TargetLogit(model, target, "gradcam", check_functional_relu=False)
     with _grad_enabled():
-        attr = LayerGradCam(model, module).attribute(_grad_input(x), target=t, relu_attributions=True)
+        attr = LayerGradCam(wrapped, module).attribute(_grad_input(x), target=0, relu_attributions=True)
     # relu_attributions: Selvaraju et al.'s ReLU (captum's default keeps the sign, captum #179).
     return _upsample(_check_4d(attr, name)[:, 0], x.shape[-2:])
 
@@ -318,9 +347,9 @@ def _gradcam(model: nn.Module, x: torch.Tensor, layer: LayerSpec | None, target:
 def _guided_backprop(model: nn.Module, x: torch.Tensor, layer: LayerSpec | None, target: TargetSpec) -> torch.Tensor:
     from captum.attr import GuidedBackprop
 
-    t = _resolve_targets(target, _forward(model, x, check_functional_relu=True), x.shape[0], "guided_backprop")
+    wrapped = _TargetLogit(model, target, "guided_backprop", check_functional_relu=True)
     with _grad_enabled(), _quiet_captum():
-        attr = GuidedBackprop(model).attribute(_grad_input(x), target=t)
+        attr = GuidedBackprop(wrapped).attribute(_grad_input(x), target=0)
     return _pixel_map(attr)
 
 
@@ -328,10 +357,10 @@ def _guided_gradcam(model: nn.Module, x: torch.Tensor, layer: LayerSpec | None, 
     from captum.attr import GuidedGradCam
 
     name, module = resolve_layer(model, _default_layer(model) if layer is None else layer)
-    t = _resolve_targets(target, _forward(model, x, check_functional_relu=True), x.shape[0], "guided_gradcam")
+    wrapped = _TargetLogit(model, target, "guided_gradcam", check_functional_relu=True)
     with _grad_enabled(), _quiet_captum():
         # captum upsamples Grad-CAM with nearest by default; the paper (and we) use bilinear.
-        attr = GuidedGradCam(model, module).attribute(_grad_input(x), target=t, interpolate_mode="bilinear")
+        attr = GuidedGradCam(wrapped, module).attribute(_grad_input(x), target=0, interpolate_mode="bilinear")
     if attr.numel() == 0:  # captum returns an empty tensor when it cannot upsample
         raise ValueError(f"guided_gradcam could not upsample layer {name!r}: pick a conv layer (N x C x h x w)")
     return _pixel_map(attr)
@@ -485,9 +514,16 @@ def _check_images(model: nn.Module, images: Any) -> torch.Tensor:
 
 def _forward(model: nn.Module, x: torch.Tensor, check_functional_relu: bool = False) -> torch.Tensor:
     """Logits without gradients; optionally checks that every ReLU is an ``nn.ReLU`` module."""
-    if not check_functional_relu:
-        with torch.no_grad():
+    with torch.no_grad():
+        if not check_functional_relu:
             return model(x)
+        with _relu_check(model):
+            return model(x)
+
+
+@contextlib.contextmanager
+def _relu_check(model: nn.Module) -> Iterator[None]:
+    """Refuse a forward (run inside) that calls ``F.relu`` / ``torch.relu`` outside ``nn.ReLU`` modules."""
     counter = _FunctionalReluCounter()
     relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
     handles = []
@@ -495,8 +531,8 @@ def _forward(model: nn.Module, x: torch.Tensor, check_functional_relu: bool = Fa
         for m in relus:
             handles.append(m.register_forward_pre_hook(counter.enter))
             handles.append(m.register_forward_hook(counter.leave))
-        with torch.no_grad(), counter:
-            logits = model(x)
+        with counter:
+            yield
     finally:
         for h in handles:
             h.remove()
@@ -506,7 +542,6 @@ def _forward(model: nn.Module, x: torch.Tensor, check_functional_relu: bool = Fa
             "per forward): captum's guided backprop only modifies nn.ReLU modules, so the map would "
             "be wrong; use nn.ReLU modules in the model"
         )
-    return logits
 
 
 class _FunctionalReluCounter(TorchFunctionMode):
