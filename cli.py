@@ -157,7 +157,9 @@ def cmd_dissect(cfg: DissectConfig) -> int:
     options = dataset_options(cfg.dataset, cfg.data_root, cfg.seed, regions=cfg.regions, sr_root=cfg.sr_root,
                               on_missing=cfg.on_missing, split=cfg.split, one_based=cfg.one_based)
     dataset = load_dataset(cfg.dataset, cfg.data_root, **options)
-    model = load_model(cfg.model, weights=cfg.weights, seed=cfg.seed)
+    # Feature layers only (every alias is one): VGG's 124M classifier parameters are not built.
+    model = load_model(cfg.model, weights=cfg.weights, seed=cfg.seed,
+                       classifier=any("classifier" in spec for spec in cfg.layers))
     layers = _expand_layers(model, cfg.layers)
     t0 = time.time()
     progress_file = out / "progress.json"
