@@ -53,3 +53,23 @@ def test_torch_scorer_follows_set_regions_and_rejects_bad_maps(rng):
         device_scorer.score(torch.randn(5, 6))
     with pytest.raises(ValueError, match="no regions"):
         TorchRegionScorer(RegionScorer()).score(torch.randn(2, 3, 3))
+
+
+def test_dissection_batches_score_the_same_with_the_torch_scorer(rng):
+    """The engine's per-batch scoring (as on a GPU run) with the torch scorer: the numpy tables."""
+    from types import SimpleNamespace
+
+    from dissect.dissection import _score_batch
+
+    samples, acts = [], []
+    for i in range(3):
+        masks = _masks(rng, (32, 40), 4)
+        fix = rng.random((32, 40)) < 0.15
+        samples.append(SimpleNamespace(masks=masks, fixation_map=fix, categories=["a", "b", "a", "b"], meta={}))
+    layer = torch.from_numpy(rng.normal(size=(3, 6, 4, 5)).astype(np.float32))
+    runs = [_score_batch(s, samples, {"L": layer}, ["L"], None, 3, "skip")
+            for s in (RegionScorer(), TorchRegionScorer(RegionScorer()))]
+    ref, got = (r[0].unit_table() for r in runs)
+    assert runs[0][1] == runs[1][1]  # the same counts
+    assert ref.drop(columns="score").equals(got.drop(columns="score"))
+    assert np.allclose(ref["score"], got["score"], rtol=0, atol=1e-9, equal_nan=True)
