@@ -7,7 +7,10 @@
   the weights of a global-average-pooling + linear classifier, or weights fitted by
   :func:`fit_cam_regression` for models without one (VGG, AlexNet).
 - ``gradcam``: captum ``LayerGradCam`` with ``relu_attributions=True`` (eq. 2-4).
-- ``guided_backprop``, ``guided_gradcam``: captum ``GuidedBackprop`` / ``GuidedGradCam``.
+- ``guided_backprop``, ``guided_gradcam``: captum ``GuidedBackprop``; captum's ``GuidedGradCam``
+  rule computed from one forward and one backward (``_guided_gradcam``).
+- Gradient methods run one forward per batch: with ``target=None`` the top-1 class is read
+  from that same forward (never a separate forward only to find it).
 - ``dense``: the Densely Connected Attention Model (Ebrahimpour et al. 2019, sec. 3.2), also
   available layer by layer from :func:`dense_attention_maps`.
 
@@ -354,15 +357,53 @@ def _guided_backprop(model: nn.Module, x: torch.Tensor, layer: LayerSpec | None,
 
 
 def _guided_gradcam(model: nn.Module, x: torch.Tensor, layer: LayerSpec | None, target: TargetSpec) -> torch.Tensor:
-    from captum.attr import GuidedGradCam
+    """captum's ``GuidedGradCam`` (bilinear upsampling), from one forward and one full backward.
 
+    captum runs Grad-CAM and guided backprop as two separate forward + backward passes. Here one
+    forward records the layer output ``f`` and puts a gradient hook on every ``nn.ReLU`` output;
+    a first, short backward (logits -> ``f``, hooks inactive) gives the plain gradient at ``f``
+    for Grad-CAM; the second runs to the input with the hooks clamping each ReLU's incoming
+    gradient at 0 (``relu(grad_out) * 1[x > 0] = relu(grad_out * 1[x > 0])``: captum's
+    guided-backprop rule). The map is ``guided_grad * up(ReLU(sum_k mean(df_k) f_k))``, as captum.
+    """
     name, module = resolve_layer(model, _default_layer(model) if layer is None else layer)
-    wrapped = _TargetLogit(model, target, "guided_gradcam", check_functional_relu=True)
-    with _grad_enabled(), _quiet_captum():
-        # captum upsamples Grad-CAM with nearest by default; the paper (and we) use bilinear.
-        attr = GuidedGradCam(wrapped, module).attribute(_grad_input(x), target=0, interpolate_mode="bilinear")
-    if attr.numel() == 0:  # captum returns an empty tensor when it cannot upsample
-        raise ValueError(f"guided_gradcam could not upsample layer {name!r}: pick a conv layer (N x C x h x w)")
+    guided = [False]
+    recorded: list[torch.Tensor] = []
+
+    def clamp(grad: torch.Tensor) -> torch.Tensor:
+        return grad.clamp(min=0) if guided[0] else grad
+
+    def relu_hook(m: nn.Module, inputs, output) -> None:
+        if isinstance(output, torch.Tensor) and output.requires_grad:
+            output.register_hook(clamp)
+
+    def layer_hook(m: nn.Module, inputs, output) -> None:
+        recorded.append(output)
+
+    handles = [m.register_forward_hook(relu_hook) for m in model.modules() if isinstance(m, nn.ReLU)]
+    handles.append(module.register_forward_hook(layer_hook))
+    try:
+        with _grad_enabled():
+            x_in = _grad_input(x)
+            with _relu_check(model):
+                logits = model(x_in)
+            t = _resolve_targets(target, _check_logits(logits, "guided_gradcam").detach(), x.shape[0],
+                                 "guided_gradcam")
+            if not recorded:
+                raise ValueError(f"layer {name!r} did not run in the forward pass: pick a layer the model uses")
+            if len(recorded) > 1:
+                raise ValueError(f"layer {name!r} ran {len(recorded)} times in one forward: pick a layer that runs once")
+            f = _check_4d(recorded[0], name)
+            score = logits.gather(1, t[:, None]).sum()
+            (grad_f,) = torch.autograd.grad(score, f, retain_graph=True)
+            weights = torch.mean(grad_f, dim=(2, 3), keepdim=True)  # captum LayerGradCam
+            cam = F.relu(torch.sum(weights * f, dim=1, keepdim=True)).detach()
+            guided[0] = True
+            (grad_x,) = torch.autograd.grad(score, x_in)
+    finally:
+        for h in handles:
+            h.remove()
+    attr = grad_x * F.interpolate(cam, size=x.shape[-2:], mode="bilinear")
     return _pixel_map(attr)
 
 
