@@ -13,6 +13,11 @@ project digest (section 2) and the MIT saliency benchmark (``cvzoya/saliency``):
   size first, bilinearly with half-pixel centres
   (``torch.nn.functional.interpolate(..., mode="bilinear", align_corners=False)``).
 
+Valid inputs: any finite float64 values (numpy or torch, any real dtype). Maps whose magnitude
+is beyond ``2^+-100`` are multiplied by an exact power of two before anything is squared or
+summed (every metric here is scale-invariant), so ``1e-300``- or ``1e308``-scale maps score as
+the same map at unit scale would; ordinary maps are untouched (bit-identical results).
+
 Degenerate inputs (one rule per family, each tested):
 
 * NaN/inf anywhere, a map that is not 2-D, mismatched shapes, an empty fixation map / mask /
@@ -32,6 +37,8 @@ Degenerate inputs (one rule per family, each tested):
 * ROC metrics (AUC-Judd, AUC-Borji, sAUC): a constant map ties every positive with every negative,
   which gives the chance diagonal, ``0.5``.
 * AUC-Judd with a fixation map covering every pixel has no negatives: ``ValueError``.
+* Scalar arguments (``threshold``, ``beta2``, ``n_splits``, ``n_thresholds``, ``step``) that are
+  NaN, infinite or out of range: ``ValueError`` naming the argument.
 * A single fixated pixel: AUC-Borji (sampled, MIT) returns ``NaN`` as MIT's ``AUC_Borji.m`` does
   (each split would hold one random negative); AUC-Judd, the exact AUC-Borji, sAUC, NSS and IG
   are computed (MIT's ``AUC_Judd.m`` / ``AUC_shuffled.m`` likewise only refuse an empty map).
