@@ -181,10 +181,10 @@ def load_model(
         )
     lean = not classifier and name in _LEAN_VGG
     if requested == "random":
-        model, kind, detail = _build_random(name, seed, lean), "random", f"seed={seed}"
+        model, kind, detail = _build(_build_random, lean, name, seed), "random", f"seed={seed}"
     elif requested in ("imagenet", "auto"):
         try:
-            (model, detail), kind = _build_imagenet(name, progress, lean), "imagenet"
+            (model, detail), kind = _build(_build_imagenet, lean, name, progress), "imagenet"
         except _WeightsUnavailable as err:
             if requested == "imagenet":
                 raise RuntimeError(str(err)) from err.__cause__
@@ -194,11 +194,11 @@ def load_model(
                 UserWarning,
                 stacklevel=2,
             )
-            model, kind, detail = _build_random(name, seed, lean), "random", f"seed={seed}"
+            model, kind, detail = _build(_build_random, lean, name, seed), "random", f"seed={seed}"
     else:
         path = _resolve_file(requested)
         state, _ = _read_state(name, path)
-        model, kind = _build_with_state(name, state, path, lean), "file"
+        model, kind = _build(_build_with_state, lean, name, state, path), "file"
         detail = f"{path} sha256:{_sha256_prefix(path)}"
 
     model.eval()
@@ -415,6 +415,11 @@ class _NoClassifier(nn.Module):
             "this model was built without its classifier (load_model(..., classifier=False), as the "
             "dissect command does for feature layers); load it with classifier=True to run the classifier"
         )
+
+
+def _build(builder, lean: bool, *args):
+    """``builder(*args)``, with ``lean=True`` only when asked (builders are patched by tests)."""
+    return builder(*args, lean=True) if lean else builder(*args)
 
 
 def _advance_cpu_rng(n: int) -> None:
