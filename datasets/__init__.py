@@ -6,13 +6,39 @@ module and is imported only when asked for.
 from __future__ import annotations
 
 import inspect
+import warnings
 from pathlib import Path
 
 from datasets.base import ListDataset, Sample
 
-__all__ = ["DATASET_NAMES", "ListDataset", "Sample", "load_dataset"]
+__all__ = ["DATASET_NAMES", "ListDataset", "Sample", "load_dataset", "huggingface_clash"]
 
 DATASET_NAMES = ("popout", "popout-gaze", "folder", "osie", "osie-sr", "salicon")
+
+
+def huggingface_clash() -> str | None:
+    """A line saying what to do when Hugging Face ``datasets`` is installed next to this package.
+
+    Both are imported as ``datasets``; Python takes whichever comes first on ``sys.path``, so in
+    this repository ``import datasets`` is this package and Hugging Face's is hidden (elsewhere
+    it is the other way round, and ``from datasets import load_dataset`` silently gets the wrong
+    function). The folder name is fixed, so the fix is the environment.
+    """
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("datasets")
+    except metadata.PackageNotFoundError:
+        return None
+    return (f"Hugging Face datasets {dist.version} is installed in this environment and shares the import name "
+            "`datasets` with saliency-dissect's data loaders: while saliency-dissect runs, `import datasets` is "
+            "saliency-dissect's and Hugging Face's is hidden. Install saliency-dissect in its own virtual "
+            "environment (python3 -m venv .venv), or uninstall Hugging Face datasets there (pip uninstall datasets)")
+
+
+_CLASH = huggingface_clash()
+if _CLASH:
+    warnings.warn(_CLASH, UserWarning, stacklevel=2)
 
 
 def load_dataset(name: str, root: str | Path | None = None, **options):

@@ -12,7 +12,8 @@ from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 
-__all__ = ["Sample", "Dataset", "LazyDataset", "ListDataset", "Subset", "first"]
+__all__ = ["Sample", "Dataset", "LazyDataset", "ListDataset", "Subset", "first", "interleaved_order",
+           "as_rgb_uint8"]
 
 
 @dataclass
@@ -168,9 +169,40 @@ class Subset:
     def __iter__(self) -> Iterator[Sample]:
         return (self.dataset[i] for i in self.indices)
 
+    def __getattr__(self, name: str):
+        # What describes the whole dataset (root, seed, category_order, ...) is the base's.
+        if name.startswith("__") or name in ("dataset", "indices"):
+            raise AttributeError(name)
+        if name == "image_groups":  # the base's groups, for this view's images
+            groups = getattr(self.dataset, "image_groups")
+            return lambda: [groups()[i] for i in self.indices]
+        return getattr(self.dataset, name)
+
+
+def interleaved_order(dataset) -> list[int]:
+    """Image indices in an order that takes one image of each group in turn.
+
+    A dataset that knows the group of each image cheaply (``dataset.image_groups()``: the pop-out
+    dimension of each array) is read round-robin over its groups, in the order the groups first
+    appear (hue_000, luminance_000, ..., hue_001, ...), each group in its own order; any other
+    dataset keeps its own order (OSIE: file order).
+    """
+    groups_of = getattr(dataset, "image_groups", None)
+    if groups_of is None:
+        return list(range(len(dataset)))
+    groups: dict = {}
+    for index, group in enumerate(groups_of()):
+        groups.setdefault(group, []).append(index)
+    queues = list(groups.values())
+    order = []
+    for rank in range(max((len(q) for q in queues), default=0)):
+        order += [q[rank] for q in queues if rank < len(q)]
+    return order
+
 
 def first(dataset, n: int | None):
-    """The first ``n`` images of ``dataset`` (all of them when ``n`` is None or ``>= len``), lazily.
+    """The first ``n`` images of ``dataset`` in :func:`interleaved_order` (all of them when ``n``
+    is None or ``>= len``), lazily: a quick look at the pop-out set sees every dimension.
 
     Raises:
         ValueError: ``n`` is not an integer >= 1.
@@ -181,4 +213,44 @@ def first(dataset, n: int | None):
         raise ValueError(f"the number of images must be an integer >= 1, got {n!r}")
     if n >= len(dataset):
         return dataset
-    return Subset(dataset, range(int(n)))
+    return Subset(dataset, interleaved_order(dataset)[:int(n)])
+
+
+def as_rgb_uint8(image, what: str = "image") -> tuple[np.ndarray, str | None]:
+    """An ``H x W x 3`` uint8 RGB copy of a grayscale, RGB, RGBA, uint8 or float image.
+
+    Grayscale (``H x W`` or ``H x W x 1``) is repeated over 3 channels, RGBA drops its alpha,
+    floats in [0, 1] are scaled to 0..255 and rounded.
+
+    Returns:
+        ``(image, note)``: ``note`` says what was converted (``None`` for an RGB uint8 input).
+
+    Raises:
+        ValueError: another shape, a float image outside [0, 1] or with NaN, an integer image
+            outside 0..255; the message names ``what``.
+    """
+    img = np.asarray(image)
+    dtype = img.dtype
+    notes = []
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 2:
+        img, notes = np.repeat(img[:, :, None], 3, axis=2), ["grayscale -> RGB"]
+    elif img.ndim == 3 and img.shape[2] == 4:
+        img, notes = img[:, :, :3], ["RGBA -> RGB (alpha dropped)"]
+    if img.ndim != 3 or img.shape[2] != 3 or min(img.shape[:2], default=0) < 1:
+        raise ValueError(f"{what}: expected an H x W x 3 RGB (or grayscale, RGBA) array, got shape {img.shape}")
+    if img.dtype == np.uint8:
+        pass
+    elif np.issubdtype(img.dtype, np.floating):
+        if not np.all(np.isfinite(img)) or img.min() < 0 or img.max() > 1:
+            raise ValueError(f"{what}: a float image must hold values in [0, 1] (got {np.nanmin(img):.4g} .. "
+                             f"{np.nanmax(img):.4g}); pass uint8 0..255 or floats in [0, 1]")
+        img, notes = np.round(img * 255.0).astype(np.uint8), notes + ["float [0, 1] -> uint8"]
+    elif np.issubdtype(img.dtype, np.integer) or img.dtype == bool:
+        if img.dtype != bool and (img.min() < 0 or img.max() > 255):
+            raise ValueError(f"{what}: integer pixel values must lie in 0..255, got {img.min()} .. {img.max()}")
+        img, notes = img.astype(np.uint8) * (255 if img.dtype == bool else 1), notes + [f"{dtype} -> uint8"]
+    else:
+        raise ValueError(f"{what}: unsupported pixel type {img.dtype}; pass uint8 0..255 or floats in [0, 1]")
+    return np.ascontiguousarray(img), ("; ".join(notes) if notes else None)

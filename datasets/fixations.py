@@ -5,19 +5,24 @@ Raw coordinates are 1-based (OSIE / MATLAB) unless ``one_based=False``; 0-based 
 are pixel centres (pixel ``i`` covers ``[i - 0.5, i + 0.5)``).
 
 A point becomes a pixel by MATLAB's ``round`` (half away from zero, i.e. ``floor(x + 0.5)``
-for the non-negative coordinates of an image), clamped to the image, exactly as OSIE's
-``computeFixationMaps.m`` does. ``np.round`` rounds half to even and would move every
+for the non-negative coordinates of an image), as OSIE's ``computeFixationMaps.m`` does; a
+point rounded one pixel beyond the border is clamped to it, a point further outside is dropped
+and counted (:func:`fixations_in_image`). ``np.round`` rounds half to even and would move every
 ``.5`` coordinate with an even integer part by one pixel.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
+import warnings
+
 import numpy as np
 from scipy import ndimage
 
 __all__ = [
     "fixation_pixels",
+    "fixations_in_image",
+    "dropped_fixations_message",
     "fixation_map",
     "density_map",
     "duration_density_map",
@@ -106,6 +111,54 @@ def fixation_pixels(
     return np.clip(row, 0, h - 1), np.clip(col, 0, w - 1), int(outside.sum())
 
 
+def fixations_in_image(
+    x: Sequence[float],
+    y: Sequence[float],
+    shape: Sequence[int],
+    one_based: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Pixels of the fixation points that lie in the image; points far outside are dropped.
+
+    Points are rounded as in :func:`fixation_pixels`. A point whose rounded pixel is at most one
+    pixel beyond the border (MATLAB rounding of a point on the edge, e.g. 1-based ``x = 800.6``
+    on an 800-px-wide image) is clamped to the border and counted; a point further out is
+    dropped: clamping it would put a fixation in a corner that nobody looked at (all points at
+    (5000, 9000) would all "fixate" the bottom-right pixel).
+
+    Returns:
+        ``(rows, cols, keep, n_clamped)``: 0-based pixel indices of the kept points, the
+        boolean mask of kept points over the input (``(N,)``), and how many kept points were
+        clamped. ``int((~keep).sum())`` points were dropped.
+
+    Raises:
+        ValueError: as in :func:`fixation_pixels`.
+    """
+    h, w = _shape(shape)
+    x, y = _points(x, y)
+    offset = 1 if one_based else 0
+    col = np.floor(x + 0.5).astype(np.int64) - offset
+    row = np.floor(y + 0.5).astype(np.int64) - offset
+    keep = (col >= -1) & (col <= w) & (row >= -1) & (row <= h)
+    col, row = col[keep], row[keep]
+    clamped = (col < 0) | (col > w - 1) | (row < 0) | (row > h - 1)
+    return np.clip(row, 0, h - 1), np.clip(col, 0, w - 1), keep, int(clamped.sum())
+
+
+def dropped_fixations_message(n_dropped: int, n_fixations: int, n_images: int | None = None) -> list[str]:
+    """Console lines for fixations dropped outside their image (none when nothing was dropped);
+    a second, louder line when more than 5% were dropped."""
+    if not n_dropped:
+        return []
+    share = n_dropped / max(n_fixations, 1)
+    where = f" of {n_images} images" if n_images is not None else ""
+    lines = [f"{n_dropped} of {n_fixations} fixations ({share:.1%}) lay more than a pixel outside their image{where} "
+             "and were dropped"]
+    if share > 0.05:
+        lines.append(f"more than 5% of the fixations ({share:.1%}) were outside their image: check the coordinate "
+                     "convention (0- or 1-based: --one-based) and that the fixations belong to these image sizes")
+    return lines
+
+
 def fixation_map(
     x: Sequence[float],
     y: Sequence[float],
@@ -114,8 +167,11 @@ def fixation_map(
 ) -> np.ndarray:
     """Binary ``H x W`` map of the fixated pixels; duplicates collapse (digest section 1).
 
+    Points more than a pixel outside the image are dropped with a warning that counts them;
+    points within a pixel of the border are clamped (:func:`fixations_in_image`).
+
     Args:
-        x, y, shape, one_based: as in :func:`fixation_pixels` (out-of-image points are clamped).
+        x, y, shape, one_based: as in :func:`fixation_pixels`.
 
     Returns:
         bool array ``H x W``; all False when there are no points.
@@ -124,7 +180,10 @@ def fixation_map(
         ValueError: as in :func:`fixation_pixels`.
     """
     h, w = _shape(shape)
-    rows, cols, _ = fixation_pixels(x, y, (h, w), one_based)
+    rows, cols, keep, _ = fixations_in_image(x, y, (h, w), one_based)
+    if not keep.all():
+        warnings.warn(f"{int((~keep).sum())} of {keep.size} fixation points lie more than a pixel outside the "
+                      f"{h} x {w} image and were dropped", UserWarning, stacklevel=2)
     out = np.zeros((h, w), dtype=bool)
     out[rows, cols] = True
     return out
@@ -243,7 +302,8 @@ def duration_density_map(
     ``D = minmax(G_sigma * F)`` with zero padding, as :func:`density_map`.
 
     Args:
-        x, y: fixation coordinates, shape ``(N,)``, N >= 1 (clamped like :func:`fixation_pixels`).
+        x, y: fixation coordinates, shape ``(N,)``, N >= 1 (points far outside the image are
+            dropped, those within a pixel clamped: :func:`fixations_in_image`).
         durations: fixation durations (any unit, e.g. ms), non-negative, shape ``(N,)``.
         shape: image ``(H, W)``.
         sigma: Gaussian standard deviation in pixels ([Ebr19]: 20).
@@ -269,9 +329,11 @@ def duration_density_map(
     if d.max() == 0:
         raise ValueError("all durations are zero: no fixation carries weight")
     sigma = _sigma(sigma)
-    rows, cols, _ = fixation_pixels(xa, ya, (h, w), one_based)
+    rows, cols, keep, _ = fixations_in_image(xa, ya, (h, w), one_based)
+    if not keep.any():
+        raise ValueError(f"all {keep.size} fixations lie more than a pixel outside the {h} x {w} image")
     f = np.zeros((h, w), dtype=np.float64)
-    np.add.at(f, (rows, cols), d / d.max())  # Ebrahimpour et al.: weights normalised by the max
+    np.add.at(f, (rows, cols), d[keep] / d.max())  # Ebrahimpour et al.: weights normalised by the max
     return density_map(f, sigma, truncate=truncate)
 
 

@@ -13,8 +13,8 @@ Layout of ``root`` (only ``images/`` is required)::
   (``a``); ``x`` is the column and ``y`` the row, **0-based pixel coordinates by default** (pixel
   ``i`` covers ``[i - 0.5, i + 0.5)``); pass ``one_based=True`` for MATLAB/OSIE-style 1-based
   coordinates. ``subject`` (default 1) and ``duration`` in ms (default NaN) are optional. Pixels
-  follow MATLAB rounding (``datasets.fixations``); points outside the image are clamped and counted
-  in ``sample.meta["n_clamped"]``. ``sample.fixations`` always holds 1-based ``x, y``
+  follow MATLAB rounding (``datasets.fixations``); points within a pixel of the border are clamped
+  (``sample.meta["n_clamped"]``), points further outside dropped (``sample.meta["n_dropped"]``). ``sample.fixations`` always holds 1-based ``x, y``
   (0-based input + 1), the toolkit's convention.
 * Without ``fixations.csv`` every sample has ``fixation_map = None`` (pop-out style data with masks
   only). With it, an image that has no row is **skipped with a warning**; the skipped stems are
@@ -40,7 +40,7 @@ import pandas as pd
 from PIL import Image
 
 from datasets.base import LazyDataset, Sample
-from datasets.fixations import fixation_pixels
+from datasets.fixations import fixations_in_image
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -61,9 +61,18 @@ _LABEL_MODES = ("P", "L", "1", "I", "I;16", "I;16B", "I;16L")
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as an ``H x W x 3`` uint8 RGB array (grey and RGBA are converted)."""
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    """Read an image file as an ``H x W x 3`` uint8 RGB array (grey and RGBA are converted).
+
+    Raises:
+        ValueError: a truncated or unreadable file; the message names it.
+    """
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL: "image file is truncated", UnidentifiedImageError
+        raise ValueError(f"cannot read image {path}: {exc}; replace or remove the file") from None
 
 
 def read_label_map(path: str | Path) -> np.ndarray:
@@ -219,7 +228,14 @@ class FolderDataset(LazyDataset):
 
     # ------------------------------------------------------------------ reading the CSVs
     def _read_csv(self, path: Path, required: tuple[str, ...]) -> pd.DataFrame:
-        df = pd.read_csv(path)
+        try:
+            df = pd.read_csv(path)
+        except pd.errors.EmptyDataError:
+            raise ValueError(f"{path} is empty; it needs a header line ({', '.join(required)}) and one row per "
+                             "entry, or remove the file") from None
+        except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+            raise ValueError(f"{path} is not a readable CSV file ({str(exc).splitlines()[0]}); expected columns "
+                             f"{', '.join(required)}") from None
         df.columns = [str(c).strip() for c in df.columns]
         missing = [c for c in required if c not in df.columns]
         if missing:
@@ -340,9 +356,10 @@ class FolderDataset(LazyDataset):
         fix_map = table = None
         if self._fixations is not None:
             g = self._fixations[stem]
-            rows, cols, n_clamped = fixation_pixels(g["x"], g["y"], (h, w), one_based=self.one_based)
+            rows, cols, keep, n_clamped = fixations_in_image(g["x"], g["y"], (h, w), one_based=self.one_based)
             fix_map = np.zeros((h, w), dtype=bool)
             fix_map[rows, cols] = True
+            g = g[keep]  # points more than a pixel outside the image are dropped (and counted)
             table = fixation_table(g["x"], g["y"], g["subject"], g["duration"], one_based=self.one_based)
-            meta.update(n_fixations=len(g), n_clamped=int(n_clamped))
+            meta.update(n_fixations=len(keep), n_clamped=int(n_clamped), n_dropped=int((~keep).sum()))
         return Sample(stem, image, masks, cats, fixation_map=fix_map, fixations=table, meta=meta)

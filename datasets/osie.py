@@ -32,8 +32,9 @@ struct array; ``fixations(i).img`` is the file name and ``fixations(i).subjects(
 ``fix_x``, ``fix_y`` (1-based pixel coordinates, one decimal) and ``fix_duration`` (ms, optional:
 NaN when absent). ``sample.fixations`` keeps the raw 1-based coordinates, with
 ``subject`` = ``s`` (1-based, the position in ``subjects``). The fixation map pools all subjects
-with MATLAB rounding; points outside the image are clamped onto its border and counted in
-``sample.meta["n_clamped"]`` (OSIE itself has none).
+with MATLAB rounding; points within a pixel of the border are clamped onto it (counted in
+``sample.meta["n_clamped"]``), points further outside are dropped from the map and from
+``sample.fixations`` (counted in ``sample.meta["n_dropped"]``; OSIE itself has none).
 
 Decisions: an image whose entry holds no fixation at all is **skipped with a warning** (its name is
 in ``dataset.skipped``); a missing stimulus (or, with SR regions, a missing export file) raises
@@ -51,7 +52,7 @@ import pandas as pd
 
 from datasets._matfile import load_mat
 from datasets.base import LazyDataset, Sample
-from datasets.fixations import fixation_pixels
+from datasets.fixations import fixations_in_image
 from datasets.folder import (
     find_label_file,
     fixation_table,
@@ -424,13 +425,17 @@ class OSIEDataset(LazyDataset):
         image = read_image(path)
         h, w = image.shape[:2]
         fx = self._table.iloc[rows_idx]
-        rows, cols, n_clamped = fixation_pixels(fx["x"].to_numpy(), fx["y"].to_numpy(), (h, w), one_based=True)
+        rows, cols, keep, n_clamped = fixations_in_image(fx["x"].to_numpy(), fx["y"].to_numpy(), (h, w),
+                                                         one_based=True)
         fix_map = np.zeros((h, w), dtype=bool)
         fix_map[rows, cols] = True
+        n_dropped = int((~keep).sum())
+        fx = fx[keep]  # points more than a pixel outside the image are dropped (and counted)
         meta: dict = {
             "dataset": self.name,
             "file": str(path),
-            "n_fixations": len(fx),
+            "n_fixations": len(keep),
+            "n_dropped": n_dropped,
             "n_subjects": int(fx["subject"].nunique()),
             "n_clamped": int(n_clamped),
             "regions": self.regions,

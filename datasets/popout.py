@@ -752,6 +752,10 @@ class PopoutDataset:
     def __len__(self) -> int:
         return self.n_per_dimension * len(self.dimensions)
 
+    def image_groups(self) -> list[str]:
+        """The dimension of every array, in index order (for :func:`datasets.base.first`)."""
+        return [d for d in self.dimensions for _ in range(self.n_per_dimension)]
+
     def __getitem__(self, index: int) -> Sample:
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
             raise TypeError(f"PopoutDataset indices must be integers, got {type(index).__name__}")
@@ -765,6 +769,17 @@ class PopoutDataset:
 
     def __iter__(self) -> Iterator[Sample]:
         return (self[i] for i in range(len(self)))
+
+
+def _read_png(path: Path, mode: str) -> np.ndarray:
+    """A PNG of a pop-out folder as a uint8 array; a truncated or unreadable file names itself."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert(mode), dtype=np.uint8)
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}; rewrite the folder with `python cli.py popout generate`") from None
 
 
 def _params_row(params: PopoutParams) -> dict[str, object]:
@@ -931,13 +946,15 @@ class PopoutFolder:
     def __len__(self) -> int:
         return len(self._rows)
 
+    def image_groups(self) -> list[str]:
+        """The dimension of every array, in index order (for :func:`datasets.base.first`)."""
+        return [str(row["dimension"]) for row in self._rows]
+
     def __getitem__(self, index: int) -> Sample:
         row = self._rows[index]
         sid = str(row["image_id"])
-        with Image.open(self.root / "images" / f"{sid}.png") as im:
-            image = np.asarray(im.convert("RGB"), dtype=np.uint8)
-        with Image.open(self.root / "masks" / f"{sid}.png") as im:
-            raw = np.asarray(im.convert("L"))
+        image, raw = (_read_png(self.root / kind / f"{sid}.png", mode) for kind, mode in (("images", "RGB"),
+                                                                                      ("masks", "L")))
         if not np.all((raw == 0) | (raw == 255)):
             raise ValueError(f"masks/{sid}.png is not a 0/255 mask; rewrite it with write_popout_set")
         mask = raw == 255

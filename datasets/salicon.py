@@ -15,8 +15,9 @@ the mouse trace). Both point arrays hold ``[x y]``, **1-based** pixel coordinate
 column): pysaliency's SALICON loader subtracts 1 from both for its 0-based convention. We keep them
 1-based and make the binary map with MATLAB rounding, like OSIE. ``gaze="fixations"`` (default)
 uses ``fixations``; ``gaze="mouse"`` uses the raw ``location`` samples. ``subject`` is the 1-based
-position in ``gaze``; SALICON has no durations (NaN). Points outside the image (raw mouse samples
-can be) are clamped and counted in ``sample.meta["n_clamped"]``.
+position in ``gaze``; SALICON has no durations (NaN). Points within a pixel of the border
+are clamped (``sample.meta["n_clamped"]``), points further outside (raw mouse samples can be)
+dropped (``sample.meta["n_dropped"]``).
 
 An image whose file holds no point at all yields an all-False fixation map with a warning
 (``meta["n_fixations"] == 0``); the files are parsed lazily, so it cannot be skipped up front.
@@ -32,7 +33,7 @@ import numpy as np
 
 from datasets._matfile import load_mat
 from datasets.base import LazyDataset, Sample
-from datasets.fixations import fixation_pixels
+from datasets.fixations import fixations_in_image
 from datasets.folder import IMAGE_SUFFIXES, fixation_table, missing_files_error, read_image
 from datasets.regions_from_fixations import cached_fixation_clusters, fixation_clusters
 
@@ -201,10 +202,12 @@ class SaliconDataset(LazyDataset):
         xy = np.concatenate(points) if points else np.zeros((0, 2))
         subject = np.concatenate([np.full(len(p), k + 1, dtype=np.int64) for k, p in enumerate(points)] or [[]])
         fix_map = np.zeros((h, w), dtype=bool)
-        n_clamped = 0
+        n_clamped = n_dropped = 0
+        n_points = len(xy)
         if len(xy):
-            rows, cols, n_clamped = fixation_pixels(xy[:, 0], xy[:, 1], (h, w), one_based=True)
+            rows, cols, keep, n_clamped = fixations_in_image(xy[:, 0], xy[:, 1], (h, w), one_based=True)
             fix_map[rows, cols] = True
+            xy, subject, n_dropped = xy[keep], subject[keep], int((~keep).sum())  # far outside: dropped
         else:
             warnings.warn(
                 f"{self.name}: {mat_path.name} holds no {self.gaze} point; its fixation map is empty", stacklevel=2
@@ -217,7 +220,8 @@ class SaliconDataset(LazyDataset):
         meta = {
             "dataset": self.name,
             "file": str(img_path),
-            "n_fixations": int(len(xy)),
+            "n_fixations": int(n_points),
+            "n_dropped": n_dropped,
             "n_subjects": len(points),
             "n_clamped": int(n_clamped),
             "regions": self.regions,

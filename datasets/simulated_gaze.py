@@ -154,6 +154,10 @@ class SimulatedGazeDataset:
     def __len__(self) -> int:
         return len(self.base)
 
+    def image_groups(self) -> list[str]:
+        """The dimension of every array, in index order (for :func:`datasets.base.first`)."""
+        return self.base.image_groups()
+
     def __getitem__(self, index: int) -> Sample:
         return simulate_observers(self.base[index], seed=self.seed, **self._observers)
 

@@ -3,8 +3,10 @@
 Files: ``per_image.csv`` (image, method, layer, MAE, NSS, CC, KL, SIM, AUC-Judd, s-AUC, IG),
 ``summary.csv`` (method x layer: mean and standard error of each metric, with the centre-bias
 floor and the human leave-one-subject-out ceiling), ``run.json``, ``overlays.png`` (image, human
-map, each method's map for the first images) and, with ``dense``, ``dense_mae.png`` (MAE per
-dense-attention layer, Ebrahimpour et al. Fig. 9).
+map, each method's map, with its NSS, for a few images taken across the dataset's categories)
+and, with ``dense``, ``dense_mae.png`` (MAE per dense-attention layer, Ebrahimpour et al.
+Fig. 9). Both tables carry ``model``, ``weights`` and ``weights_detail`` columns and every figure
+names the model, weights and dataset.
 """
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ from typing import Sequence
 
 from dissect import attention
 from dissect.attention_study import run_attention_study
+from datasets.base import interleaved_order
 from dissect.dissection import preprocess
-from dissect.reports import atomic_write_json, check_writable
+from dissect.reports import atomic_write_json, check_writable, figure_subtitle, with_model_columns
 from dissect.resize import resize_map
 from probes.attention_figures import attention_overlays, dense_layer_mae
 from probes.gaze import human_density
@@ -42,7 +45,8 @@ def write_attention_report(model, dataset, methods: Sequence[str], out_dir: str 
         model, dataset, methods: as for ``run_attention_study``.
         out_dir: the run folder (created; must be writable).
         params: extra run parameters for ``run.json`` (model, weights, versions, ...).
-        n_examples: images shown in ``overlays.png``.
+        n_examples: images shown in ``overlays.png``, taken round-robin over the dataset's
+            categories (:func:`datasets.base.interleaved_order`), each map labelled with its NSS.
         **study_options: passed to ``run_attention_study`` (``image_size``, ``sigma``, ...).
 
     Returns:
@@ -51,11 +55,13 @@ def write_attention_report(model, dataset, methods: Sequence[str], out_dir: str 
     out = check_writable(out_dir)
     per_image, summary, info = run_attention_study(model, dataset, methods, **study_options)
     paths = {"per_image": out / "per_image.csv", "summary": out / "summary.csv", "run": out / "run.json"}
-    per_image.to_csv(paths["per_image"], index=False)
-    summary.to_csv(paths["summary"], index=False)
+    model_info = getattr(model, "dissect_info", None) or (params or {}).get("model")
+    with_model_columns(per_image, model_info).to_csv(paths["per_image"], index=False)
+    with_model_columns(summary, model_info).to_csv(paths["summary"], index=False)
     atomic_write_json(paths["run"], {**(params or {}), **info})
+    subtitle = figure_subtitle(model_info, getattr(dataset, "name", None))
 
-    samples = [dataset[i] for i in range(min(n_examples, len(dataset)))]
+    samples = [dataset[i] for i in interleaved_order(dataset)[:n_examples]]
     samples = [s for s in samples if s.fixation_map is not None and s.fixation_map.any()]
     if samples:
         human, maps = example_maps(model, samples, methods,
@@ -63,7 +69,25 @@ def write_attention_report(model, dataset, methods: Sequence[str], out_dir: str 
                                    sigma=study_options.get("sigma", 24.0),
                                    options=study_options.get("options"))
         paths["overlays"] = attention_overlays([s.image for s in samples], human, maps, out / "overlays.png",
-                                               titles=[s.image_id for s in samples])
+                                               titles=[s.image_id for s in samples],
+                                               labels=_nss_labels(per_image, samples, ["human", *maps], info),
+                                               subtitle=subtitle)
     if "dense" in methods:
-        paths["dense_mae"] = dense_layer_mae(per_image, out / "dense_mae.png")
+        paths["dense_mae"] = dense_layer_mae(per_image, out / "dense_mae.png", title=f"dense: MAE per layer\n{subtitle}")
     return paths
+
+
+def _nss_labels(per_image, samples, columns, info: dict) -> dict[str, list[str]]:
+    """``{column: ["NSS 1.23", ...]}``: each overlay's score from the study's own table (the
+    human column shows the leave-one-subject-out ceiling; the methods their default layer)."""
+    labels = {}
+    for column in columns:
+        method = "human_loso" if column == "human" else column
+        layer = "" if column == "human" else (info.get("layers", {}).get(column) or [""])[0]
+        rows = per_image[(per_image["method"] == method) & (per_image["layer"] == layer)] if column != "dense" \
+            else per_image[(per_image["method"] == "dense") & per_image["layer"].str.endswith("+")]
+        by_image = rows.groupby("image", sort=False)["nss"].first()  # dense: its first "+" map holds every layer
+        name = "leave-one-out NSS" if column == "human" else "NSS"
+        labels[column] = [f"{name} {by_image[s.image_id]:.2f}" if s.image_id in by_image.index else f"{name} -"
+                          for s in samples]
+    return labels

@@ -23,6 +23,8 @@ from tqdm.auto import tqdm
 
 from datasets.fixations import center_bias_map, fixation_map
 from dissect import attention
+from dissect.attention import _default_layer as default_layer
+from dissect.checks import check_count, check_seed
 from dissect.dissection import preprocess
 from dissect.hooks import resolve_layer
 from dissect.models import IMAGENET_MEAN, IMAGENET_STD, model_device
@@ -47,8 +49,6 @@ PER_IMAGE_COLUMNS: tuple[str, ...] = ("image", "method", "layer", *GAZE_METRICS)
 _NO_FIXATIONS = "the gaze comparison needs a dataset with fixations (osie, salicon, folder with fixations.csv)"
 # Methods whose map lives at the input (no layer to choose).
 _PIXEL_METHODS = ("guided_backprop",)
-# Label of a method's own default layer (dissect.attention documents each default).
-_DEFAULT_LAYER = "default"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -95,8 +95,8 @@ def _layer_plan(model: nn.Module, methods: list[str], layers: Any) -> dict[str, 
             continue
         entries = []
         for spec in per_method[method]:
-            if spec is None:
-                label = "" if method in _PIXEL_METHODS else _DEFAULT_LAYER
+            if spec is None:  # the method's default layer, named (conv5_3, layer4, ...)
+                label = "" if method in _PIXEL_METHODS else resolve_layer(model, default_layer(model))[0]
             else:
                 label = resolve_layer(model, spec)[0]  # also fails early on an unknown name
             entries.append((label, spec))
@@ -201,7 +201,7 @@ def run_attention_study(
             device of its parameters and ends in the state it started (dissect.attention's contract).
         dataset: indexable dataset of :class:`datasets.base.Sample` with fixations.
         methods: one or more of :data:`dissect.attention.METHODS`.
-        layers: ``None`` (each method's default layer, labelled ``"default"``; ``guided_backprop``
+        layers: ``None`` (each method's default layer, labelled by its name, e.g. ``"conv5_3"``; ``guided_backprop``
             works at the input, labelled ``""``), a layer (alias, dotted path or module) or a list
             of layers for every layer-level method, or ``{method: layer or list}``.
         image_size: side of the square network input (``None``: keep the images' size).
@@ -227,8 +227,8 @@ def run_attention_study(
             ``batch_size < 1`` or ``n_other < 1``.
     """
     methods = _check_methods(methods)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = check_count("batch_size", batch_size)
+    seed = check_seed(seed)
     if int(n_other) != n_other or n_other < 1:
         raise ValueError(f"n_other must be a positive integer, got {n_other!r}")
     n_total = len(dataset)
@@ -260,7 +260,8 @@ def run_attention_study(
     seconds = dict.fromkeys(methods, 0.0)
     n_constant = dict.fromkeys(methods, 0)
     n_nonfinite = dict.fromkeys(methods, 0)
-    counts = {"n_images": 0, "n_images_skipped_empty": n_total - len(usable), "n_images_without_ceiling": 0}
+    counts = {"n_images": 0, "n_images_skipped_empty": n_total - len(usable), "n_images_without_ceiling": 0,
+              "n_fixations": 0, "n_fixations_dropped": 0}
     rows: list[dict] = []
     dense_names: list[str] = []  # the dense model's layers, as dissect.attention names them
     t_start = time.perf_counter()
@@ -314,6 +315,8 @@ def run_attention_study(
                 elif ceiling:
                     counts["n_images_without_ceiling"] += 1
                 counts["n_images"] += 1
+                counts["n_fixations"] += int(sample.meta.get("n_fixations", 0))
+                counts["n_fixations_dropped"] += int(sample.meta.get("n_dropped", 0))
             t_score += time.perf_counter() - t0
             bar.update(len(chunk))
     finally:
@@ -496,8 +499,7 @@ def fooling_rate(
             without ``N x K`` outputs.
     """
     eps = _check_epsilon(epsilon)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = check_count("batch_size", batch_size)
     n_total = len(dataset)
     if n_total == 0:
         raise ValueError(f"dataset {getattr(dataset, 'name', '')!r} has no images: check the data root")

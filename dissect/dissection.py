@@ -20,6 +20,8 @@ import json
 import os
 import platform
 import time
+import warnings
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,7 +35,9 @@ from PIL import Image
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from dissect.hooks import ActivationRecorder, resolve_layer
+from datasets.base import as_rgb_uint8, first
+from dissect.checks import check_count, check_device
+from dissect.hooks import ActivationRecorder, unique_layers
 from dissect.models import IMAGENET_MEAN, IMAGENET_STD, model_device
 from dissect.reports import atomic_write_json
 from probes.aggregate import UnitScoreAccumulator
@@ -71,13 +75,24 @@ def preprocess(images: Sequence[np.ndarray], image_size: int | None = 224,
     Images are resized to ``image_size x image_size`` without keeping the aspect ratio, as
     He et al. did (OSIE 800 x 600 -> 224 x 224), with PIL's bilinear filter (fixed explicitly:
     their code relied on PIL's version-dependent default). ``image_size=None`` keeps the size
-    (all images must then share it).
+    (all images must then share it). Grayscale, RGBA and float [0, 1] images are converted to
+    RGB uint8 first (:func:`datasets.base.as_rgb_uint8`), with one warning saying which.
     """
-    arrays = []
-    for img in images:
+    if image_size is not None:
+        image_size = check_count("image_size", image_size)
+    arrays, converted = [], []
+    for i, img in enumerate(images):
+        img, note = as_rgb_uint8(img, f"image {i}")
+        if note:
+            converted.append(f"{i} ({note})")
         if image_size is not None and img.shape[:2] != (image_size, image_size):
             img = np.asarray(Image.fromarray(img).resize((image_size, image_size), Image.BILINEAR))
         arrays.append(img)
+    if converted:
+        warnings.warn(f"preprocess converted {len(converted)} image(s) to RGB uint8: {', '.join(converted[:5])}"
+                      + (", ..." if len(converted) > 5 else ""), UserWarning, stacklevel=2)
+    if not arrays:
+        raise ValueError("preprocess got no images")
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise ValueError(f"images of different sizes {sorted(shapes)} with image_size=None; "
@@ -143,13 +158,31 @@ def _load_progress(checkpoint_dir: Path, fingerprint: dict):
     progress_path = checkpoint_dir / _PROGRESS_FILE
     if not progress_path.exists():
         return None
-    progress = json.loads(progress_path.read_text())
+    fix = f"delete {progress_path} to start again (CLI: --overwrite)"
+    try:
+        progress = json.loads(progress_path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{progress_path} is not a readable progress record ({exc}); {fix}") from None
+    if not isinstance(progress, dict) or not {"next_index", "state_file", "counts"} <= set(progress):
+        raise ValueError(f"{progress_path} lacks next_index, state_file or counts: not a progress record; {fix}")
+    state_path = checkpoint_dir / str(progress["state_file"])
+    next_index = progress["next_index"]
+    recorded = progress["counts"].get("n_images") if isinstance(progress["counts"], dict) else None
+    if (not isinstance(next_index, int) or state_path.name != f"state-{next_index:07d}.npz"
+            or recorded != next_index):
+        raise ValueError(f"{progress_path} says next_index={next_index!r} but its state {state_path.name} holds "
+                         f"{recorded!r} images: the record was edited or mixed up; {fix}")
     if progress.get("fingerprint") != fingerprint:
         raise ValueError(
             f"{checkpoint_dir} holds a different run ({progress.get('fingerprint')}); "
             "resume with the same model, weights, layers, dataset and image size, or use a new output folder"
         )
-    return progress, UnitScoreAccumulator.load(checkpoint_dir / progress["state_file"])
+    try:
+        acc = UnitScoreAccumulator.load(state_path)
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise ValueError(f"cannot read the saved state {state_path} ({type(exc).__name__}: {exc}); "
+                         f"the file is truncated or damaged: {fix}") from None
+    return progress, acc
 
 
 def _save_progress(checkpoint_dir: Path, acc: UnitScoreAccumulator, progress: dict) -> None:
@@ -181,6 +214,8 @@ def _score_batch(scorer: RegionScorer, samples, activations: dict, layer_names, 
         keep, n_empty, n_unfixated = valid_regions(sample)
         counts["n_images"] += 1
         counts["n_fixations_clamped"] += int(sample.meta.get("n_clamped", 0))
+        counts["n_fixations_dropped"] = counts.get("n_fixations_dropped", 0) + int(sample.meta.get("n_dropped", 0))
+        counts["n_fixations"] = counts.get("n_fixations", 0) + int(sample.meta.get("n_fixations", 0))
         counts["n_regions_empty"] += n_empty
         counts["n_regions_unfixated"] += n_unfixated
         if keep.size == 0:
@@ -236,6 +271,9 @@ def _stop_when_recorded(modules):
 
 
 def _check_metric(metric: str | None, sample) -> str:
+    if min(sample.shape) < 2:
+        raise ValueError(f"image {sample.image_id!r} is {sample.shape[0]} x {sample.shape[1]} pixels: every unit map "
+                         "over it is constant, so every unit would be dead; drop images smaller than 2 x 2")
     kind = "nmm" if sample.fixation_map is None else "region_nss"
     if metric is not None and kind != metric:
         raise ValueError(
@@ -304,30 +342,30 @@ def run_dissection(
         ValueError: empty dataset, unknown layer (the message lists the valid names), a dataset
             mixing images with and without fixations, a checkpoint of a different run.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = check_count("batch_size", batch_size)
     if dead_units not in ("skip", "zero"):
         raise ValueError(f"dead_units must be 'skip' or 'zero', got {dead_units!r}")
     if int(top_k) < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     if not np.isfinite(threshold):
         raise ValueError(f"threshold must be a finite number, got {threshold}")
+    if max_images is not None:  # the first N in an order interleaving the categories (datasets.base.first)
+        dataset = first(dataset, check_count("max_images", max_images))
     n_total = len(dataset)
-    if max_images is not None:
-        if int(max_images) < 1:
-            raise ValueError(f"max_images must be >= 1, got {max_images}")
-        n_total = min(n_total, int(max_images))
     if n_total == 0:
         raise ValueError(f"dataset {getattr(dataset, 'name', '')!r} has no images: check the data root")
     if isinstance(layers, (str, torch.nn.Module)):
         layers = [layers]
-    resolved = [resolve_layer(model, layer) for layer in layers]
+    resolved, repeated = unique_layers(model, layers)
+    if repeated:
+        warnings.warn("same layer listed twice, scored once: " + ", ".join(f"{a} is {b}" for a, b in repeated),
+                      UserWarning, stacklevel=2)
     layer_names = [name for name, _ in resolved]
-    if len(set(layer_names)) != len(layer_names):
-        raise ValueError(f"layers listed twice: {layer_names}")
-    device = torch.device(device)
+    device = check_device(device)
     fingerprint = _fingerprint(layer_names, dataset, image_size, model, run_key)
     fingerprint["n_images"] = n_total
+    if max_images is not None:  # checkpoints of the former first-N-by-index order are not resumed
+        fingerprint["image_order"] = "interleaved"
     fingerprint["dead_units"] = dead_units
     # A dataset that knows its categories (OSIE-SR's 12, the pop-out dimensions) gets a row for
     # each of them, in its order, even where a subset has no region of one (n_regions = 0).

@@ -18,7 +18,7 @@ from torch import nn
 
 from dissect.models import layer_aliases
 
-__all__ = ["resolve_layer", "ActivationRecorder", "record_activations"]
+__all__ = ["resolve_layer", "unique_layers", "ActivationRecorder", "record_activations"]
 
 LayerSpec = Union[str, nn.Module]
 _REPEAT_POLICIES = ("error", "last", "first")
@@ -62,6 +62,37 @@ def resolve_layer(model: nn.Module, layer: LayerSpec) -> tuple[str, nn.Module]:
         except AttributeError:
             pass
     raise ValueError(_unknown_layer_message(model, layer, aliases))
+
+
+def _layer_list(layers) -> list:
+    """``layers`` as a list: one name/module, or an iterable of them (TypeError otherwise)."""
+    if isinstance(layers, (str, nn.Module)):
+        return [layers]
+    if not isinstance(layers, Iterable):
+        raise TypeError(f"layers must be a layer name, a module, or a list of them, got {type(layers).__name__} "
+                        f"{layers!r}; e.g. ActivationRecorder(model, ['conv5_3'])")
+    return list(layers)
+
+
+def unique_layers(model: nn.Module, layers) -> tuple[list[tuple[str, nn.Module]], list[tuple[str, str]]]:
+    """Resolve ``layers`` and drop the ones that name a module already listed.
+
+    ``conv5_3`` and ``features.29`` are the same module of VGG16: it is kept once, under the
+    first name given.
+
+    Returns:
+        ``([(name, module), ...], [(dropped name, kept name), ...])``.
+    """
+    kept: list[tuple[str, nn.Module]] = []
+    dropped: list[tuple[str, str]] = []
+    for layer in _layer_list(layers):
+        name, module = resolve_layer(model, layer)
+        same = next((n for n, m in kept if m is module), None)
+        if same is None:
+            kept.append((name, module))
+        else:
+            dropped.append((name, same))
+    return kept, dropped
 
 
 class ActivationRecorder:
@@ -111,8 +142,7 @@ class ActivationRecorder:
     ) -> None:
         if on_repeat not in _REPEAT_POLICIES:
             raise ValueError(f"on_repeat must be one of {_REPEAT_POLICIES}, got {on_repeat!r}")
-        if isinstance(layers, (str, nn.Module)):
-            layers = [layers]
+        layers = _layer_list(layers)
         resolved: dict[str, nn.Module] = {}
         for layer in layers:
             name, module = resolve_layer(model, layer)

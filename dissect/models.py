@@ -190,7 +190,7 @@ def load_model(
                 raise RuntimeError(str(err)) from err.__cause__
             warnings.warn(
                 f"{err} -> using RANDOM weights (seed={seed}) for {name}: results will be "
-                "meaningless for science (pass weights='random' to silence this warning)",
+                "meaningless for science (pass weights='random' (CLI: --weights random) to silence this warning)",
                 UserWarning,
                 stacklevel=2,
             )
@@ -407,11 +407,16 @@ def _constructor(name: str):
 _LEAN_VGG = {"vgg16": "D", "vgg19": "E"}
 
 
+class ClassifierNotBuilt(RuntimeError):
+    """Raised by the stand-in classifier of ``load_model(..., classifier=False)`` when it is run
+    (every feature layer has run by then: a dry forward that records them may catch it)."""
+
+
 class _NoClassifier(nn.Module):
     """Stands in for the classifier that ``load_model(..., classifier=False)`` did not build."""
 
     def forward(self, x):
-        raise RuntimeError(
+        raise ClassifierNotBuilt(
             "this model was built without its classifier (load_model(..., classifier=False), as the "
             "dissect command does for feature layers); load it with classifier=True to run the classifier"
         )

@@ -41,9 +41,13 @@ def load_output_map(maps_dir: Path, image_id: str) -> np.ndarray:
     for ext in (".npy", ".png", ".jpg", ".jpeg"):
         path = maps_dir / f"{image_id}{ext}"
         if path.exists():
-            if ext == ".npy":
-                return np.asarray(np.load(path), dtype=np.float64)
-            return np.asarray(Image.open(path).convert("F"), dtype=np.float64)
+            try:
+                if ext == ".npy":
+                    return np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
+                with Image.open(path) as im:
+                    return np.asarray(im.convert("F"), dtype=np.float64)
+            except (OSError, ValueError, SyntaxError) as exc:
+                raise ValueError(f"cannot read output map {path}: {exc}; replace the file") from None
     raise FileNotFoundError(f"no output map for image {image_id!r} in {maps_dir} "
                             "(expected <image_id>.npy or .png)")
 
@@ -108,9 +112,12 @@ def first_examples(dataset, categories) -> dict:
 
 
 def best_unit_overlays(model, sample, region: int, units: pd.DataFrame, layer: str, path,
-                       *, n_units: int = 4, image_size: int = 224, activations=None) -> Path | None:
+                       *, n_units: int = 4, image_size: int = 224, activations=None,
+                       subtitle: str | None = None) -> Path | None:
     """Draw the ``n_units`` best live units of ``layer`` for the category of region ``region`` of
-    ``sample`` over that image, with the region outlined (He et al. Fig. 3).
+    ``sample`` over that image, with the region outlined (He et al. Fig. 3). Each tile's score
+    is the unit's mean score over every region of the category in the run (not on this image),
+    and says so.
 
     ``activations``: the layer's ``C x h x w`` maps for this image if already computed.
     Returns None when the layer has no live unit for the category."""
@@ -125,8 +132,10 @@ def best_unit_overlays(model, sample, region: int, units: pd.DataFrame, layer: s
     n = len(best)
     fixations = [sample.fixation_map] * n if sample.fixation_map is not None else None
     return figures.unit_overlays([sample.image] * n, maps, [sample.masks[region]] * n,
-                                 [f"{layer} #{int(r.unit)} score {r.score:.2f}" for r in best.itertuples()],
-                                 path, fixation_maps=fixations)
+                                 [f"{layer} #{int(r.unit)}: {category} mean {r.score:.2f}" for r in best.itertuples()],
+                                 path, fixation_maps=fixations,
+                                 subtitle=(subtitle + "; " if subtitle else "") + "tile score: the unit's mean over "
+                                          f"all {category} regions of the run, not this image's")
 
 
 def _layer_maps(model, sample, layer: str, image_size: int) -> torch.Tensor:
@@ -138,6 +147,49 @@ def _layer_maps(model, sample, layer: str, image_size: int) -> torch.Tensor:
     return rec.activations[layer][0]
 
 
+def _subtitle(info: dict) -> str:
+    """Model, weights, dataset, metric and k of a run, for every figure of its report."""
+    from dissect.reports import figure_subtitle
+
+    return figure_subtitle(info.get("model") if isinstance(info.get("model"), dict) else None, info.get("dataset"),
+                           info.get("metric"), info.get("top_k"))
+
+
+def _scores_only(units: pd.DataFrame) -> pd.DataFrame:
+    """The unit table without its run labels (model, weights): two runs' labels differ by design."""
+    from dissect.reports import MODEL_COLUMNS
+
+    return units.drop(columns=[c for c in MODEL_COLUMNS if c in units.columns])
+
+
+class _explained_scipy_warnings:
+    """Turn scipy's bare ``IntegrationWarning`` ("The integral is probably divergent ...", from
+    the studentized-range p-values of Tukey's test when a statistic is huge) into one warning that
+    says where it came from and what it means."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self._catcher = warnings.catch_warnings(record=True)
+
+    def __enter__(self):
+        self._caught = self._catcher.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._catcher.__exit__(*exc_info)
+        import scipy.integrate
+
+        integration = [w for w in self._caught if issubclass(w.category, scipy.integrate.IntegrationWarning)]
+        for w in self._caught:
+            if w not in integration:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if integration:
+            warnings.warn(f"{self.where}: scipy could not fully converge {len(integration)} p-value integral(s) "
+                          "(very large test statistics): those p-values are approximate, tiny ones are still tiny",
+                          UserWarning, stacklevel=3)
+
+
 def _check_comparable(a: dict, b: dict) -> None:
     """Two runs compared unit by unit must score the same way on the same kind of data."""
     for key, what in (("metric", "score (region NSS vs NMM)"), ("top_k", "top-k"), ("threshold", "threshold")):
@@ -147,6 +199,11 @@ def _check_comparable(a: dict, b: dict) -> None:
     for key in ("dataset", "layers_resolved"):
         if a.get(key) != b.get(key):
             warnings.warn(f"the two runs differ in {key}: {a.get(key)!r} vs {b.get(key)!r}", stacklevel=3)
+    ma, mb = (r.get("model") if isinstance(r.get("model"), dict) else {} for r in (a, b))
+    if ma.get("weights") == mb.get("weights") == "random" and ma.get("weights_detail") == mb.get("weights_detail"):
+        warnings.warn(f"both runs use RANDOM weights with the same {ma.get('weights_detail')}: {ma.get('arch')} and "
+                      f"{mb.get('arch')} then share the same random encoder, so differences of 0 are expected and "
+                      "say nothing about training", stacklevel=3)
 
 
 def write_stats_report(run_dir: str | os.PathLike, *, compare_to: str | os.PathLike | None = None,
@@ -162,32 +219,38 @@ def write_stats_report(run_dir: str | os.PathLike, *, compare_to: str | os.PathL
     threshold = float(info.get("threshold", 1.5))
     layers = list(dict.fromkeys(units["layer"]))
     written: dict[str, Path] = {}
+    subtitle = _subtitle(info)
 
     anova, tukey = [], []
     for layer in layers:
         if stats.live_units(units, layer)["category"].nunique() < 2:
             continue
-        anova.append(stats.anova_by_category(units, layer))
-        tukey.append(stats.tukey_by_category(units, layer))
+        with _explained_scipy_warnings(layer):
+            anova.append(stats.anova_by_category(units, layer))
+            tukey.append(stats.tukey_by_category(units, layer))
     if anova:
         written["anova"] = out_dir / "anova.csv"
         pd.concat(anova, ignore_index=True).to_csv(written["anova"], index=False)
         written["tukey"] = out_dir / "tukey.csv"
         pd.concat(tukey, ignore_index=True).to_csv(written["tukey"], index=False)
 
-    written["heatmap"] = figures.summary_heatmap(summary, out_dir / "summary_top_k_mean.png")
+    written["heatmap"] = figures.summary_heatmap(summary, out_dir / "summary_top_k_mean.png",
+                                                 title=f"top-{top_k} mean\n{subtitle}")
     written["heatmap_count"] = figures.summary_heatmap(summary, out_dir / "summary_count.png",
-                                                       value="count_above_threshold")
+                                                       value="count_above_threshold",
+                                                       title=f"units scoring above {threshold:g}\n{subtitle}")
     for layer in layers:
         written[f"bars_{layer}"] = figures.category_bars(units, layer, out_dir / f"bars_{_safe(layer)}.png",
-                                                         top_k=top_k, threshold=threshold)
+                                                         top_k=top_k, threshold=threshold,
+                                                         title=f"{layer}: top-{top_k} unit scores\n{subtitle}")
 
     if compare_to is not None:
         other_units, _, other_info = stats.load_run(compare_to)
         _check_comparable(info, other_info)
         written["compare"] = out_dir / "compare.csv"
-        stats.compare_runs(units, other_units, top_k=top_k, threshold=threshold).to_csv(written["compare"],
-                                                                                       index=False)
+        with _explained_scipy_warnings("the comparison"):
+            table = stats.compare_runs(_scores_only(units), _scores_only(other_units), top_k=top_k, threshold=threshold)
+        table.to_csv(written["compare"], index=False)
 
     dataset = model = None
     if maps_dir is not None or overlays:
@@ -217,7 +280,7 @@ def write_stats_report(run_dir: str | os.PathLike, *, compare_to: str | os.PathL
                 cache[sample.image_id] = _layer_maps(model, sample, layer, size)
             path = best_unit_overlays(model, sample, region, units, layer,
                                       out_dir / f"overlays_{_safe(layer)}_{_safe(category)}.png", image_size=size,
-                                      activations=cache[sample.image_id])
+                                      activations=cache[sample.image_id], subtitle=subtitle)
             if path is not None:
                 written[f"overlays_{category}"] = path
     return written

@@ -32,6 +32,8 @@ def attention_overlays(
     path: str | os.PathLike,
     *,
     titles: Sequence[str] | None = None,
+    labels: Mapping[str, Sequence[str]] | None = None,
+    subtitle: str | None = None,
     alpha: float = 0.55,
     cmap: str = "jet",
     panel_inches: float = 1.8,
@@ -49,6 +51,9 @@ def attention_overlays(
         method_maps: ``{method label: one map per image}``.
         path: output ``.png`` path.
         titles: one row label per image (e.g. image ids).
+        labels: ``{column: one text per image}`` written under the panels (e.g. each map's
+            NSS); columns are ``"human"`` or method labels.
+        subtitle: figure title (e.g. :func:`dissect.reports.figure_subtitle`: model, weights, dataset).
         alpha: opacity of the map over the image.
         cmap: matplotlib colour map of the maps.
         panel_inches: size of one panel.
@@ -73,6 +78,9 @@ def attention_overlays(
         raise ValueError(f"{n} images but {len(titles)} titles")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    for name, texts in (labels or {}).items():
+        if len(texts) != n:
+            raise ValueError(f"{n} images but {len(texts)} labels for column {name!r}; pass one per image")
     path = png_path(path)
     columns = ["image", "human", *method_maps]
     fig = new_figure((panel_inches * len(columns), panel_inches * n), dpi)
@@ -98,6 +106,10 @@ def attention_overlays(
                 ax.set_title(columns[c], fontsize=8)
             if c == 0 and titles is not None:
                 ax.set_ylabel(str(titles[r]), fontsize=8)
+            if labels and columns[c] in labels:
+                ax.set_xlabel(str(labels[columns[c]][r]), fontsize=7)
+    if subtitle:
+        fig.suptitle(subtitle, fontsize=8)
     return save_png(fig, path)
 
 

@@ -220,6 +220,7 @@ def unit_overlays(
     dpi: int = 100,
     alpha: float = 0.5,
     cmap: str = "jet",
+    subtitle: str | None = None,
 ) -> Path:
     """Grid of unit activation maps over their images with the region outlined (He et al. Fig. 3).
 
@@ -300,4 +301,6 @@ def unit_overlays(
             rows, cols = np.nonzero(fix)
             ax.scatter(cols, rows, s=6, c="red", marker="o", edgecolors="white", linewidths=0.4)
         ax.set_title(str(title), fontsize=8)
+    if subtitle:  # model, weights, dataset, metric (dissect.reports.figure_subtitle)
+        fig.suptitle(subtitle, fontsize=8)
     return save_png(fig, path)

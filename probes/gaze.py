@@ -57,6 +57,7 @@ from probes import metrics
 
 __all__ = [
     "GAZE_METRICS",
+    "EVALUATION_METRICS",
     "FIXATION_METRICS",
     "MAP_METRICS",
     "FLOOR",
@@ -71,6 +72,9 @@ __all__ = [
 
 #: Metric keys of :func:`gaze_scores`, in table order. Lower is better for ``mae`` and ``kl``.
 GAZE_METRICS: tuple[str, ...] = ("mae", "nss", "cc", "kl", "sim", "auc_judd", "sauc", "ig")
+#: Metrics of ``cli.py evaluate`` (the MIT benchmark set: MAE out, AUC-Borji in); the
+#: ``borji=True`` keys of :func:`gaze_scores`, :func:`center_bias_scores` and :func:`leave_one_subject_out`.
+EVALUATION_METRICS: tuple[str, ...] = ("nss", "cc", "kl", "sim", "auc_judd", "auc_borji", "sauc", "ig")
 #: Metrics scored at the fixated pixels (their human ceiling is leave one subject out).
 FIXATION_METRICS: tuple[str, ...] = ("nss", "auc_judd", "sauc", "ig")
 #: Metrics comparing the map with the density map (human ceiling: split half; none for KL).
@@ -87,10 +91,6 @@ def _min_value(x: Any) -> float:
     return float(np.min(np.asarray(x, dtype=np.float64)))
 
 
-def _nan_scores() -> dict[str, float]:
-    return dict.fromkeys(GAZE_METRICS, math.nan)
-
-
 def _map_scores(saliency: Any, density: Any) -> dict[str, float]:
     """:data:`MAP_METRICS` of a map against a density map (conventions of :func:`gaze_scores`)."""
     return {
@@ -103,14 +103,16 @@ def _map_scores(saliency: Any, density: Any) -> dict[str, float]:
 
 
 def _fixation_scores(saliency: Any, fixation_map: Any, other_fixation_map: Any | None,
-                     baseline: Any | None, seed: int) -> dict[str, float]:
-    """:data:`FIXATION_METRICS` of a map against a binary fixation map."""
+                     baseline: Any | None, seed: int, borji: bool = False) -> dict[str, float]:
+    """:data:`FIXATION_METRICS` of a map against a binary fixation map (and ``auc_borji``)."""
     out = {
         "nss": metrics.nss(saliency, fixation_map),
         "auc_judd": metrics.auc_judd(saliency, fixation_map),
         "sauc": math.nan,
         "ig": math.nan,
     }
+    if borji:
+        out["auc_borji"] = metrics.auc_borji(saliency, fixation_map, seed=seed)
     if other_fixation_map is not None:
         out["sauc"] = metrics.sauc(saliency, fixation_map, other_fixation_map, seed=seed)
     if baseline is not None:
@@ -126,6 +128,7 @@ def gaze_scores(
     other_fixation_map: Any | None = None,
     baseline: Any | None = None,
     seed: int = 0,
+    borji: bool = False,
 ) -> dict[str, float]:
     """Score one map against one image's human data with every gaze metric.
 
@@ -162,18 +165,21 @@ def gaze_scores(
         other_fixation_map: ``H x W`` binary map of other images' fixations for s-AUC
             (:func:`other_images_fixations`), or None.
         baseline: ``H x W`` baseline map for IG (:func:`datasets.fixations.center_bias_map`), or None.
-        seed: seed of the s-AUC permutations.
+        seed: seed of the s-AUC permutations (and of the AUC-Borji draws).
+        borji: also return ``auc_borji`` (:func:`probes.metrics.auc_borji`, 100 splits of
+            uniformly random negatives seeded with ``seed``; NaN for a single fixated pixel).
 
     Returns:
-        ``{key: float}`` for every key of :data:`GAZE_METRICS`.
+        ``{key: float}`` for every key of :data:`GAZE_METRICS` (plus ``auc_borji`` with ``borji``).
 
     Raises:
         ValueError: maps that are not 2-D, non-finite or of different shapes; an empty fixation
             map; an empty ``other_fixation_map``; a fixation map covering every pixel.
     """
     by_map = _map_scores(saliency, density)
-    by_fix = _fixation_scores(saliency, fixation_map, other_fixation_map, baseline, seed)
-    return {key: by_map[key] if key in by_map else by_fix[key] for key in GAZE_METRICS}
+    by_fix = _fixation_scores(saliency, fixation_map, other_fixation_map, baseline, seed, borji)
+    keys = GAZE_METRICS + (("auc_borji",) if borji else ())
+    return {key: by_map[key] if key in by_map else by_fix[key] for key in keys}
 
 
 # --------------------------------------------------------------------------- human references
@@ -249,16 +255,18 @@ def center_bias_scores(
     other_fixation_map: Any | None = None,
     sigma_frac: float = 0.25,
     seed: int = 0,
+    borji: bool = False,
 ) -> dict[str, float]:
     """The floor: :func:`gaze_scores` of the centre-bias map, with itself as the IG baseline.
 
     IG is therefore exactly 0 (the study's IG baseline is this map). The centre bias is
     :func:`datasets.fixations.center_bias_map` with ``sigma_frac`` of the image's height/width.
+    ``borji`` adds ``auc_borji`` as in :func:`gaze_scores`.
     """
     shape = np.asarray(fixation_map).shape
     bias = center_bias_map(shape, sigma_frac)
     return gaze_scores(bias, fixation_map, density, other_fixation_map=other_fixation_map,
-                       baseline=bias, seed=seed)
+                       baseline=bias, seed=seed, borji=borji)
 
 
 def _nanmean(values: list[float]) -> float:
@@ -280,6 +288,7 @@ def leave_one_subject_out(
     seed: int = 0,
     duration_weighted: bool = False,
     n_half_splits: int = 10,
+    borji: bool = False,
 ) -> dict[str, float]:
     """Human inter-observer ceiling of every gaze metric (the ``"human_loso"`` row).
 
@@ -314,9 +323,11 @@ def leave_one_subject_out(
         seed: seed of the s-AUC permutations and of the split-half draws.
         duration_weighted: build the densities with Ebrahimpour et al.'s duration weights.
         n_half_splits: number of random split-half draws averaged for ``mae, cc, sim`` (>= 1).
+        borji: also estimate ``auc_borji`` (a fixation metric: leave one subject out).
 
     Returns:
-        ``{metric: ceiling}`` for :data:`GAZE_METRICS`, plus ``n_subjects``.
+        ``{metric: ceiling}`` for :data:`GAZE_METRICS` (plus ``auc_borji`` with ``borji``),
+        plus ``n_subjects``.
 
     Raises:
         ValueError: a table without ``x, y`` or empty, a bad shape or sigma, ``n_half_splits < 1``.
@@ -325,21 +336,23 @@ def leave_one_subject_out(
         raise ValueError(f"n_half_splits must be a positive integer, got {n_half_splits!r}")
     table = _check_table(fixations)
     shape = (int(shape[0]), int(shape[1]))
+    keys = GAZE_METRICS + (("auc_borji",) if borji else ())
+    fixation_keys = FIXATION_METRICS + (("auc_borji",) if borji else ())
     if "subject" not in table.columns:
-        return {**_nan_scores(), "n_subjects": 1}
+        return {**dict.fromkeys(keys, math.nan), "n_subjects": 1}
     subjects = pd.unique(table["subject"])
     n = len(subjects)
     if n < 2:
-        return {**_nan_scores(), "n_subjects": int(n)}
-    collected: dict[str, list[float]] = {k: [] for k in GAZE_METRICS}
+        return {**dict.fromkeys(keys, math.nan), "n_subjects": int(n)}
+    collected: dict[str, list[float]] = {k: [] for k in keys}
     # Fixation metrics: each subject's fixations predicted by the others (LOSO).
     for subject in subjects:
         held = table[table["subject"] == subject]
         rest = table[table["subject"] != subject]
         predictor = _density_from_table(rest, shape, sigma, duration_weighted)
         held_map = fixation_map(held["x"].to_numpy(), held["y"].to_numpy(), shape)
-        scores = _fixation_scores(predictor, held_map, other_fixation_map, baseline, seed)
-        for key in FIXATION_METRICS:
+        scores = _fixation_scores(predictor, held_map, other_fixation_map, baseline, seed, borji)
+        for key in fixation_keys:
             collected[key].append(scores[key])
     # MAE, CC, SIM: one half-group's density against the other's (split half). KL: no ceiling.
     rng = np.random.default_rng(seed)

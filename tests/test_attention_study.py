@@ -26,6 +26,9 @@ MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
 
+DEFAULT_NAME = "conv2_1"  # the last conv alias: the default layer, named in the tables (issue 12)
+
+
 class TinyCNN(nn.Module):
     """VGG-like: aliases conv1_1, pool1, conv2_1; GAP + linear so CAM has its own weights."""
 
@@ -181,7 +184,7 @@ def test_study_layers_options_and_degenerate_maps(monkeypatch, dataset, model):
     assert "human_loso" not in set(per_image.method)
     per_image, _, _ = study.run_attention_study(model, dataset, "activation", layers={"activation": None},
                                                 image_size=16, progress=False)
-    assert set(per_image.loc[per_image.method == "activation", "layer"]) == {"default"}
+    assert set(per_image.loc[per_image.method == "activation", "layer"]) == {DEFAULT_NAME}
 
     def constant(model, images, method, layer=None, target=None, **options):
         out = torch.ones(images.shape[0], *images.shape[-2:])
@@ -229,7 +232,7 @@ def test_study_with_real_attention(dataset, model):
     assert set(summary["method"]) == set(attention.METHODS) | {"center_bias", "human_loso"}
     assert set(per_image.loc[per_image.method == "dense", "layer"]) == {"conv1_1", "conv1_1+", "conv2_1", "conv2_1+"}
     assert info["dense_layers"] == ["conv1_1", "conv2_1"]
-    assert info["layers"]["guided_backprop"] == [""] and info["layers"]["gradcam"] == ["default"]
+    assert info["layers"]["guided_backprop"] == [""] and info["layers"]["gradcam"] == [DEFAULT_NAME]
 
 
 # --------------------------------------------------------------------------- FGSM

@@ -42,7 +42,8 @@ def test_dissect_writes_three_files(tmp_path, capsys):
     assert set(units["layer"]) == {"conv5_3", "conv4_3"}
     assert len(units) == 2 * 512 * units["category"].nunique()
     assert list(summary.columns) == ["layer", "category", "top_k_mean", "count_above_threshold", "n_units",
-                                     "n_dead", "n_regions"]
+                                     "n_dead", "n_regions", "model", "weights", "weights_detail"]
+    assert set(units["weights"]) == {"random"} and set(summary["model"]) == {"vgg16"}
     assert run["model"]["weights"] == "random"
     assert run["config"]["image_size"] == 32 and run["n_images"] == 3
     assert run["metric"] == "nmm"
@@ -57,7 +58,7 @@ def test_layer_range_and_resume_flag(tmp_path, capsys):
     first = pd.read_csv(out / "units.csv")
     assert list(dict.fromkeys(first["layer"])) == ["conv5_1", "conv5_2", "conv5_3"]
     code, _, err = _run(["dissect", "--layers", "conv5_1:conv5_3", "--out", str(out), *FAST], capsys)
-    _assert_one_line_error(code, err, "--resume")
+    _assert_one_line_error(code, err, "finished", "--overwrite")
     code, _, err = _run(["dissect", "--layers", "conv5_1:conv5_3", "--out", str(out), "--resume", *FAST], capsys)
     assert code == 0, err
     pd.testing.assert_frame_equal(pd.read_csv(out / "units.csv"), first)

@@ -50,17 +50,21 @@ def make_folder(root, rng, fixations=FIX, masks="png", categories=True):
 
 def reference_map(xs, ys, shape, one_based):
     """Literal MATLAB rounding: 0-based input is shifted to 1-based first, then round half away
-    from zero, clamp to [1, W] / [1, H], subtract 1."""
+    from zero; a pixel more than one beyond [1, W] / [1, H] is dropped, one beyond is clamped;
+    subtract 1."""
     h, w = shape
     fmap = np.zeros(shape, bool)
-    clamped = 0
+    clamped = dropped = 0
     for x, y in zip(xs, ys):
         if not one_based:
             x, y = x + 1, y + 1
         c, r = math.floor(x + 0.5), math.floor(y + 0.5)
+        if not (0 <= c <= w + 1 and 0 <= r <= h + 1):
+            dropped += 1
+            continue
         clamped += not (1 <= c <= w and 1 <= r <= h)
         fmap[min(max(r, 1), h) - 1, min(max(c, 1), w) - 1] = True
-    return fmap, clamped
+    return fmap, clamped, dropped
 
 
 @pytest.mark.parametrize("masks", ["png", "npy"])
@@ -74,12 +78,15 @@ def test_images_fixations_masks_categories(tmp_path, rng, masks):
         assert s.image.shape == shape + (3,) and s.image.dtype == np.uint8
         np.testing.assert_array_equal(s.image, np.asarray(Image.open(root / "images" / f"{stem}.png")))
         rows = FIX[FIX.image.str.replace(".png", "", regex=False) == stem]
-        ref, clamped = reference_map(rows.x, rows.y, shape, one_based=False)
+        ref, clamped, dropped = reference_map(rows.x, rows.y, shape, one_based=False)
         np.testing.assert_array_equal(s.fixation_map, ref)
-        assert s.meta["n_clamped"] == clamped
-        np.testing.assert_array_equal(s.fixations.x, rows.x + 1)  # stored 1-based
-        np.testing.assert_array_equal(s.fixations.subject, rows.subject)
-    assert samples["a"].meta["n_clamped"] == 0 and samples["b"].meta["n_clamped"] == 1
+        assert s.meta["n_clamped"] == clamped and s.meta["n_dropped"] == dropped
+        kept = rows[(rows.x < shape[1] + 0.5) & (rows.y < shape[0] + 0.5) & (rows.x >= -1.5) & (rows.y >= -1.5)]
+        np.testing.assert_array_equal(s.fixations.x, kept.x + 1)  # stored 1-based, far-outside points dropped
+        np.testing.assert_array_equal(s.fixations.subject, kept.subject)
+    # b's (20, -1) is 3 columns right of the 18-px-wide image: dropped, not clamped into a corner
+    assert samples["a"].meta["n_clamped"] == 0 and samples["b"].meta["n_clamped"] == 0
+    assert samples["b"].meta["n_dropped"] == 1 and samples["a"].meta["n_dropped"] == 0
     a = samples["a"]
     assert a.categories == ["face", "text"] and a.masks.shape == (2, 30, 40)
     assert a.masks[0, :10, :10].all() and a.masks[0].sum() == 100 and a.masks[1, 20:, 30:].all()
@@ -124,7 +131,7 @@ def test_image_without_fixations_skipped(tmp_path, rng):
 def test_optional_columns(tmp_path, rng):
     root = make_folder(tmp_path, rng, fixations=FIX[["image", "x", "y"]])
     s = FolderDataset(root)[1]
-    assert s.fixations.subject.tolist() == [1, 1, 1] and s.fixations.duration.isna().all()
+    assert s.fixations.subject.tolist() == [1, 1] and s.fixations.duration.isna().all()  # the third lies far outside: dropped
 
 
 def test_bad_csvs(tmp_path, rng):

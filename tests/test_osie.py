@@ -136,13 +136,16 @@ def write_sr(folder, maps, fmt="npy"):
 
 # --------------------------------------------------------------------------- references
 def matlab_fixation_map(trials, h=H, w=W):
-    """Literal OSIE computeFixationMaps.m: round half away from zero, clamp to [1, w] / [1, h],
-    subtract 1 to index; also returns how many points had to be clamped."""
+    """OSIE computeFixationMaps.m: round half away from zero, clamp to [1, w] / [1, h], subtract 1
+    to index; but a point rounded more than one pixel beyond the border is dropped (issue 12)
+    instead of clamped. Also returns how many points had to be clamped."""
     fmap = np.zeros((h, w), bool)
     clamped = 0
     for xs, ys, _ in trials:
         for x, y in zip(xs, ys):
             c, r = math.floor(x + 0.5), math.floor(y + 0.5)
+            if not (0 <= c <= w + 1 and 0 <= r <= h + 1):
+                continue
             clamped += not (1 <= c <= w and 1 <= r <= h)
             fmap[min(max(r, 1), h) - 1, min(max(c, 1), w) - 1] = True
     return fmap, clamped
@@ -217,8 +220,10 @@ def test_flat_layout_samples(tmp_path, rng):
         assert s.meta["n_subjects"] == 3
         assert s.masks.shape == (0, H, W) and s.categories == []
         assert list(s.fixations.columns) == ["x", "y", "subject", "duration"]
-        np.testing.assert_array_equal(s.fixations.x, np.concatenate([t[0] for t in trials]))
-    assert samples[1].meta["n_clamped"] == 2  # (45, 10) and (0.2, 31) lie outside 40 x 30
+        xs = np.concatenate([t[0] for t in trials])
+        np.testing.assert_array_equal(s.fixations.x, xs[xs < W + 1.5])  # far-outside points dropped
+    # (0.2, 31) rounds one pixel below the 40 x 30 image: clamped; (45, 10) is 5 px right: dropped
+    assert samples[1].meta["n_clamped"] == 1 and samples[1].meta["n_dropped"] == 1
     # MATLAB rounding, not np.round: 2.5 -> column 3 (index 2), 3.5 -> row 4 (index 3).
     assert samples[0].fixation_map[3, 2] and not samples[0].fixation_map[4, 2]
 

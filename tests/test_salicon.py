@@ -60,11 +60,14 @@ def make_salicon(root, rng, split="train", flat_images=False, gaze=GAZE):
 
 
 def reference_map(points):
-    """Literal MATLAB rounding of 1-based [x y] points, clamped; also the number clamped."""
+    """Literal MATLAB rounding of 1-based [x y] points, clamped within a pixel of the border,
+    dropped further out (issue 12); also the number clamped."""
     fmap = np.zeros((H, W), bool)
     clamped = 0
     for x, y in points:
         c, r = math.floor(x + 0.5), math.floor(y + 0.5)
+        if not (0 <= c <= W + 1 and 0 <= r <= H + 1):
+            continue
         clamped += not (1 <= c <= W and 1 <= r <= H)
         fmap[min(max(r, 1), H) - 1, min(max(c, 1), W) - 1] = True
     return fmap, clamped
@@ -87,10 +90,12 @@ def test_samples_match_matlab_rounding(tmp_path, rng, flat_images):
         assert s.meta["n_clamped"] == clamped and s.meta["n_fixations"] == len(pts)
         assert s.meta["n_subjects"] == 3
         assert s.masks.shape == (0, H, W) and s.categories == []
-        np.testing.assert_array_equal(s.fixations[["x", "y"]].to_numpy(), np.asarray(pts).reshape(-1, 2))
+        kept = [p for p in pts if p[0] < W + 1.5]  # (45, 10) lies 5 px right of the image: dropped
+        assert s.meta["n_dropped"] == len(pts) - len(kept)
+        np.testing.assert_array_equal(s.fixations[["x", "y"]].to_numpy(), np.asarray(kept).reshape(-1, 2))
         assert s.fixations.duration.isna().all()
     assert ds[0].fixations.subject.tolist() == [1, 1, 1, 2, 3, 3]
-    assert ds[1].meta["n_clamped"] == 2
+    assert ds[1].meta["n_clamped"] == 1 and ds[1].meta["n_dropped"] == 1
     assert ds[-1].image_id == "COCO_train2014_000000000025"
     with pytest.raises(IndexError):
         ds[2]
