@@ -48,6 +48,10 @@ class DissectConfig:
     on_missing: str | None = None
     split: str | None = None
     one_based: bool = False
+    shard: str | None = None
+    ray: str | None = None
+    shards: int | None = None
+    ray_cpus: float = 1.0
 
     def out_dir(self) -> Path:
         """``--out``, or a default folder under ``runs/`` that names every option that changes the
@@ -162,11 +166,15 @@ def _add_dataset_args(parser: argparse.ArgumentParser, default: str, help_text: 
 
 
 def cmd_dissect(cfg: DissectConfig) -> int:
-    from dissect.reports import prepare_run_dir, run_folder
+    if cfg.ray is not None:
+        return _dissect_on_ray(cfg)
+    from dissect.reports import prepare_run_dir, run_dir_state, run_folder
 
     _check_numbers(cfg)
     out = cfg.out_dir()
-    state = prepare_run_dir(out, "dissect", outputs=_DISSECT_OUTPUTS, resume=cfg.resume, overwrite=cfg.overwrite,
+    # a shard (and every Ray task) may pass --resume before its folder holds anything: it then starts afresh
+    resume = cfg.resume and not (cfg.shard and run_dir_state(out) in ("absent", "empty"))
+    state = prepare_run_dir(out, "dissect", outputs=_DISSECT_OUTPUTS, resume=resume, overwrite=cfg.overwrite,
                             resumable=True)
     if cfg.resume and state == "finished":
         print(f"{out} holds a finished run: nothing to resume (pass --overwrite to run it again)")
@@ -209,7 +217,8 @@ def _dissect_into(cfg: DissectConfig, out: Path) -> int:
                                 device=device, top_k=cfg.top_k, threshold=cfg.threshold,
                                 checkpoint_dir=out, resume=cfg.resume, progress=cfg.progress,
                                 max_images=cfg.max_images, dead_units=cfg.dead_units,
-                                run_key={"dataset_options": options, "data_root": cfg.data_root})
+                                run_key={"dataset_options": options, "data_root": cfg.data_root},
+                                shard=_shard_of(cfg.shard))
     except KeyboardInterrupt:
         where = f"finished batches are saved in {out}; rerun the same command with --resume" if saved_now() \
             else "no batch had finished, nothing to resume"
@@ -224,6 +233,8 @@ def _dissect_into(cfg: DissectConfig, out: Path) -> int:
     params = run_record("dissect", asdict(cfg), model=model_info, layers_resolved=layers, dataset=dataset.name,
                         dataset_options=options, dataset_size=len(dataset), **_dataset_notes(dataset),
                         started=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)))
+    if cfg.shard:  # a shard keeps its resumable state for `cli.py merge`
+        return _finish_shard(out, params, result.info["shard"], result.info["shard"]["fingerprint"]["n_images"])
     paths = write_dissection_reports(result, out, params)
     remove_checkpoint(out)  # the run is finished: its resumable state has served
     metric = "NMM" if result.info["metric"] == "nmm" else "region NSS"
@@ -334,6 +345,8 @@ def cmd_popout_generate(args) -> int:
 
 
 def cmd_attention(args) -> int:
+    if getattr(args, "ray", None) is not None:
+        return _attention_on_ray(args)
     from dissect.reports import default_run_dir, prepare_run_dir, run_folder
 
     _check_numbers(args)
@@ -344,7 +357,9 @@ def cmd_attention(args) -> int:
         size=None if args.image_size == 224 else args.image_size, seed=args.seed or None,
         sigma=None if args.sigma == 24.0 else args.sigma, cam_fit=args.cam_fit_images,
         ceiling="none" if args.no_ceiling else None, regions=args.regions, split=args.split)
-    prepare_run_dir(out, "attention", outputs=("per_image.csv", "summary.csv"), overwrite=args.overwrite)
+    if not (getattr(args, "shard", None) and args.resume):  # a shard resumes its own pieces
+        prepare_run_dir(out, "attention", outputs=("per_image.csv", "summary.csv", "shard.json"),
+                        overwrite=args.overwrite)
     with run_folder(out):
         return _attention_into(args, methods, out)
 
@@ -378,6 +393,8 @@ def _attention_into(args, methods, out: Path) -> int:
     model_info = getattr(model, "dissect_info", {})
     params = run_record("attention", vars(args), model=model_info, dataset=dataset.name, dataset_options=options,
                         dataset_size=len(dataset), **_dataset_notes(dataset))
+    if getattr(args, "shard", None):
+        return _attention_shard(args, model, dataset, methods, method_options, params, out, options)
     paths = write_attention_report(model, dataset, methods, out, params=params, layers=args.layers,
                                    image_size=args.image_size, batch_size=args.batch_size, sigma=args.sigma,
                                    seed=args.seed, progress=not args.no_progress, ceiling=not args.no_ceiling,
@@ -490,7 +507,7 @@ def cmd_stats(args) -> int:
     from dissect.stats_report import write_stats_report
 
     written = write_stats_report(args.run_dir, compare_to=args.run_dir2, maps_dir=args.maps, out=args.out,
-                                 overlays=not args.no_overlays, sigma=args.sigma)
+                                 overlays=not args.no_overlays, sigma=args.sigma, head=args.head)
     for name, path in written.items():
         print(f"{name:>24}  {path}")
     return 0
@@ -547,6 +564,237 @@ def _evaluate_into(args, sources, out: Path) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- shards, merge and Ray (issue 13)
+
+_SHARDS_DIR = "shards"
+_EXECUTION_ARGS = ("out", "shard", "ray", "shards", "ray_cpus", "resume", "overwrite", "no_progress", "debug",
+                   "checkpoint_every", "command")
+
+
+def _shard_of(text):
+    from dissect.shards import parse_shard
+
+    return parse_shard(text) if text else None
+
+
+def _add_shard_args(parser: argparse.ArgumentParser, resume: bool = False) -> None:
+    group = parser.add_argument_group("shards and Ray (merge shards with `cli.py merge OUT SHARD_DIR...`)")
+    group.add_argument("--shard", metavar="I/N", help="run only part I of N (0-based; contiguous whole batches) "
+                                                      "into --out, a shard folder with its own resumable state")
+    group.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                       help="run the shards as Ray tasks: no ADDRESS starts a local cluster, 'auto' or "
+                            "ray://HOST:PORT joins one (needs pip install -e '.[ray]'); --out gets the merged "
+                            "files and shards/")
+    group.add_argument("--shards", type=int, metavar="N", help="with --ray: number of shards (default: tasks the "
+                                                               "cluster runs at once)")
+    group.add_argument("--ray-cpus", type=float, default=1.0, help="with --ray: CPUs per shard task (default 1; "
+                                                                   "--device cuda also asks 1 GPU per task)")
+    if resume:
+        group.add_argument("--resume", action="store_true", help="continue an interrupted --shard or --ray run")
+        group.add_argument("--checkpoint-every", type=int, metavar="B",
+                           help="with --shard/--ray: save the shard every B batches (default 8)")
+
+
+def _finish_shard(out: Path, params: dict, shard: dict, n_dataset: int) -> int:
+    from dissect.reports import atomic_write_json
+    from dissect.shards import PARAMS_FILE
+
+    atomic_write_json(out / PARAMS_FILE, params)
+    lo, hi = shard["images"]
+    print(f"shard {shard['index']}/{shard['count']}: images {lo}..{hi - 1} ({hi - lo} of {n_dataset}) done in "
+          f"{out}; when every shard is done: python cli.py merge OUT SHARD_DIR...")
+    return 0
+
+
+def _attention_shard(args, model, dataset, methods, method_options, params, out, options) -> int:
+    from dissect.shards import run_attention_shard
+
+    shard = _shard_of(args.shard)
+    key = {k: v for k, v in vars(args).items() if k not in _EXECUTION_ARGS}
+    record = run_attention_shard(model, dataset, methods, out, shard, every=args.checkpoint_every,
+                                 resume=args.resume, params=params, run_key={"args": key, "options": options},
+                                 progress=not args.no_progress, layers=args.layers, image_size=args.image_size,
+                                 batch_size=args.batch_size, sigma=args.sigma, seed=args.seed,
+                                 ceiling=not args.no_ceiling, options=method_options or None,
+                                 dense_layers=args.dense_layers)
+    lo, hi = record["batches"]
+    print(f"shard {shard[0]}/{shard[1]}: batches {lo}..{hi - 1} done in {out}; when every shard is done: "
+          "python cli.py merge OUT SHARD_DIR...")
+    return 0
+
+
+def _dissect_shard_task(config: dict) -> int:
+    """One Ray task: a shard of ``dissect`` in-process (resumes its own checkpoint on a retry)."""
+    return cmd_dissect(DissectConfig(**config))
+
+
+def _attention_shard_task(namespace: dict) -> int:
+    """One Ray task: a shard of ``attention`` in-process."""
+    return cmd_attention(argparse.Namespace(**namespace))
+
+
+def _ray_shards(address: str, out: Path, resume: bool, overwrite: bool, n_shards, device: str, cpus: float, task,
+                make_args, progress: bool):
+    """Run ``task(make_args(i, n, folder))`` for every shard on Ray; return the folders and the record."""
+    import shutil
+
+    from dissect import ray_backend
+
+    shards_dir = out / _SHARDS_DIR
+    if shards_dir.exists() and not (resume or overwrite):
+        raise ValueError(f"{out} already holds a Ray run ({shards_dir}); pass --resume to continue it, "
+                         "--overwrite to start again, or choose another --out")
+    if overwrite and shards_dir.exists():
+        shutil.rmtree(shards_dir)
+    if n_shards is not None and n_shards < 1:
+        raise ValueError(f"--shards must be >= 1, got {n_shards}")
+    gpus = 1 if device.startswith("cuda") else 0  # Ray hides GPUs from tasks that ask none: "auto" gets the CPU
+    folders: list[Path] = []
+
+    def calls(resources):
+        n = n_shards or ray_backend.task_slots(resources, num_cpus=cpus, num_gpus=gpus)
+        folders.extend(shards_dir / f"shard-{i}-of-{n}" for i in range(n))
+        return [(task, (make_args(i, n, folder),), str(folder / "attempts.log")) for i, folder in enumerate(folders)]
+
+    record = ray_backend.run_tasks(calls, address=address, num_cpus=cpus, num_gpus=gpus, progress=progress,
+                                   desc="shards")
+    record["tasks"] = [{"shard": i, "folder": str(f), **{k: v for k, v in t.items() if k != "value"}}
+                       for i, (f, t) in enumerate(zip(folders, record["tasks"]))]
+    return folders, record
+
+
+def _dissect_on_ray(cfg: DissectConfig) -> int:
+    from dataclasses import replace
+
+    out = cfg.out_dir()
+    if cfg.shard:
+        raise ValueError("--shard and --ray do not mix: --ray runs every shard itself (choose how many with --shards)")
+
+    def make_args(i, n, folder):
+        return asdict(replace(cfg, shard=f"{i}/{n}", ray=None, shards=None, out=str(folder), resume=True,
+                              overwrite=False, progress=False))
+
+    folders, record = _ray_shards(cfg.ray, out, cfg.resume, cfg.overwrite, cfg.shards, cfg.device, cfg.ray_cpus,
+                                  _dissect_shard_task, make_args, cfg.progress)
+    return _write_merge(out, folders, ray=record, config=asdict(cfg))
+
+
+def _attention_on_ray(args) -> int:
+    out = Path(args.out) if args.out else Path("runs") / f"attention-{args.model}-{args.dataset}"
+    if args.shard:
+        raise ValueError("--shard and --ray do not mix: --ray runs every shard itself (choose how many with --shards)")
+
+    def make_args(i, n, folder):
+        return {**vars(args), "shard": f"{i}/{n}", "ray": None, "shards": None, "out": str(folder), "resume": True,
+                "no_progress": True}
+
+    folders, record = _ray_shards(args.ray, out, args.resume, False, args.shards, args.device, args.ray_cpus,
+                                  _attention_shard_task, make_args, not args.no_progress)
+    return _write_merge(out, folders, ray=record, config=vars(args))
+
+
+def _merged_params(params: dict, out: Path, config: dict | None = None) -> dict:
+    """A shard's run parameters as the single run's: its --out, no --shard (or the Ray driver's ``config``)."""
+    params = dict(params)
+    for key in ("config", "args"):
+        if isinstance(params.get(key), dict):
+            params[key] = dict(config) if config is not None else {**params[key], "out": str(out), "shard": None}
+    return params
+
+
+def _write_merge(out: Path, folders, ray: dict | None = None, config: dict | None = None) -> int:
+    import json
+
+    from dissect.reports import check_writable, format_summary, write_dissection_reports
+    from dissect.shards import PARAMS_FILE, merge_dissections, shard_folder_kind, write_attention_merge
+
+    kinds = {str(f): shard_folder_kind(f) for f in folders}
+    if len(set(kinds.values())) > 1:
+        raise ValueError(f"these folders hold shards of different commands: {kinds}")
+    kind = next(iter(kinds.values()))
+    out = check_writable(out)
+    extra = {"ray": ray} if ray else {}
+    if kind == "dissect":
+        result = merge_dissections(folders)
+        first = Path(result.info["shards"][0]["name"])
+        params = json.loads((first / PARAMS_FILE).read_text()) if (first / PARAMS_FILE).exists() else {}
+        paths = write_dissection_reports(result, out, {**_merged_params(params, out, config), **extra})
+        metric = "NMM" if result.info["metric"] == "nmm" else "region NSS"
+        print(f"mean {metric} of the top-{result.info['top_k']} units (layers x categories), "
+              f"{len(folders)} shards merged:")
+        print(format_summary(result.summary))
+    elif kind == "attention":
+        first = sorted(folders, key=lambda f: json.loads((Path(f) / "shard.json").read_text())["shard"][0])[0]
+        params = json.loads((Path(first) / PARAMS_FILE).read_text()) if (Path(first) / PARAMS_FILE).exists() else {}
+        paths = write_attention_merge(folders, out, {**_merged_params(params, out, config), **extra})
+    else:
+        raise ValueError(f"cannot merge {kind!r} shards yet")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _open_training_data(args):
+    """The dataset of a ``train`` command, its train/val split and how it was opened."""
+    from datasets import load_dataset
+    from dissect.training import read_ids, split_dataset
+
+    if args.dataset not in ("osie", "salicon", "folder"):
+        raise ValueError(f"--dataset {args.dataset} cannot train a model: use osie, salicon or folder "
+                         "(datasets with human fixations)")
+    options = dataset_options(args.dataset, args.data_root, args.seed, **_flags_of(args))
+    if args.dataset == "osie":
+        options.setdefault("regions", "none")  # training needs images and fixations only
+    dataset = load_dataset(args.dataset, args.data_root, **options)
+    train, val = split_dataset(dataset, train_ids=read_ids(args.train_ids) if args.train_ids else None,
+                               val_ids=read_ids(args.val_ids) if args.val_ids else None,
+                               val_fraction=args.val_fraction, seed=args.seed)
+    root = getattr(dataset, "root", args.data_root)
+    info = {"name": dataset.name, "root": str(Path(root).resolve()) if root else None, "options": options}
+    return train, val, info
+
+
+def _train_config(args):
+    from dissect.training import TrainConfig
+
+    try:
+        weights = tuple(float(w) for w in args.loss_weights.split(","))
+    except ValueError:
+        raise ValueError(f"--loss-weights takes 4 numbers KL,CC,NSS,SIM, e.g. 10,2,1,1; got {args.loss_weights!r}") \
+            from None
+    return TrainConfig(finetune=args.finetune, backbone=args.backbone, readout_layer=args.readout_layer,
+                       encoder_weights=args.encoder_weights, seed=args.seed, steps=args.steps,
+                       batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay,
+                       decay_every=args.decay_every, eval_every=args.eval_every, loss=args.loss,
+                       loss_weights=weights, image_size=args.image_size, cache=args.cache,
+                       cache_dtype=args.cache_dtype, cache_memory_mb=args.cache_memory_mb,
+                       device=_resolve_device(args.device), progress=not args.no_progress)
+
+
+def cmd_train(args) -> int:
+    import pandas as pd
+
+    cfg = _train_config(args)
+    cfg.check()  # bad settings fail before the data is read
+    train, val, info = _open_training_data(args)
+    if args.train_command == "scene":
+        from dissect.scene_training import train_scene
+
+        paths = train_scene(train, val, args.out or Path("runs") / "train-scene", cfg,
+                            labels=args.labels, class_weights=args.class_weights, resume=args.resume,
+                            overwrite=args.overwrite, dataset_info=info)
+    else:
+        from dissect.training import train_saliency
+
+        out = args.out or Path("runs") / f"train-saliency-{cfg.backbone}-K{cfg.finetune}"
+        paths = train_saliency(train, val, out, cfg, resume=args.resume, overwrite=args.overwrite,
+                               dataset_info=info)
+    table = pd.read_csv(paths["val"])
+    cols = [c for c in table.columns if c not in ("model", "weights")]
+    print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def _add_evaluate_parser(sub) -> None:
     from dissect.classical import METHODS
 
@@ -574,6 +822,152 @@ def _add_evaluate_parser(sub) -> None:
     e.add_argument("--seed", type=int, default=0, help="seed of random weights, generated data and s-AUC negatives")
     e.add_argument("--no-ceiling", action="store_true", help="skip the leave-one-subject-out ceiling (slow)")
     e.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def cmd_merge(args) -> int:
+    out = Path(args.out).expanduser()
+    folders = [Path(f) for f in args.shard_dirs]
+    if any(out.resolve() == f.resolve() for f in folders):
+        raise ValueError(f"OUT {out} is one of the shard folders; merge into a new folder")
+    if (out / "run.json").exists() and not args.overwrite:
+        raise ValueError(f"{out} already holds a run (run.json); pass --overwrite to replace it, or choose another OUT")
+    return _write_merge(out, folders)
+
+
+def _add_merge_parser(sub) -> None:
+    m = sub.add_parser("merge", help="merge the shard folders of one run into the files a single run writes",
+                       description="Merge shard folders (dissect/attention --shard I/N) into OUT: the same CSV files "
+                                   "a single run with the same options writes, byte for byte, and its run.json. "
+                                   "Refuses shards of different runs, missing, repeated or unfinished shards.")
+    m.add_argument("out", help="folder for the merged files")
+    m.add_argument("shard_dirs", nargs="+", metavar="SHARD_DIR", help="every shard folder of the run, any order")
+    m.add_argument("--overwrite", action="store_true", help="replace the files of a previous merge in OUT")
+
+
+def _add_train_parser(sub) -> None:
+    t = sub.add_parser("train", help="train He et al.'s saliency (setups I/II) or scene model",
+                       description="Fine-tune a model of the studies and write best.pt, last.pt, per-evaluation "
+                                   "checkpoints, train_log.csv, val.csv, run.json and curves.png.")
+    tsub = t.add_subparsers(dest="train_command", required=True)
+    for name in ("saliency", "scene"):
+        p = tsub.add_parser(name, help="He et al.'s saliency model: VGG16/ResNet-50 + 1x1 read-out, loss -NSS"
+                            if name == "saliency" else "He et al. sec. 8: VGG16 + 3 FC layers, scene labels")
+        if name == "saliency":
+            p.add_argument("--finetune", default="0", help="K: 0 = setup I (only the read-out trains), K = also "
+                                                          "the last K convs (setup II), all = 13 (default 0)")
+            p.add_argument("--backbone", choices=("vgg16", "resnet50"), default="vgg16",
+                           help="encoder: vgg16 (He et al., default) or resnet50 (with --readout-layer)")
+            p.add_argument("--readout-layer", help="resnet50: the stage read out, layer1..layer4 (default layer4)")
+            p.add_argument("--loss", choices=("nss", "kl+cc+nss+sim"), default="nss",
+                           help="-NSS (He et al., default) or STRA-Net's KL + CC + NSS + SIM")
+            p.add_argument("--loss-weights", default="10,2,1,1", help="KL,CC,NSS,SIM weights (STRA-Net: 10,2,1,1)")
+        else:
+            p.add_argument("--labels", required=True, help="CSV with columns image,scene (one row per image)")
+            p.add_argument("--finetune", default="1", help="convs of the encoder that train (default 1: conv5_3)")
+            p.add_argument("--class-weights", choices=("balanced", "none"), default="balanced",
+                           help="cross-entropy class weights (default balanced: n / (classes * count))")
+            p.set_defaults(backbone="vgg16", readout_layer=None, loss="nss", loss_weights="10,2,1,1")
+        _add_dataset_args(p, "osie", "osie (default), salicon or folder: a dataset with fixations")
+        _add_training_flags(p)
+        p.add_argument("--out", help="run folder (default runs/train-...)")
+        p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+        p.add_argument("--overwrite", action="store_true", help="discard a run already in --out")
+
+
+def _add_training_flags(p) -> None:
+    """The training settings shared by `train` and `study finetune`."""
+    p.add_argument("--encoder-weights", default="auto", help="auto, imagenet, random or a path to VGG16 weights")
+    p.add_argument("--train-ids", help="file with one training image id per line")
+    p.add_argument("--val-ids", help="file with one validation image id per line")
+    p.add_argument("--val-fraction", type=float, help="random validation fraction (default 0.1, seeded)")
+    p.add_argument("--seed", type=int, default=0, help="seed of random weights, split and data order")
+    p.add_argument("--steps", type=int, default=10000, help="optimiser steps (default 10000, He et al.)")
+    p.add_argument("--batch-size", type=int, default=20, help="images per step (default 20)")
+    p.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (default 5e-3)")
+    p.add_argument("--lr-decay", type=float, default=0.8, help="lr factor every --decay-every steps")
+    p.add_argument("--decay-every", type=int, default=500, help="steps between learning-rate decays (default 500)")
+    p.add_argument("--eval-every", type=int, default=500, help="validate and checkpoint every N steps")
+    p.add_argument("--image-size", type=int, default=224, help="network input side in pixels (default 224)")
+    p.add_argument("--cache", choices=("auto", "memory", "disk", "off"), default="auto",
+                   help="frozen-prefix cache: auto (memory, or a disk memmap above --cache-memory-mb), "
+                        "memory, disk or off")
+    p.add_argument("--cache-dtype", choices=("float32", "float16"), default="float32",
+                   help="storage of the cached features (float16: half the memory, tolerance documented)")
+    p.add_argument("--cache-memory-mb", type=int, default=4096, help="above this the cache is a disk memmap")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def cmd_study(args) -> int:
+    from datasets import load_dataset
+    from datasets.base import Subset
+    from datasets.popout import PopoutDataset
+    from dissect.finetune_study import run_finetune_study
+    from dissect.training import image_ids, read_ids
+
+    ks = []
+    for part in args.finetune.split(","):
+        part = part.strip()
+        if part != "all" and not part.isdigit():
+            raise ValueError(f"--finetune takes a comma list of K (0..13) or 'all', got {part!r}")
+        ks.append(part if part == "all" else int(part))
+    if len(set(ks)) != len(ks):
+        raise ValueError(f"--finetune lists a setup twice: {args.finetune}")
+    train, val, info = _open_training_data(args)
+    options = dataset_options(args.dissect_dataset, args.dissect_root, args.seed)
+    if args.dissect_regions:
+        options["regions"] = args.dissect_regions
+    dissect_set = load_dataset(args.dissect_dataset, args.dissect_root, **options)
+    if args.dissect_ids:
+        wanted, ids = read_ids(args.dissect_ids), image_ids(dissect_set)
+        missing = [w for w in wanted if w not in ids]
+        if missing:
+            raise ValueError(f"dissection id {missing[0]!r} is not in {dissect_set.name}")
+        dissect_set = Subset(dissect_set, [ids.index(w) for w in wanted])
+    root = args.dissect_root
+    dissect_info = {"name": args.dissect_dataset, "root": str(Path(root).resolve()) if root else None,
+                    "options": options}
+    popout = PopoutDataset(n_per_dimension=args.popout_n, seed=args.seed)
+    cfg = _train_config(args)
+    written = run_finetune_study(ks, train, val, args.out, cfg, dissect_set=dissect_set, popout_set=popout,
+                                 layers=args.layers or ["conv5_3"], dataset_info=info, dissect_info=dissect_info,
+                                 checkpoint=args.checkpoint, image_size=args.image_size,
+                                 batch_size=args.dissect_batch_size, progress=not args.no_progress)
+    import pandas as pd
+
+    table = pd.read_csv(written["table3"])
+    last = list(dict.fromkeys(table["layer"]))[-1]
+    print(table[table["layer"] == last].pivot(index="setup", columns="category", values="top_k_mean")
+          .to_string(float_format=lambda v: f"{v:.2f}"))
+    for name, path in written.items():
+        print(f"{name:>12}  {path}")
+    return 0
+
+
+def _add_study_parser(sub) -> None:
+    s = sub.add_parser("study", help="He et al.'s fine-tuning study (Tables 3, 4, 6, Fig. 4, 7)")
+    ssub = s.add_subparsers(dest="study_command", required=True)
+    f = ssub.add_parser("finetune", help="train setups K, dissect each, write table3.csv and figures",
+                        description="Train each setup from scratch (resumable), dissect its checkpoint on "
+                                    "--dissect-dataset and on the pop-out arrays, and write table3.csv, "
+                                    "improvement.png, popout_nmm.csv (Table 6), output_nmm.csv (Table 4 row) "
+                                    "and spearman.csv (inner vs output saliency).")
+    f.add_argument("--finetune", default="0,1,2,3,all", help="setups, comma separated (default 0,1,2,3,all)")
+    f.add_argument("--backbone", choices=("vgg16",), default="vgg16", help="encoder (He et al.'s VGG16)")
+    f.add_argument("--train-dataset", dest="dataset", default="osie", help="osie (default), salicon or folder")
+    f.add_argument("--train-root", dest="data_root", help="folder of the training dataset")
+    f.add_argument("--dissect-dataset", default="osie-sr", help="dataset dissected (default osie-sr)")
+    f.add_argument("--dissect-root", help="folder of the dissection dataset")
+    f.add_argument("--dissect-regions", choices=("auto", "sr", "clusters"),
+                   help="OSIE regions of the dissection dataset (default: its loader's)")
+    f.add_argument("--dissect-ids", help="file of image ids: dissect only these (e.g. the held-out images)")
+    f.add_argument("--dissect-batch-size", type=int, default=8, help="images per forward pass when dissecting")
+    f.add_argument("--layer", "--layers", dest="layers", action="append", help="layers dissected (default conv5_3)")
+    f.add_argument("--popout-n", type=int, default=10, help="pop-out arrays per dimension (default 10: He et al.'s 80)")
+    f.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint to dissect")
+    f.add_argument("--out", required=True, help="study folder")
+    f.set_defaults(loss="nss", loss_weights="10,2,1,1", readout_layer=None)
+    _add_training_flags(f)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -609,6 +1003,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--resume", action="store_true", help="continue the interrupted run in --out (same options)")
     d.add_argument("--overwrite", action="store_true", help="discard a previous run in --out and start again")
     d.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_shard_args(d)
 
     p = sub.add_parser("popout", help="synthetic pop-out search arrays")
     psub = p.add_subparsers(dest="popout_command", required=True)
@@ -626,6 +1021,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("run_dir", help="folder of a finished dissection (units.csv, summary.csv, run.json)")
     st.add_argument("run_dir2", nargs="?", help="a second run to compare with (changes are run_dir2 - run_dir)")
     st.add_argument("--maps", help="folder of a model's output maps, <image_id>.npy|png, for OS/OD and Spearman")
+    st.add_argument("--head", help="a trained saliency checkpoint (cli.py train saliency): OS/OD and Spearman from "
+                                   "its maps, computed directly (instead of --maps)")
     st.add_argument("--out", help="where to write (default RUN_DIR/stats)")
     st.add_argument("--sigma", type=float, default=24.0, help="Gaussian sigma of the human density map (px)")
     st.add_argument("--no-overlays", action="store_true", help="skip the best-unit overlay figures "
@@ -658,6 +1055,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "regression of class scores on GAP features over the first N images (Ebrahimpour et al.; "
                         "N must exceed the layer's channels, e.g. 600 for VGG16 conv5_3)")
     a.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_shard_args(a, resume=True)
 
     r = sub.add_parser("robustness", help="FGSM fooling rate per model (captum)",
                        description="Fraction of images whose top-1 label changes under a one-step FGSM "
@@ -684,6 +1082,9 @@ def build_parser() -> argparse.ArgumentParser:
     lay.add_argument("--model", default="vgg16", help="vgg16, vgg19, resnet50, alexnet, saliency_vgg16, scene_vgg16")
     lay.add_argument("--image-size", type=int, default=224, help="input side for the map sizes (default 224)")
     _add_evaluate_parser(sub)
+    _add_merge_parser(sub)
+    _add_train_parser(sub)
+    _add_study_parser(sub)
     return parser
 
 
@@ -693,7 +1094,8 @@ def _config_from_args(args) -> DissectConfig:
                          image_size=args.image_size, batch_size=args.batch_size, device=args.device,
                          top_k=args.top_k, threshold=args.threshold, seed=args.seed, resume=args.resume,
                          overwrite=args.overwrite, max_images=args.max_images, progress=not args.no_progress,
-                         dead_units=args.dead_units, **_flags_of(args))
+                         dead_units=args.dead_units, shard=args.shard, ray=args.ray, shards=args.shards,
+                         ray_cpus=args.ray_cpus, **_flags_of(args))
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
@@ -760,6 +1162,9 @@ _COMMANDS = {
     "robustness": lambda args: cmd_robustness(args),
     "download": lambda args: cmd_download(args),
     "evaluate": lambda args: cmd_evaluate(args),
+    "merge": lambda args: cmd_merge(args),
+    "train": lambda args: cmd_train(args),
+    "study": lambda args: cmd_study(args),
 }
 
 

@@ -23,7 +23,7 @@ from dissect.resize import resize_map
 from probes.attention_figures import attention_overlays, dense_layer_mae
 from probes.gaze import human_density
 
-__all__ = ["write_attention_report", "example_maps"]
+__all__ = ["write_attention_report", "example_maps", "overlay_examples", "draw_overlays"]
 
 
 def example_maps(model, samples, methods: Sequence[str], *, image_size: int = 224, sigma: float = 24.0,
@@ -61,23 +61,36 @@ def write_attention_report(model, dataset, methods: Sequence[str], out_dir: str 
     atomic_write_json(paths["run"], {**(params or {}), **info})
     subtitle = figure_subtitle(model_info, getattr(dataset, "name", None))
 
-    samples = [dataset[i] for i in interleaved_order(dataset)[:n_examples]]
-    samples = [s for s in samples if s.fixation_map is not None and s.fixation_map.any()]
-    if samples:
-        human, maps = example_maps(model, samples, methods,
-                                   image_size=study_options.get("image_size", 224),
-                                   sigma=study_options.get("sigma", 24.0),
-                                   options=study_options.get("options"))
-        paths["overlays"] = attention_overlays([s.image for s in samples], human, maps, out / "overlays.png",
-                                               titles=[s.image_id for s in samples],
-                                               labels=_nss_labels(per_image, samples, ["human", *maps], info),
-                                               subtitle=subtitle)
+    examples = overlay_examples(model, dataset, methods, n_examples, study_options)
+    if examples is not None:
+        paths["overlays"] = draw_overlays(examples, per_image, info, out / "overlays.png", subtitle)
     if "dense" in methods:
         paths["dense_mae"] = dense_layer_mae(per_image, out / "dense_mae.png", title=f"dense: MAE per layer\n{subtitle}")
     return paths
 
 
-def _nss_labels(per_image, samples, columns, info: dict) -> dict[str, list[str]]:
+def overlay_examples(model, dataset, methods: Sequence[str], n_examples: int, study_options: dict) -> dict | None:
+    """The images of ``overlays.png`` (``n_examples`` taken round-robin over the dataset's
+    categories, :func:`datasets.base.interleaved_order`) with their human and method maps:
+    ``{"images", "titles", "human", "maps"}``, or ``None`` when none has fixations."""
+    samples = [dataset[i] for i in interleaved_order(dataset)[:n_examples]]
+    samples = [s for s in samples if s.fixation_map is not None and s.fixation_map.any()]
+    if not samples:
+        return None
+    human, maps = example_maps(model, samples, methods, image_size=study_options.get("image_size", 224),
+                               sigma=study_options.get("sigma", 24.0), options=study_options.get("options"))
+    return {"images": [s.image for s in samples], "titles": [s.image_id for s in samples], "human": human,
+            "maps": maps}
+
+
+def draw_overlays(examples: dict, per_image, info: dict, path: Path, subtitle: str) -> Path:
+    """``overlays.png`` from :func:`overlay_examples`, each map labelled with its NSS from ``per_image``."""
+    labels = _nss_labels(per_image, examples["titles"], ["human", *examples["maps"]], info)
+    return attention_overlays(examples["images"], examples["human"], examples["maps"], path,
+                              titles=examples["titles"], labels=labels, subtitle=subtitle)
+
+
+def _nss_labels(per_image, image_ids, columns, info: dict) -> dict[str, list[str]]:
     """``{column: ["NSS 1.23", ...]}``: each overlay's score from the study's own table (the
     human column shows the leave-one-subject-out ceiling; the methods their default layer)."""
     labels = {}
@@ -88,6 +101,5 @@ def _nss_labels(per_image, samples, columns, info: dict) -> dict[str, list[str]]
             else per_image[(per_image["method"] == "dense") & per_image["layer"].str.endswith("+")]
         by_image = rows.groupby("image", sort=False)["nss"].first()  # dense: its first "+" map holds every layer
         name = "leave-one-out NSS" if column == "human" else "NSS"
-        labels[column] = [f"{name} {by_image[s.image_id]:.2f}" if s.image_id in by_image.index else f"{name} -"
-                          for s in samples]
+        labels[column] = [f"{name} {by_image[i]:.2f}" if i in by_image.index else f"{name} -" for i in image_ids]
     return labels

@@ -41,7 +41,7 @@ from probes.gaze import (
     summarize_gaze,
 )
 
-__all__ = ["PER_IMAGE_COLUMNS", "run_attention_study", "fgsm_perturb", "fooling_rate"]
+__all__ = ["PER_IMAGE_COLUMNS", "run_attention_study", "fixation_pool", "fgsm_perturb", "fooling_rate"]
 
 #: Columns of the per-image table of :func:`run_attention_study`.
 PER_IMAGE_COLUMNS: tuple[str, ...] = ("image", "method", "layer", *GAZE_METRICS)
@@ -154,6 +154,31 @@ def _sample_fixation_map(sample) -> np.ndarray | None:
     return fixation_map(table["x"].to_numpy(), table["y"].to_numpy(), sample.shape)
 
 
+def fixation_pool(dataset) -> tuple[_FixationMaps, list[int]]:
+    """Every image's fixated pixels (compactly) and the indices of the images that have any.
+
+    The first pass of :func:`run_attention_study` (the s-AUC negatives come from all images);
+    shards compute it once and pass it to each piece.
+
+    Raises:
+        ValueError: an empty dataset, an image without fixations, every fixation map empty.
+    """
+    n_total = len(dataset)
+    if n_total == 0:
+        raise ValueError(f"dataset {getattr(dataset, 'name', '')!r} has no images: check the data root")
+    all_maps = _FixationMaps()
+    for i in range(n_total):
+        sample = dataset[i]
+        fix = _sample_fixation_map(sample)
+        if fix is None:
+            raise ValueError(f"image {sample.image_id!r} has no fixations: {_NO_FIXATIONS}")
+        all_maps.append(fix)
+    usable = [i for i in range(n_total) if all_maps.n_points(i) > 0]
+    if not usable:
+        raise ValueError(f"every image's fixation map is empty: {_NO_FIXATIONS}")
+    return all_maps, usable
+
+
 # --------------------------------------------------------------------------- gaze study
 
 
@@ -173,6 +198,8 @@ def run_attention_study(
     duration_weighted: bool = False,
     ceiling: bool = True,
     options: Mapping[str, Mapping[str, Any]] | None = None,
+    shard: Any = None,
+    pool: tuple | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Score attention maps against human gaze on every image of a dataset.
 
@@ -215,6 +242,11 @@ def run_attention_study(
         ceiling: compute the human leave-one-subject-out rows (the slowest part on OSIE: 15 subjects).
         options: per-method keyword options for :func:`dissect.attention.attention_maps`, e.g.
             ``{"cam": {"cam_weights": fit_cam_regression(model, images)}}`` for VGG.
+        shard: ``(i, n)``: only the i-th of n disjoint parts (whole batches of the images with
+            fixations, :func:`dissect.shards.shard_batches`; a ``range`` of batch numbers also
+            works); the s-AUC pool and every per-image seed stay those of the whole dataset.
+            Merge parts with ``python cli.py merge`` (:mod:`dissect.shards`).
+        pool: :func:`fixation_pool` of ``dataset``, when already computed.
 
     Returns:
         ``(per_image, summary, info)``: ``per_image`` with :data:`PER_IMAGE_COLUMNS`, one row per
@@ -245,17 +277,14 @@ def run_attention_study(
 
     # First pass: fail before any model work if an image lacks fixations, and keep every image's
     # fixated pixels (compactly) for the other-image s-AUC negatives.
-    all_maps = _FixationMaps()
-    for i in range(n_total):
-        sample = dataset[i]
-        fix = _sample_fixation_map(sample)
-        if fix is None:
-            raise ValueError(f"image {sample.image_id!r} has no fixations: {_NO_FIXATIONS}")
-        all_maps.append(fix)
-    usable = [i for i in range(n_total) if all_maps.n_points(i) > 0]
-    if not usable:
-        raise ValueError(f"every image's fixation map is empty: {_NO_FIXATIONS}")
+    all_maps, usable = pool if pool is not None else fixation_pool(dataset)
     pool = _Subset(all_maps, usable)
+    starts = range(0, len(usable), batch_size)
+    if shard is not None:
+        from dissect.shards import shard_batches
+
+        part = shard_batches(len(starts), shard)
+        starts = starts[part.start:part.stop]
 
     seconds = dict.fromkeys(methods, 0.0)
     n_constant = dict.fromkeys(methods, 0)
@@ -266,9 +295,10 @@ def run_attention_study(
     dense_names: list[str] = []  # the dense model's layers, as dissect.attention names them
     t_start = time.perf_counter()
     t_score = 0.0
-    bar = tqdm(total=len(usable), desc="attention vs gaze", unit="img", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=sum(len(usable[s:s + batch_size]) for s in starts), desc="attention vs gaze", unit="img",
+               disable=not progress, dynamic_ncols=True)
     try:
-        for start in range(0, len(usable), batch_size):
+        for start in starts:
             chunk = usable[start:start + batch_size]
             samples = [dataset[i] for i in chunk]
             batch = preprocess([s.image for s in samples], image_size).to(device)

@@ -40,11 +40,12 @@ from dissect.checks import check_count, check_device
 from dissect.hooks import ActivationRecorder, unique_layers
 from dissect.models import IMAGENET_MEAN, IMAGENET_STD, model_device
 from dissect.reports import atomic_write_json
+from dissect.shards import SHARD_FILE, shard_images
 from probes.aggregate import UnitScoreAccumulator
 from probes.regions import RegionScorer
 from probes.regions_torch import TorchRegionScorer
 
-__all__ = ["DissectionResult", "run_dissection", "preprocess", "valid_regions"]
+__all__ = ["DissectionResult", "run_dissection", "result_from_accumulator", "preprocess", "valid_regions"]
 
 _PROGRESS_FILE = "progress.json"
 
@@ -154,7 +155,7 @@ def _fingerprint(layer_names, dataset, image_size, model, run_key) -> dict:
     }
 
 
-def _load_progress(checkpoint_dir: Path, fingerprint: dict):
+def _load_progress(checkpoint_dir: Path, fingerprint: dict, first_index: int = 0):
     progress_path = checkpoint_dir / _PROGRESS_FILE
     if not progress_path.exists():
         return None
@@ -167,9 +168,9 @@ def _load_progress(checkpoint_dir: Path, fingerprint: dict):
         raise ValueError(f"{progress_path} lacks next_index, state_file or counts: not a progress record; {fix}")
     state_path = checkpoint_dir / str(progress["state_file"])
     next_index = progress["next_index"]
-    recorded = progress["counts"].get("n_images") if isinstance(progress["counts"], dict) else None
+    recorded = progress["counts"].get("n_images", 0) if isinstance(progress["counts"], dict) else None
     if (not isinstance(next_index, int) or state_path.name != f"state-{next_index:07d}.npz"
-            or recorded != next_index):
+            or recorded != next_index - first_index):
         raise ValueError(f"{progress_path} says next_index={next_index!r} but its state {state_path.name} holds "
                          f"{recorded!r} images: the record was edited or mixed up; {fix}")
     if progress.get("fingerprint") != fingerprint:
@@ -210,7 +211,7 @@ def _score_batch(scorer: RegionScorer, samples, activations: dict, layer_names, 
     batch_acc = UnitScoreAccumulator(categories=categories)
     counts = {"n_images": 0, "n_images_without_regions": 0, "n_regions_scored": 0,
               "n_regions_empty": 0, "n_regions_unfixated": 0, "n_fixations_clamped": 0}
-    for i, sample in enumerate(samples):
+    for i, sample in enumerate(samples):  # global image index: stop - len(samples) + i, in shards too
         keep, n_empty, n_unfixated = valid_regions(sample)
         counts["n_images"] += 1
         counts["n_fixations_clamped"] += int(sample.meta.get("n_clamped", 0))
@@ -301,6 +302,7 @@ def run_dissection(
     max_images: int | None = None,
     dead_units: str = "skip",
     run_key: dict | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> DissectionResult:
     """Dissect ``layers`` of any ``nn.Module`` on ``dataset``.
 
@@ -327,6 +329,13 @@ def run_dissection(
             the region scores 0, so mostly-dead units cannot rank on a few regions).
         run_key: anything else that identifies the run for ``resume`` (the CLI passes the
             dataset's loader options).
+        shard: ``(i, n)``: run only the i-th of n disjoint parts of the images
+            (:func:`dissect.shards.shard_images`: contiguous runs of whole batches, so every
+            image meets the same batch, and gets the same bits, as in a single run). Image
+            indices stay global (``dataset[k]`` with the same ``k`` as a single run, so
+            anything seeded per image uses the global index). ``info["shard"]`` records the
+            part; with ``checkpoint_dir`` a finished shard also writes ``shard.json`` there.
+            Merge the parts with :func:`dissect.shards.merge_dissections`.
 
     Thread pools (set deliberately, not left to fight): the forward pass uses torch's intra-op
     pool (``torch.get_num_threads()``); scoring runs in one worker thread beside it, on arrays
@@ -367,6 +376,11 @@ def run_dissection(
     if max_images is not None:  # checkpoints of the former first-N-by-index order are not resumed
         fingerprint["image_order"] = "interleaved"
     fingerprint["dead_units"] = dead_units
+    first_index, end = 0, n_total  # the global image indices this call covers
+    if shard is not None:
+        part = shard_images(n_total, batch_size, shard)
+        first_index, end = part.start, part.stop
+        fingerprint["shard"] = {"index": int(shard[0]), "count": int(shard[1]), "batch_size": batch_size}
     # A dataset that knows its categories (OSIE-SR's 12, the pop-out dimensions) gets a row for
     # each of them, in its order, even where a subset has no region of one (n_regions = 0).
     acc_categories = list(categories) if categories else getattr(dataset, "category_order", None)
@@ -374,12 +388,12 @@ def run_dissection(
     acc = UnitScoreAccumulator(categories=acc_categories)
     counts: dict[str, int] = {}
     metric = None
-    start = 0
+    start = first_index
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None:
         ckpt.mkdir(parents=True, exist_ok=True)
         if resume:
-            loaded = _load_progress(ckpt, fingerprint)
+            loaded = _load_progress(ckpt, fingerprint, first_index)
             if loaded is not None:
                 saved, acc = loaded
                 start = int(saved["next_index"])
@@ -390,7 +404,7 @@ def run_dissection(
     model.to(device)
     t_start = time.perf_counter()
     timings = {"forward": 0.0, "scoring": 0.0}
-    bar = tqdm(total=n_total, initial=start, desc="dissect", unit="img", disable=not progress,
+    bar = tqdm(total=end - first_index, initial=start - first_index, desc="dissect", unit="img", disable=not progress,
                dynamic_ncols=True)
     index = start
 
@@ -404,7 +418,7 @@ def run_dissection(
         bar.update(batch_counts["n_images"])
         if ckpt is not None:
             _save_progress(ckpt, acc, {"fingerprint": fingerprint, "next_index": stop, "counts": counts,
-                                       "metric": metric, "complete": stop >= n_total})
+                                       "metric": metric, "complete": stop >= end})
 
     # A three-stage pipeline: while the model runs batch k, one worker thread scores batch k-1
     # and another loads batch k+1 (torch and numpy release the GIL in their kernels). Batches
@@ -422,15 +436,15 @@ def run_dissection(
             scorer = RegionScorer()  # used by the single scoring thread only
             if on_device:  # kernels built by the numpy scorer, the products on the device
                 scorer = TorchRegionScorer(scorer, device)
-            if index < n_total:
-                loading = loader.submit(_load_batch, dataset, index, min(index + batch_size, n_total),
+            if index < end:
+                loading = loader.submit(_load_batch, dataset, index, min(index + batch_size, end),
                                         image_size)
             try:
-                while index < n_total:
+                while index < end:
                     samples, batch = loading.result()
                     stop = index + len(samples)
-                    if stop < n_total:
-                        loading = loader.submit(_load_batch, dataset, stop, min(stop + batch_size, n_total),
+                    if stop < end:
+                        loading = loader.submit(_load_batch, dataset, stop, min(stop + batch_size, end),
                                                 image_size)
                     for sample in samples:
                         metric = _check_metric(metric, sample)
@@ -478,7 +492,25 @@ def run_dissection(
     }
     if max_images is not None:
         info["max_images"] = int(max_images)
-    return DissectionResult(units=acc.unit_table(), summary=acc.summary(top_k=top_k, threshold=threshold),
+    if shard is not None:
+        info["shard"] = {"index": int(shard[0]), "count": int(shard[1]), "images": [first_index, end],
+                         "fingerprint": fingerprint, "counts": dict(counts)}
+        if ckpt is not None:
+            if first_index == end:  # an empty shard (more shards than batches) still leaves its state
+                _save_progress(ckpt, acc, {"fingerprint": fingerprint, "next_index": end, "counts": counts,
+                                           "metric": metric, "complete": True})
+            atomic_write_json(ckpt / SHARD_FILE, {"kind": "dissect", "info": info})
+    return result_from_accumulator(acc, info)
+
+
+def result_from_accumulator(acc: UnitScoreAccumulator, info: dict) -> DissectionResult:
+    """The tables of a finished run from its accumulator and ``info`` (``top_k``, ``threshold``, ...).
+
+    The one place where accumulated state becomes tables: :func:`run_dissection` ends here, and
+    so does :func:`dissect.shards.merge_dissections`, so merged shards give the same tables.
+    """
+    return DissectionResult(units=acc.unit_table(),
+                            summary=acc.summary(top_k=info["top_k"], threshold=info["threshold"]),
                             info=info, accumulator=acc)
 
 

@@ -19,7 +19,9 @@ from torch import nn
 
 from dissect.models import load_model
 
-__all__ = ["SaliencyVGG", "SceneVGG", "nss_loss", "freeze_encoder"]
+__all__ = ["SaliencyVGG", "SaliencyResNet", "SceneVGG", "nss_loss", "freeze_encoder"]
+
+RESNET_READOUT_LAYERS = ("layer1", "layer2", "layer3", "layer4")
 
 _N_ENCODER_MODULES = 30  # features[:30] ends at ReLU(conv5_3); features[30] is pool5
 
@@ -85,6 +87,62 @@ class SaliencyVGG(nn.Module):
         size = tuple(x.shape[-2:]) if out_size is None else tuple(int(s) for s in out_size)
         maps = self.readout(self.features(x))
         maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+        return maps[:, 0]
+
+
+class SaliencyResNet(nn.Module):
+    """He et al.'s saliency read-out on a ResNet-50: the network up to ``readout_layer`` + a 1x1 conv.
+
+    The stem (``conv1, bn1, relu, maxpool``) and ``layer1 .. readout_layer`` are top-level
+    modules named as in torchvision, so ``layer_aliases`` (``conv1``, ``layer1`` ..) and
+    checkpoints address them as in ``resnet50``. ``forward`` is that of :class:`SaliencyVGG`.
+
+    Args:
+        encoder_weights: weights of the ResNet-50 encoder, as in :class:`SaliencyVGG`.
+        readout_layer: the stage read out, ``"layer1"`` .. ``"layer4"`` (256 .. 2048 channels).
+        seed: seed of the random initialisation (encoder if random, and the read-out).
+        progress: show a download progress bar.
+
+    Raises:
+        ValueError: unknown ``readout_layer``.
+    """
+
+    dissect_alias_family = "resnet"
+
+    def __init__(self, encoder_weights: str | os.PathLike = "auto", *, readout_layer: str = "layer4",
+                 seed: int = 0, progress: bool = False) -> None:
+        super().__init__()
+        if readout_layer not in RESNET_READOUT_LAYERS:
+            raise ValueError(f"readout_layer must be one of {', '.join(RESNET_READOUT_LAYERS)}, "
+                             f"got {readout_layer!r}")
+        net = load_model("resnet50", encoder_weights, seed=seed, progress=progress)
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        n_stages = RESNET_READOUT_LAYERS.index(readout_layer) + 1
+        for name in RESNET_READOUT_LAYERS[:n_stages]:
+            setattr(self, name, getattr(net, name))
+        channels = 256 * 2 ** (n_stages - 1)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.readout = nn.Conv2d(channels, 1, kernel_size=1, bias=False)
+        self.readout_layer = readout_layer
+        self.dissect_info = _head_info("saliency_resnet50", net.dissect_info, seed,
+                                       readout_layer=readout_layer)
+        self.eval()
+
+    def encoder_stages(self) -> list[nn.Module]:
+        """The encoder as a chain: stem modules, then every residual block in forward order."""
+        stages: list[nn.Module] = [self.conv1, self.bn1, self.relu, self.maxpool]
+        for name in RESNET_READOUT_LAYERS:
+            if hasattr(self, name):
+                stages.extend(getattr(self, name))
+        return stages
+
+    def forward(self, x: torch.Tensor, out_size: Sequence[int] | None = None) -> torch.Tensor:
+        """Saliency maps ``N x H x W`` for images ``N x 3 x h x w`` (ImageNet-normalised)."""
+        size = tuple(x.shape[-2:]) if out_size is None else tuple(int(s) for s in out_size)
+        for stage in self.encoder_stages():
+            x = stage(x)
+        maps = F.interpolate(self.readout(x), size=size, mode="bilinear", align_corners=False)
         return maps[:, 0]
 
 

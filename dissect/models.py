@@ -80,7 +80,7 @@ __all__ = [
 # The ImageNet classification backbones (torchvision architectures with a 1000-class output).
 MODEL_NAMES: tuple[str, ...] = ("vgg16", "vgg19", "resnet50", "alexnet")
 # He et al. 2019's task models (dissect.heads): VGG16 features[:30] + a saliency / scene head.
-HEAD_NAMES: tuple[str, ...] = ("saliency_vgg16", "scene_vgg16")
+HEAD_NAMES: tuple[str, ...] = ("saliency_vgg16", "scene_vgg16", "saliency_resnet50")
 ALL_MODEL_NAMES: tuple[str, ...] = MODEL_NAMES + HEAD_NAMES
 
 # torchvision's ImageNet preprocessing (RGB, inputs in [0, 1]); He et al.'s PyTorch code uses them.
@@ -212,7 +212,8 @@ def load_model(
     return model
 
 
-def save_checkpoint(model: nn.Module, path: str | os.PathLike, **extra: Any) -> Path:
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, payload: Mapping[str, Any] | None = None,
+                    **extra: Any) -> Path:
     """Save ``model``'s weights with its architecture and metadata, loadable by :func:`load_model`.
 
     The file is a dict ``{"format", "arch", "state_dict", "dissect_info", "extra"}`` written with
@@ -221,6 +222,8 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, **extra: Any) -> 
     Args:
         model: a model from :func:`load_model` (or any module with ``dissect_info["arch"]``).
         path: output file; parent folders are created.
+        payload: more top-level entries of the file (tensors allowed), e.g. a trainer's
+            optimiser state; :func:`load_model` ignores them.
         **extra: plain metadata to store (str, int, float, bool, None, and lists/dicts of them),
             e.g. ``step=4000, dataset="SALICON"``.
 
@@ -255,6 +258,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, **extra: Any) -> 
             "state_dict": state,
             "dissect_info": info,
             "extra": dict(extra),
+            **dict(payload or {}),
         },
         path,
     )
@@ -540,7 +544,8 @@ def _load_head(name: str, requested: str, seed: int, progress: bool) -> tuple[nn
     """A task model of HEAD_NAMES and its record (without arch, seed, requested)."""
     from dissect import heads  # lazy: dissect.heads builds its encoder with load_model
 
-    cls = {"saliency_vgg16": heads.SaliencyVGG, "scene_vgg16": heads.SceneVGG}[name]
+    cls = {"saliency_vgg16": heads.SaliencyVGG, "scene_vgg16": heads.SceneVGG,
+           "saliency_resnet50": heads.SaliencyResNet}[name]
     if requested in ("random", "imagenet", "auto", _HEAD_IMAGENET):
         encoder = "imagenet" if requested == _HEAD_IMAGENET else requested
         model = cls(encoder_weights=encoder, seed=seed, progress=progress)
@@ -551,6 +556,9 @@ def _load_head(name: str, requested: str, seed: int, progress: bool) -> tuple[nn
     options: dict[str, Any] = {}
     if name == "scene_vgg16":
         options = _scene_options(state, stored)
+    elif name == "saliency_resnet50":  # the deepest stage in the file is the one read out
+        options = {"readout_layer": max((k.split(".")[0] for k in state if k.startswith("layer")),
+                                        default="layer4")}
     with torch.device("meta"):  # no wasted random init; every tensor comes from the file
         model = cls(encoder_weights="random", seed=seed, **options)
     _assign_state(model, name, state, path)

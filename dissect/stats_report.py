@@ -52,14 +52,21 @@ def load_output_map(maps_dir: Path, image_id: str) -> np.ndarray:
                             "(expected <image_id>.npy or .png)")
 
 
-def _output_saliency(dataset, maps_dir: Path, sigma: float) -> pd.DataFrame:
+def _output_saliency(dataset, maps_dir: Path | None, sigma: float, head=None, image_size: int = 224) -> pd.DataFrame:
+    """Region NSS of the output maps: read from ``maps_dir``, or computed by the model ``head``."""
     from datasets.fixations import density_map
 
     rows = []
     for sample in dataset:
         if sample.fixation_map is None or not sample.fixation_map.any():
             continue
-        pred = resize_map(load_output_map(maps_dir, sample.image_id), sample.shape)
+        if head is not None:
+            from dissect.training import saliency_maps
+
+            raw = saliency_maps(head, [sample], image_size=image_size)[0]
+        else:
+            raw = load_output_map(maps_dir, sample.image_id)
+        pred = resize_map(raw, sample.shape)
         rows.append(stats.region_output_scores(pred, density_map(sample.fixation_map, sigma),
                                                sample.fixation_map, sample.masks, sample.categories,
                                                image_id=sample.image_id))
@@ -208,8 +215,12 @@ def _check_comparable(a: dict, b: dict) -> None:
 
 def write_stats_report(run_dir: str | os.PathLike, *, compare_to: str | os.PathLike | None = None,
                        maps_dir: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
-                       overlays: bool = True, sigma: float = 24.0) -> dict[str, Path]:
-    """Compute every statistic of a run and write CSVs and figures; returns ``{name: path}``."""
+                       overlays: bool = True, sigma: float = 24.0,
+                       head: str | os.PathLike | None = None) -> dict[str, Path]:
+    """Compute every statistic of a run and write CSVs and figures; returns ``{name: path}``.
+
+    ``head``: a trained saliency checkpoint (``cli.py train saliency``); OS_c / OD_c and
+    Spearman's rho are then computed from its maps directly, instead of from ``maps_dir``."""
     from dissect.reports import check_writable
 
     run_dir = Path(run_dir)
@@ -252,11 +263,19 @@ def write_stats_report(run_dir: str | os.PathLike, *, compare_to: str | os.PathL
             table = stats.compare_runs(_scores_only(units), _scores_only(other_units), top_k=top_k, threshold=threshold)
         table.to_csv(written["compare"], index=False)
 
+    if maps_dir is not None and head is not None:
+        raise ValueError("give either --maps (map files) or --head (a checkpoint), not both")
+    head_model = None
+    if head is not None:
+        from dissect.training import load_trained
+
+        head_model = load_trained(head)
     dataset = model = None
-    if maps_dir is not None or overlays:
+    if maps_dir is not None or head is not None or overlays:
         dataset, model = _reload(info)
-    if maps_dir is not None:
-        regions = _output_saliency(dataset, Path(maps_dir), sigma)
+    if maps_dir is not None or head_model is not None:
+        regions = _output_saliency(dataset, Path(maps_dir) if maps_dir is not None else None, sigma,
+                                   head=head_model, image_size=int(info.get("image_size") or 224))
         written["output_regions"] = out_dir / "output_regions.csv"
         regions.to_csv(written["output_regions"], index=False)
         os_table = stats.output_saliency(regions)

@@ -88,16 +88,16 @@ def test_imagenet_constants():
 
 def test_unknown_model_lists_names():
     assert MODEL_NAMES == ("vgg16", "vgg19", "resnet50", "alexnet")
-    assert HEAD_NAMES == ("saliency_vgg16", "scene_vgg16")
+    assert HEAD_NAMES == ("saliency_vgg16", "scene_vgg16", "saliency_resnet50")
     assert ALL_MODEL_NAMES == MODEL_NAMES + HEAD_NAMES
     with pytest.raises(ValueError, match="unknown model 'vgg11': use one of vgg16, vgg19, resnet50, "
-                                         "alexnet, saliency_vgg16, scene_vgg16$"):
+                                         "alexnet, saliency_vgg16, scene_vgg16, saliency_resnet50$"):
         load_model("vgg11", weights="random")
 
 
 def test_imagenet_encoder_weights_are_for_task_models_only():
     with pytest.raises(ValueError, match="'imagenet-encoder' is for the task models "
-                                         "saliency_vgg16, scene_vgg16: use weights='imagenet'"):
+                                         "saliency_vgg16, scene_vgg16, saliency_resnet50: use weights='imagenet'"):
         load_model("alexnet", weights="imagenet-encoder")
 
 
@@ -208,7 +208,7 @@ def test_classifier_checkpoint_as_task_model_points_to_the_head_classes(tmp_path
         load_model("scene_vgg16", weights=path)
     small.dissect_info = {"arch": "mynet"}
     path = save_checkpoint(small, tmp_path / "mine.pt")
-    with pytest.raises(ValueError, match="'mynet' is not one of vgg16, .*, scene_vgg16$"):
+    with pytest.raises(ValueError, match="'mynet' is not one of vgg16, .*, scene_vgg16, saliency_resnet50$"):
         load_model("saliency_vgg16", weights=path)
 
 
