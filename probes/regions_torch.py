@@ -57,6 +57,13 @@ class TorchRegionScorer:
         self.device = None if device is None else torch.device(device)
         self._cache: dict = {}
 
+    def __getattr__(self, name: str):
+        """Everything else (``n_pixels``, ``n_regions``, the null's sizes, ...) is the numpy scorer's."""
+        scorer = self.__dict__.get("scorer")
+        if scorer is None:
+            raise AttributeError(name)
+        return getattr(scorer, name)
+
     def set_regions(self, masks, fixation_map=None, **options) -> "TorchRegionScorer":
         """:meth:`RegionScorer.set_regions` of the wrapped scorer (same arguments); returns ``self``."""
         self.scorer.set_regions(masks, fixation_map, **options)

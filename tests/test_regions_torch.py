@@ -45,6 +45,7 @@ def test_torch_scorer_follows_set_regions_and_rejects_bad_maps(rng):
         scorer.set_regions(masks, fix)
         maps = torch.randn(4, 5, 6)
         assert np.allclose(device_scorer.score(maps), scorer.score(maps), atol=1e-9, equal_nan=True)
+    assert np.array_equal(device_scorer.n_pixels, scorer.n_pixels)  # the rest is the numpy scorer's
     bad = torch.randn(4, 5, 6)
     bad[1, 2, 3] = float("nan")
     with pytest.raises(ValueError, match="NaN or inf"):
