@@ -42,7 +42,10 @@ class DissectConfig:
     overwrite: bool = False
     max_images: int | None = None
     progress: bool = True
-    dead_units: str = "skip"
+    dead_units: str = "zero"
+    null: int = 100
+    bootstrap: int = 200
+    min_valid: float = 0.5
     regions: str | None = None
     sr_root: str | None = None
     on_missing: str | None = None
@@ -65,7 +68,10 @@ class DissectConfig:
                                size=None if self.image_size == 224 else self.image_size,
                                seed=self.seed or None, k=None if self.top_k == 10 else self.top_k,
                                T=None if self.threshold == 1.5 else self.threshold,
-                               dead=None if self.dead_units == "skip" else self.dead_units,
+                               dead=None if self.dead_units == "zero" else self.dead_units,
+                               min_valid=None if self.dead_units == "zero" or self.min_valid == 0.5 else self.min_valid,
+                               null=None if self.null == 100 else self.null,
+                               boot=None if self.bootstrap == 200 else self.bootstrap,
                                regions=self.regions, split=self.split, sr=_root_word(self.sr_root),
                                missing=self.on_missing, one_based=self.one_based)
 
@@ -184,7 +190,7 @@ def cmd_dissect(cfg: DissectConfig) -> int:
         return _dissect_into(cfg, out)
 
 
-_DISSECT_OUTPUTS = ("units.csv", "summary.csv")
+_DISSECT_OUTPUTS = ("units.csv", "summary.csv", "labels.csv")
 
 
 def _dissect_into(cfg: DissectConfig, out: Path) -> int:
@@ -217,6 +223,7 @@ def _dissect_into(cfg: DissectConfig, out: Path) -> int:
                                 device=device, top_k=cfg.top_k, threshold=cfg.threshold,
                                 checkpoint_dir=out, resume=cfg.resume, progress=cfg.progress,
                                 max_images=cfg.max_images, dead_units=cfg.dead_units,
+                                null=cfg.null, bootstrap=cfg.bootstrap, seed=cfg.seed, min_valid=cfg.min_valid,
                                 run_key={"dataset_options": options, "data_root": cfg.data_root},
                                 shard=_shard_of(cfg.shard))
     except KeyboardInterrupt:
@@ -254,7 +261,7 @@ def _dissect_into(cfg: DissectConfig, out: Path) -> int:
         print(f"warning: {line}")
     if banner:
         print(banner)
-    print(f"wrote {paths['units']}, {paths['summary']}, {paths['run']}")
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
     print(f"next: python cli.py stats {out}   (heat maps, bar charts, ANOVA and Tukey, best-unit overlays)")
     return 0
 
@@ -994,12 +1001,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     d.add_argument("--top-k", type=int, default=10, help="units averaged in top_k_mean (default 10)")
     d.add_argument("--threshold", type=float, default=1.5, help="score threshold for counting units (default 1.5)")
-    d.add_argument("--seed", type=int, default=0, help="seed of random weights and generated pop-out arrays")
+    d.add_argument("--seed", type=int, default=0, help="seed of random weights, generated pop-out arrays, "
+                   "the null's permutations and the bootstrap weights")
     d.add_argument("--max-images", type=int, help="use only N images (a quick look), taken round-robin over the "
                                                   "pop-out dimensions so that every category is seen")
-    d.add_argument("--dead-units", choices=("skip", "zero"), default="skip",
-                   help="a unit constant on an image: leave that region out of its mean (skip, default) or "
-                        "score it 0 as He et al.'s code did (zero)")
+    d.add_argument("--dead-units", choices=("skip", "zero"), default="zero",
+                   help="a unit constant on an image: score that region 0 as He et al.'s code did (zero, default) "
+                        "or leave it out of the unit's mean (skip; see --min-valid)")
+    d.add_argument("--min-valid", type=float, default=0.5, metavar="FRACTION",
+                   help="with --dead-units skip: rank a unit only if live on at least this fraction of a "
+                        "category's regions (default 0.5)")
+    d.add_argument("--null", type=int, default=100, metavar="P",
+                   help="permutations of the null (each image's maps against another image's regions, same "
+                        "pass): p-values, q-values, null_top_k_mean; 0 = off (default 100)")
+    d.add_argument("--bootstrap", type=int, default=200, metavar="B",
+                   help="bootstrap replicates over images for the 95%% intervals; 0 = off (default 200)")
     d.add_argument("--resume", action="store_true", help="continue the interrupted run in --out (same options)")
     d.add_argument("--overwrite", action="store_true", help="discard a previous run in --out and start again")
     d.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -1094,7 +1110,8 @@ def _config_from_args(args) -> DissectConfig:
                          image_size=args.image_size, batch_size=args.batch_size, device=args.device,
                          top_k=args.top_k, threshold=args.threshold, seed=args.seed, resume=args.resume,
                          overwrite=args.overwrite, max_images=args.max_images, progress=not args.no_progress,
-                         dead_units=args.dead_units, shard=args.shard, ray=args.ray, shards=args.shards,
+                         dead_units=args.dead_units, null=args.null, bootstrap=args.bootstrap,
+                         min_valid=args.min_valid, shard=args.shard, ray=args.ray, shards=args.shards,
                          ray_cpus=args.ray_cpus, **_flags_of(args))
 
 

@@ -12,6 +12,21 @@ and resumed runs merge bit-exactly); no activation outlives its batch. With ``ch
 accumulator and the number of finished images are saved atomically after every batch, and on
 Ctrl-C, so ``resume=True`` continues where the run stopped and ends with the same numbers as an
 uninterrupted run.
+
+Permutation null (``null = P``, the definitions are in :mod:`probes.aggregate`): before the
+pass, the scorable regions of every image are collected as pixel sets (fixated pixels inside
+the mask with fixations; the mask itself on pop-out arrays, i.e. other arrays' target masks).
+For permutation ``p`` (:func:`probes.aggregate.null_permutation`, seeded by ``(seed, p, N)``),
+image ``i``'s unit maps are also scored against the regions of image ``perm_p[i]``, as extra
+columns of the same region-kernel matrix (:class:`probes.regions.RegionScorer`), so the null
+costs no extra forward pass. A partner of another size has its regions rescaled to this image
+(pixel centres mapped to the nearest pixel; masks resized by nearest neighbour); OSIE and
+pop-out images all share one size, so nothing is rescaled there. The bootstrap weights depend
+on ``(seed, global image index)`` only. Both are therefore independent of batches and shards.
+
+Human ceiling: on datasets whose fixations carry a ``subject`` column, each scored region also
+gets its leave-one-subject-out region NSS (:mod:`probes.ceiling`), averaged per category into
+``human_region_nss``; NaN elsewhere.
 """
 from __future__ import annotations
 
@@ -41,7 +56,9 @@ from dissect.hooks import ActivationRecorder, unique_layers
 from dissect.models import IMAGENET_MEAN, IMAGENET_STD, model_device
 from dissect.reports import atomic_write_json
 from dissect.shards import SHARD_FILE, shard_images
-from probes.aggregate import UnitScoreAccumulator
+from probes.aggregate import UnitScoreAccumulator, null_permutation
+from probes.ceiling import region_loso_nss
+from probes.labels import unit_labels
 from probes.regions import RegionScorer
 from probes.regions_torch import TorchRegionScorer
 
@@ -56,17 +73,20 @@ class DissectionResult:
 
     Attributes:
         units: long table, one row per layer x unit x category
-            (``layer, unit, category, score, n_regions, dead``).
-        summary: one row per layer x category
-            (``layer, category, top_k_mean, count_above_threshold, n_units, n_dead, n_regions``).
+            (``layer, unit, category, score, n_regions, dead, n_valid, ranked, p_value, q_value``).
+        summary: one row per layer x category (``layer, category, top_k_mean,
+            count_above_threshold, n_units, n_dead, n_regions``, then the null, bootstrap and
+            ceiling columns of :meth:`probes.aggregate.UnitScoreAccumulator.summary`).
         info: run facts for ``run.json`` (metric, counts of images and skipped regions, timings).
         accumulator: the raw accumulator (merge it with another shard's).
+        labels: one row per layer x unit (:func:`probes.labels.unit_labels`).
     """
 
     units: pd.DataFrame
     summary: pd.DataFrame
     info: dict = field(default_factory=dict)
     accumulator: UnitScoreAccumulator | None = None
+    labels: pd.DataFrame | None = None
 
 
 def preprocess(images: Sequence[np.ndarray], image_size: int | None = 224,
@@ -86,9 +106,7 @@ def preprocess(images: Sequence[np.ndarray], image_size: int | None = 224,
         img, note = as_rgb_uint8(img, f"image {i}")
         if note:
             converted.append(f"{i} ({note})")
-        if image_size is not None and img.shape[:2] != (image_size, image_size):
-            img = np.asarray(Image.fromarray(img).resize((image_size, image_size), Image.BILINEAR))
-        arrays.append(img)
+        arrays.append(_resized(img, image_size))
     if converted:
         warnings.warn(f"preprocess converted {len(converted)} image(s) to RGB uint8: {', '.join(converted[:5])}"
                       + (", ..." if len(converted) > 5 else ""), UserWarning, stacklevel=2)
@@ -102,6 +120,13 @@ def preprocess(images: Sequence[np.ndarray], image_size: int | None = 224,
     m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
     return (batch - m) / s
+
+
+def _resized(img: np.ndarray, image_size: int | None) -> np.ndarray:
+    """The uint8 network input of one image: resized to ``image_size`` (PIL bilinear) or as is."""
+    if image_size is not None and img.shape[:2] != (image_size, image_size):
+        img = np.asarray(Image.fromarray(img).resize((image_size, image_size), Image.BILINEAR))
+    return img
 
 
 def valid_regions(sample) -> tuple[np.ndarray, int, int]:
@@ -199,44 +224,171 @@ def _save_progress(checkpoint_dir: Path, acc: UnitScoreAccumulator, progress: di
         (checkpoint_dir / previous).unlink(missing_ok=True)
 
 
-def _load_batch(dataset, start: int, stop: int, image_size: int | None):
+class _Prepared:
+    """What scoring needs from one image, without its pixels (built by the loader or the region bank).
+
+    ``sets[r]`` = the pixels ``(rows, cols)`` that region ``r`` of the scorable ones averages
+    over (fixated pixels inside the mask, or the mask for NMM); ``fix`` = the fixated pixels or
+    ``None``; ``ceiling`` = the regions' leave-one-subject-out NSS (or ``None``).
+    """
+
+    __slots__ = ("image_id", "shape", "categories", "sets", "fix", "n_empty", "n_unfixated", "n_clamped",
+                 "n_dropped", "n_fixations", "ceiling", "groups")
+
+    def __init__(self, sample, ceiling_sigma: float | None) -> None:
+        keep, self.n_empty, self.n_unfixated = valid_regions(sample)
+        self.image_id, self.shape = sample.image_id, tuple(sample.shape)
+        self.categories = [sample.categories[k] for k in keep]
+        self.n_clamped = int(sample.meta.get("n_clamped", 0))
+        self.n_dropped = int(sample.meta.get("n_dropped", 0))
+        self.n_fixations = int(sample.meta.get("n_fixations", 0))
+        self.fix = None if sample.fixation_map is None else np.nonzero(sample.fixation_map)
+        self.sets = []
+        for k in keep:
+            pixels = sample.masks[k] if sample.fixation_map is None else sample.masks[k] & sample.fixation_map
+            ys, xs = np.nonzero(pixels)
+            self.sets.append((ys.astype(np.int32), xs.astype(np.int32)))
+        self.ceiling = None
+        if ceiling_sigma is not None and keep.size and sample.fixations is not None:
+            self.ceiling = region_loso_nss(sample.fixations, sample.shape, sample.masks[keep], sigma=ceiling_sigma)
+        # The permutation null's view: this image's regions grouped by category (first-seen order).
+        self.groups: dict[str, list] = {}
+        for (ys, xs), cat in zip(self.sets, self.categories):
+            self.groups.setdefault(cat, []).append((ys, xs))
+
+    @property
+    def fixation_map(self):
+        if self.fix is None:
+            return None
+        out = np.zeros(self.shape, dtype=bool)
+        out[self.fix] = True
+        return out
+
+    def masks(self) -> np.ndarray:
+        """``R x H x W`` masks of the scorable regions' pixel sets (the same kernels as the full masks)."""
+        out = np.zeros((len(self.sets), *self.shape), dtype=bool)
+        for r, (ys, xs) in enumerate(self.sets):
+            out[r, ys, xs] = True
+        return out
+
+    def groups_at(self, shape: tuple[int, int]) -> dict[str, list]:
+        """:attr:`groups` at another image size (pixel centres to the nearest pixel; masks by nearest neighbour)."""
+        if tuple(shape) == self.shape:
+            return self.groups
+        (h0, w0), (h1, w1) = self.shape, shape
+        out: dict[str, list] = {}
+        for cat, sets in self.groups.items():
+            for ys, xs in sets:
+                if self.fix is not None:  # fixated pixels: map each pixel centre to this image
+                    ry = np.minimum(((ys + 0.5) * h1 / h0).astype(np.int64), h1 - 1)
+                    rx = np.minimum(((xs + 0.5) * w1 / w0).astype(np.int64), w1 - 1)
+                else:  # masks: nearest-neighbour resize, so a region stays filled
+                    dense = np.zeros((h0, w0), dtype=bool)
+                    dense[ys, xs] = True
+                    sy = np.minimum(((np.arange(h1) + 0.5) * h0 / h1).astype(np.int64), h0 - 1)
+                    sx = np.minimum(((np.arange(w1) + 0.5) * w0 / w1).astype(np.int64), w0 - 1)
+                    ry, rx = np.nonzero(dense[np.ix_(sy, sx)])
+                out.setdefault(cat, []).append((ry, rx))
+        return out
+
+
+# Keep the network inputs of the region bank's pass (so the dataset is read once) up to this size.
+_MAX_KEPT_INPUT_BYTES = 2 << 30
+_BANK_THREADS = max(1, min(4, os.cpu_count() or 1))
+
+
+class _RegionBank:
+    """Every image's scorable regions (:class:`_Prepared`), read before the run for the permutation null.
+
+    With a fixed ``image_size`` and at most ``_MAX_KEPT_INPUT_BYTES`` of them, the resized uint8
+    network inputs are kept too, so the main pass reads nothing from the dataset again.
+    """
+
+    def __init__(self, dataset, n_images: int, image_size: int | None, ceiling_sigma, progress: bool) -> None:
+        self.records: list[_Prepared] = []
+        keep_inputs = image_size is not None and n_images * image_size * image_size * 3 <= _MAX_KEPT_INPUT_BYTES
+        self.inputs: list[np.ndarray] | None = [] if keep_inputs else None
+
+        def read(i: int):
+            try:
+                sample = dataset[i]
+            except ValueError as exc:  # fail before the run, not an hour into it
+                raise ValueError(f"{exc} (the permutation null reads every image's regions before the run: "
+                                 "fix that image, or pass null=0 / --null 0)") from exc
+            return _Prepared(sample, ceiling_sigma), _resized(sample.image, image_size) if keep_inputs else None
+
+        # Nothing overlaps this pass, so it reads with several threads (decoding and the loaders'
+        # numpy/scipy work release the GIL); results come back in image order.
+        with ThreadPoolExecutor(_BANK_THREADS, thread_name_prefix="dissect-regions") as pool:
+            try:
+                for record, image in tqdm(pool.map(read, range(n_images)), total=n_images, desc="regions",
+                                          unit="img", disable=not progress, dynamic_ncols=True):
+                    self.records.append(record)
+                    if keep_inputs:
+                        self.inputs.append(image)
+            except BaseException:
+                pool.shutdown(cancel_futures=True)  # a bad image or Ctrl-C: do not read the rest
+                raise
+
+
+def _null_groups(bank: _RegionBank | None, permutations: np.ndarray | None, image: int, record: _Prepared):
+    """Image ``image``'s null columns: one group of pixel sets per permutation and partner category."""
+    groups, cats, reps = [], [], []
+    if bank is None:
+        return groups, cats, reps
+    for p in range(permutations.shape[0]):
+        for cat, sets in bank.records[int(permutations[p, image])].groups_at(record.shape).items():
+            groups.append(sets)
+            cats.append(cat)
+            reps.append(p)
+    return groups, cats, reps
+
+
+def _load_batch(dataset, start: int, stop: int, image_size: int | None, bank: _RegionBank | None,
+                ceiling_sigma: float | None):
+    if bank is not None and bank.inputs is not None:  # read once, by the region bank
+        return bank.records[start:stop], preprocess(bank.inputs[start:stop], image_size)
     samples = [dataset[i] for i in range(start, stop)]
-    return samples, preprocess([s.image for s in samples], image_size)
+    records = bank.records[start:stop] if bank is not None else [_Prepared(s, ceiling_sigma) for s in samples]
+    return records, preprocess([s.image for s in samples], image_size)
 
 
-def _score_batch(scorer: RegionScorer, samples, activations: dict, layer_names, categories, stop: int,
-                 dead_units: str):
+def _score_batch(scorer: RegionScorer, records, activations: dict, layer_names, categories, stop: int,
+                 settings: dict):
     """Score one batch into a fresh accumulator (merged by the caller, in order)."""
     t0 = time.perf_counter()
-    batch_acc = UnitScoreAccumulator(categories=categories)
+    batch_acc = UnitScoreAccumulator(categories=categories, n_null=settings["null"],
+                                     n_bootstrap=settings["bootstrap"], seed=settings["seed"])
+    first = stop - len(records)
     counts = {"n_images": 0, "n_images_without_regions": 0, "n_regions_scored": 0,
               "n_regions_empty": 0, "n_regions_unfixated": 0, "n_fixations_clamped": 0}
-    for i, sample in enumerate(samples):  # global image index: stop - len(samples) + i, in shards too
-        keep, n_empty, n_unfixated = valid_regions(sample)
+    for i, rec in enumerate(records):
         counts["n_images"] += 1
-        counts["n_fixations_clamped"] += int(sample.meta.get("n_clamped", 0))
-        counts["n_fixations_dropped"] = counts.get("n_fixations_dropped", 0) + int(sample.meta.get("n_dropped", 0))
-        counts["n_fixations"] = counts.get("n_fixations", 0) + int(sample.meta.get("n_fixations", 0))
-        counts["n_regions_empty"] += n_empty
-        counts["n_regions_unfixated"] += n_unfixated
-        if keep.size == 0:
+        counts["n_fixations_clamped"] += rec.n_clamped
+        counts["n_fixations_dropped"] = counts.get("n_fixations_dropped", 0) + rec.n_dropped
+        counts["n_fixations"] = counts.get("n_fixations", 0) + rec.n_fixations
+        counts["n_regions_empty"] += rec.n_empty
+        counts["n_regions_unfixated"] += rec.n_unfixated
+        # The null pairs this image's maps with another image's regions even when it has none.
+        groups, null_cats, null_reps = _null_groups(settings["bank"], settings["permutations"], first + i, rec)
+        if not rec.sets:
             counts["n_images_without_regions"] += 1
-            continue
-        counts["n_regions_scored"] += int(keep.size)
-        # No copy of the masks when every region is kept (fixation clusters always are).
-        masks = sample.masks if keep.size == sample.masks.shape[0] else sample.masks[keep]
-        scorer.set_regions(masks, sample.fixation_map)
-        cats = [sample.categories[k] for k in keep]
+            if not groups:
+                continue
+        counts["n_regions_scored"] += len(rec.sets)
+        scorer.set_regions(rec.masks(), rec.fixation_map, extra_groups=groups)
+        n_real, sizes = scorer.n_regions, scorer.extra_sizes
         for name in layer_names:
-            # A numpy view: the float64 conversion then runs in this thread alone, never in a
-            # second OpenMP team next to the forward's.
+            # NaN marks a constant (dead) map; the dead-unit policy is applied at table time.
+            # A numpy view on CPU: the float64 conversion then runs in this thread alone, never
+            # in a second OpenMP team next to the forward's.
             maps = activations[name][i]
             scores = scorer.score(maps.numpy() if maps.device.type == "cpu" else maps)
-            if dead_units == "zero":
-                # He et al.'s demo: a constant map scores 0 on the region (regions without
-                # fixations were dropped above, so NaN here only marks a constant map).
-                scores = np.nan_to_num(scores, nan=0.0)
-            batch_acc.add(name, scores, cats)
+            batch_acc.add(name, scores[:, :n_real], rec.categories, image=first + i,
+                          null_scores=scores[:, n_real:] if groups else None,
+                          null_categories=null_cats, null_replicates=null_reps, null_sizes=sizes)
+        if rec.ceiling is not None:
+            batch_acc.add_ceiling(rec.ceiling, rec.categories)
     return batch_acc, counts, stop, time.perf_counter() - t0
 
 
@@ -300,8 +452,13 @@ def run_dissection(
     resume: bool = False,
     progress: bool = True,
     max_images: int | None = None,
-    dead_units: str = "skip",
+    dead_units: str = "zero",
     run_key: dict | None = None,
+    null: int = 100,
+    bootstrap: int = 200,
+    seed: int = 0,
+    min_valid: float = 0.5,
+    ceiling_sigma: float | None = 24.0,
     shard: tuple[int, int] | None = None,
 ) -> DissectionResult:
     """Dissect ``layers`` of any ``nn.Module`` on ``dataset``.
@@ -323,12 +480,21 @@ def run_dissection(
         resume: continue from ``checkpoint_dir`` if it holds a run with the same settings.
         progress: show a tqdm progress bar.
         max_images: stop after this many images (quick looks; recorded in ``info``).
-        dead_units: a unit whose map is constant on an image: ``"skip"`` (default, digest
-            section 3: that region is left out of the unit's mean; ``n_valid`` in the unit
-            table counts the regions it was live on) or ``"zero"`` (He et al.'s demo code:
-            the region scores 0, so mostly-dead units cannot rank on a few regions).
+        dead_units: a unit whose map is constant on an image: ``"zero"`` (default, He et al.'s
+            code: the region scores 0, so mostly-dead units cannot rank on a few regions) or
+            ``"skip"`` (digest section 3: that region is left out of the unit's mean; a unit
+            live on fewer than ``min_valid`` of a category's regions is not ranked).
+            ``n_valid`` in the unit table counts the regions a unit was live on either way.
         run_key: anything else that identifies the run for ``resume`` (the CLI passes the
             dataset's loader options).
+        null: permutations ``P`` of the permutation null (0 = off; module docstring and
+            :mod:`probes.aggregate` for the definitions).
+        bootstrap: bootstrap replicates ``B`` over images (0 = off).
+        seed: seed of the null's permutations and the bootstrap weights.
+        min_valid: with ``dead_units="skip"``, the fraction of a category's regions a unit must
+            be live on to be ranked (default 0.5).
+        ceiling_sigma: Gaussian sigma (px) of the leave-one-subject-out human ceiling
+            (``None``: no ceiling).
         shard: ``(i, n)``: run only the i-th of n disjoint parts of the images
             (:func:`dissect.shards.shard_images`: contiguous runs of whole batches, so every
             image meets the same batch, and gets the same bits, as in a single run). Image
@@ -354,6 +520,12 @@ def run_dissection(
     batch_size = check_count("batch_size", batch_size)
     if dead_units not in ("skip", "zero"):
         raise ValueError(f"dead_units must be 'skip' or 'zero', got {dead_units!r}")
+    for name, value in (("null", null), ("bootstrap", bootstrap)):
+        if isinstance(value, bool) or int(value) != value or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0 (0 switches it off), got {value!r}")
+    null, bootstrap = int(null), int(bootstrap)
+    if not 0.0 <= float(min_valid) <= 1.0:
+        raise ValueError(f"min_valid must be a fraction in [0, 1], got {min_valid}")
     if int(top_k) < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     if not np.isfinite(threshold):
@@ -376,6 +548,7 @@ def run_dissection(
     if max_images is not None:  # checkpoints of the former first-N-by-index order are not resumed
         fingerprint["image_order"] = "interleaved"
     fingerprint["dead_units"] = dead_units
+    fingerprint.update(null=null, bootstrap=bootstrap, seed=int(seed), ceiling_sigma=ceiling_sigma)
     first_index, end = 0, n_total  # the global image indices this call covers
     if shard is not None:
         part = shard_images(n_total, batch_size, shard)
@@ -385,7 +558,7 @@ def run_dissection(
     # each of them, in its order, even where a subset has no region of one (n_regions = 0).
     acc_categories = list(categories) if categories else getattr(dataset, "category_order", None)
 
-    acc = UnitScoreAccumulator(categories=acc_categories)
+    acc = UnitScoreAccumulator(categories=acc_categories, n_null=null, n_bootstrap=bootstrap, seed=int(seed))
     counts: dict[str, int] = {}
     metric = None
     start = first_index
@@ -399,6 +572,14 @@ def run_dissection(
                 start = int(saved["next_index"])
                 counts.update(saved["counts"])
                 metric = saved["metric"]
+
+    t_bank = time.perf_counter()
+    settings = {"null": null, "bootstrap": bootstrap, "seed": int(seed), "ceiling_sigma": ceiling_sigma,
+                "bank": None, "permutations": None}
+    if null and start < end:
+        settings["bank"] = _RegionBank(dataset, n_total, image_size, ceiling_sigma, progress)
+        settings["permutations"] = np.stack([null_permutation(seed, p, n_total) for p in range(null)])
+    t_bank = time.perf_counter() - t_bank
 
     home = model_device(model)
     model.to(device)
@@ -438,14 +619,14 @@ def run_dissection(
                 scorer = TorchRegionScorer(scorer, device)
             if index < end:
                 loading = loader.submit(_load_batch, dataset, index, min(index + batch_size, end),
-                                        image_size)
+                                        image_size, settings["bank"], ceiling_sigma)
             try:
                 while index < end:
                     samples, batch = loading.result()
                     stop = index + len(samples)
                     if stop < end:
                         loading = loader.submit(_load_batch, dataset, stop, min(stop + batch_size, end),
-                                                image_size)
+                                                image_size, settings["bank"], ceiling_sigma)
                     for sample in samples:
                         metric = _check_metric(metric, sample)
                     t0 = time.perf_counter()
@@ -461,7 +642,7 @@ def run_dissection(
                         job, scored = scored, None  # cleared first: a job must never land twice
                         land(job)
                     scored = scorer_pool.submit(_score_batch, scorer, samples, activations, layer_names,
-                                                acc_categories, stop, dead_units)
+                                                acc_categories, stop, settings)
                     index = stop
                 if scored is not None:
                     job, scored = scored, None
@@ -485,9 +666,15 @@ def run_dissection(
         "top_k": top_k,
         "threshold": threshold,
         "dead_units": dead_units,
+        "min_valid": float(min_valid),
+        "null": null,
+        "bootstrap": bootstrap,
+        "seed": int(seed),
+        "ceiling_sigma": ceiling_sigma,
         "resumed_from_image": start,
         **counts,
         "timings_s": {"forward": round(timings["forward"], 4), "scoring": round(timings["scoring"], 4),
+                      "null_regions": round(t_bank, 4),
                       "total": round(time.perf_counter() - t_start, 4)},
     }
     if max_images is not None:
@@ -509,9 +696,11 @@ def result_from_accumulator(acc: UnitScoreAccumulator, info: dict) -> Dissection
     The one place where accumulated state becomes tables: :func:`run_dissection` ends here, and
     so does :func:`dissect.shards.merge_dissections`, so merged shards give the same tables.
     """
-    return DissectionResult(units=acc.unit_table(),
-                            summary=acc.summary(top_k=info["top_k"], threshold=info["threshold"]),
-                            info=info, accumulator=acc)
+    dead_units, min_valid = info.get("dead_units", "zero"), info.get("min_valid", 0.5)
+    units = acc.unit_table(dead_units=dead_units, min_valid=min_valid)
+    summary = acc.summary(top_k=info["top_k"], threshold=info["threshold"], dead_units=dead_units,
+                          min_valid=min_valid)
+    return DissectionResult(units=units, summary=summary, info=info, accumulator=acc, labels=unit_labels(units))
 
 
 def environment_versions() -> dict:

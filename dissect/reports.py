@@ -55,25 +55,52 @@ def write_dissection_reports(result, out_dir: str | os.PathLike, params: dict) -
             ``dissect_info``) labels every row of both tables with :data:`MODEL_COLUMNS`.
 
     Returns:
-        ``{"units": path, "summary": path, "run": path}``.
+        ``{"units": path, "summary": path, "run": path}`` (and ``"labels"``: ``labels.csv``,
+        one row per layer x unit, when the result has labels).
     """
     out = check_writable(out_dir)
     paths = {"units": out / "units.csv", "summary": out / "summary.csv", "run": out / "run.json"}
     model_info = params.get("model") if isinstance(params.get("model"), dict) else None
     _atomic_to_csv(with_model_columns(result.units, model_info), paths["units"])
     _atomic_to_csv(with_model_columns(result.summary, model_info), paths["summary"])
+    if getattr(result, "labels", None) is not None:
+        paths["labels"] = out / "labels.csv"
+        _atomic_to_csv(with_model_columns(result.labels, model_info), paths["labels"])
     atomic_write_json(paths["run"], {**params, **result.info})
     return paths
 
 
-def format_summary(summary: pd.DataFrame, value: str = "top_k_mean", digits: int = 2) -> str:
-    """A compact layers x categories table of one summary column, for the terminal."""
+def format_summary(summary: pd.DataFrame, value: str = "top_k_mean", digits: int = 2, alpha: float = 0.05) -> str:
+    """A compact layers x categories table of one summary column, for the terminal.
+
+    For ``top_k_mean`` with a permutation null (``null_top_k_mean`` present and not all NaN),
+    each cell reads ``observed (null)``, with ``*`` when ``p_top_k < alpha``; a legend line
+    follows the table.
+    """
     if summary.empty:
         return "(no scored regions)"
-    table = summary.pivot(index="layer", columns="category", values=value)
-    table = table.reindex(index=list(dict.fromkeys(summary["layer"])),
-                          columns=list(dict.fromkeys(summary["category"])))
-    return table.to_string(float_format=lambda v: f"{v:.{digits}f}", na_rep="-")
+    rows, cols = list(dict.fromkeys(summary["layer"])), list(dict.fromkeys(summary["category"]))
+
+    def grid(column: str) -> pd.DataFrame:
+        return summary.pivot(index="layer", columns="category", values=column).reindex(index=rows, columns=cols)
+
+    table = grid(value)
+    with_null = (value == "top_k_mean" and "null_top_k_mean" in summary.columns
+                 and summary["null_top_k_mean"].notna().any())
+    if not with_null:
+        return table.to_string(float_format=lambda v: f"{v:.{digits}f}", na_rep="-")
+    null, p = grid("null_top_k_mean"), grid("p_top_k")
+
+    def cell(v: float, n: float, q: float) -> str:
+        if not pd.notna(v):
+            return "-"
+        star = "*" if pd.notna(q) and q < alpha else " "
+        return f"{v:.{digits}f} ({n:.{digits}f}){star}" if pd.notna(n) else f"{v:.{digits}f}"
+
+    text = pd.DataFrame([[cell(table.iat[i, j], null.iat[i, j], p.iat[i, j]) for j in range(len(cols))]
+                         for i in range(len(rows))], index=pd.Index(rows, name="layer"),
+                        columns=pd.Index(cols, name="category"))
+    return text.to_string() + f"\n(observed top-k mean (mean of the permutation null); * p_top_k < {alpha:g})"
 
 
 # --------------------------------------------------------------------------- labels every table carries

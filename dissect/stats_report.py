@@ -252,7 +252,7 @@ def write_stats_report(run_dir: str | os.PathLike, *, compare_to: str | os.PathL
                                                        title=f"units scoring above {threshold:g}\n{subtitle}")
     for layer in layers:
         written[f"bars_{layer}"] = figures.category_bars(units, layer, out_dir / f"bars_{_safe(layer)}.png",
-                                                         top_k=top_k, threshold=threshold,
+                                                         top_k=top_k, threshold=threshold, summary=summary,
                                                          title=f"{layer}: top-{top_k} unit scores\n{subtitle}")
 
     if compare_to is not None:

@@ -6,7 +6,7 @@ per layer and category the mean of the ``k = 10`` largest unit scores and the nu
 scoring above ``T = 1.5`` (digest section 3; reference-implementations A.8).
 
 :class:`UnitScoreAccumulator` keeps, per layer, unit and category, the sum of the scores and the
-number of valid (non-NaN) scores, never the activations.
+number of valid (non-NaN, i.e. live) scores, never the activations.
 
 Exactness (we fix): sums are stored as int64 fixed-point numbers in units of ``2**-32``. Each
 score is rounded to the nearest multiple of ``2**-32`` before it is added (error <= ``2**-33``
@@ -17,6 +17,57 @@ bit-identical tables. Scores must satisfy ``|score| <= 2**20`` (a region NSS is 
 does a sum that would reach ``2**62`` in magnitude (``2**30`` in score units, well inside int64:
 the guard is checked in float64 before adding, so sums never wrap). A failed ``add`` or
 ``merge`` leaves the accumulator untouched: everything is validated before anything changes.
+
+Dead units (table time, ``dead_units=``): a NaN score (the unit's map was constant on that
+image) is never added. ``"skip"``: the unit's score is the mean over the regions where it was
+live (``n_valid`` of the category's ``n_regions``); a unit is *ranked* (enters top-k, counts,
+p-values, labels) when ``n_valid >= max(1, min_valid * n_regions)``. ``"zero"`` (He et al.'s
+code): a dead region scores 0, the score is ``sum / n_regions`` and every unit of a category
+with regions is ranked.
+
+Permutation null (``n_null = P > 0``), statistics and definitions:
+
+* The caller scores each image's unit maps also against the regions of the image paired with
+  it by permutation ``p`` (:func:`null_permutation`: a uniformly random permutation of the
+  dataset's images, seeded by ``(seed, p, N)``) and passes those scores with their category and
+  ``p``. Per ``p``, unit ``j`` and category ``c`` the accumulator keeps the same fixed-point sum
+  and live count as for the real pairing, so the *permuted unit score* ``s_j^p(c)`` is defined
+  exactly like ``s_j(c)`` (same dead-unit rule; a permutation moves every region once, so
+  ``n_regions`` is the real one).
+* per-unit ``p_value`` = ``(1 + #{p : s_j^p(c) >= s_j(c)}) / (1 + P_j)``, ``P_j`` = the
+  permutations in which the unit is ranked (all ``P`` with ``"zero"``); Phipson & Smyth's +1
+  keeps it valid for random permutations. ``q_value``: Benjamini-Hochberg over the ranked units
+  of a layer x category (statsmodels ``multipletests(method="fdr_bh")``).
+* the top-k mean of the permuted scores, per permutation ``p``: ``T^p(c)`` = the mean of the k
+  largest ``s_j^p(c)`` over the units ranked in ``p`` (each permutation is one fake dataset,
+  and the maximum over units is taken inside it, exactly as for the observed ``T(c)``).
+  ``null_top_k_mean`` = mean of ``T^p`` over ``p``; ``null_top_k_p95`` = its 95th percentile
+  (``numpy.percentile``, linear); ``p_top_k`` = ``(1 + #{p : T^p >= T}) / (1 + P)``.
+* ``count_significant`` = ranked units with ``q < alpha`` (0.05).
+* Ties: "reaches" means ``>= observed - TIE_TOL`` (``1e-9``). A permutation that leaves the
+  images a unit is live on in place reproduces the observed score, but through differently
+  rounded sums (the null sums a category's regions before rounding, the real scores after);
+  such a tie must count, conservatively, and 1e-9 is far above that rounding (``2**-33``) and
+  far below any real difference of mean NSS.
+* Memory: ``C x P x K`` int64 sums and int32 counts per layer (12 bytes each: 512 units, 100
+  permutations, 1 category = 0.6 MB; 12 categories = 7.4 MB).
+
+Bootstrap over images (``n_bootstrap = B > 0``): image ``i`` gets the Poisson(1) weight
+``w_i^b`` (:func:`bootstrap_weights`, seeded by ``(seed, i)`` only) in replicate ``b``; the
+accumulator keeps ``sum_i w_i^b S_i`` and ``sum_i w_i^b n_i`` (integers, so still exact and
+order-free) per unit and category, plus the weighted region counts. Replicate ``b`` is a
+resampled dataset: its unit scores, ranking, top-k mean and count above threshold follow the
+same definitions. ``top_k_mean_lo/hi``, ``count_lo/hi`` = the 2.5th and 97.5th percentiles over
+replicates (percentile interval, 95 %; counts: ``method="lower"`` / ``"higher"`` so the bounds
+are counts); replicates where a category got no region are left out. The top-k mean is a
+maximum-type statistic, and resampling duplicates images, so its bootstrap distribution sits
+above the observed value: read the interval as the spread over resampled datasets, not as a
+bias-corrected interval.
+Memory: ``C x B x K`` int64 + int32 per layer (1.2 MB for 512 units, 200 replicates, 1 category).
+
+Human ceiling (:meth:`UnitScoreAccumulator.add_ceiling`): per category, the fixed-point sum and
+count of per-region values (the caller's leave-one-subject-out region NSS); the table's
+``human_region_nss`` is their mean, NaN where none was added (datasets without subjects).
 """
 from __future__ import annotations
 
@@ -29,30 +80,88 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["SCALE_BITS", "MAX_ABS_SCORE", "UnitScoreAccumulator"]
+__all__ = ["SCALE_BITS", "MAX_ABS_SCORE", "TIE_TOL", "UnitScoreAccumulator", "bootstrap_weights",
+           "null_permutation", "DEAD_UNIT_POLICIES"]
 
 SCALE_BITS = 32
 MAX_ABS_SCORE = 2.0 ** 20
 _SCALE = 2.0 ** SCALE_BITS
 _SUM_LIMIT = 2.0 ** 62  # guard well inside int64 (2**63 - 1)
 _FORMAT = "saliency-dissect/UnitScoreAccumulator"
-_VERSION = 1
+_VERSION = 2
+DEAD_UNIT_POLICIES = ("skip", "zero")
+# Stream tags: the null's permutations and the bootstrap's weights never share a random stream.
+_TAG_NULL, _TAG_BOOT = 0x6E756C6C, 0x626F6F74
+# A permuted statistic within TIE_TOL of the observed one "reaches" it (module docstring).
+TIE_TOL = 1e-9
+
+
+def null_permutation(seed: int, replicate: int, n_images: int) -> np.ndarray:
+    """Permutation ``p`` of the null: image ``i`` is scored against the regions of image ``perm[i]``.
+
+    A uniformly random permutation of ``range(n_images)`` drawn from
+    ``numpy.random.default_rng([seed, replicate, n_images, tag])``: it depends only on the seed,
+    the replicate and the dataset size, never on batches or shards. A fixed point (about one
+    per permutation) pairs an image with its own regions, as a uniform permutation must.
+    """
+    rng = np.random.default_rng([int(seed), int(replicate), int(n_images), _TAG_NULL])
+    return rng.permutation(int(n_images))
+
+
+def bootstrap_weights(seed: int, image: int, n_bootstrap: int) -> np.ndarray:
+    """Poisson(1) weights of global image ``image`` in replicates ``0 .. n_bootstrap - 1`` (int64).
+
+    Drawn from ``numpy.random.default_rng([seed, image, tag])``: a function of the seed and the
+    image's global index only, so shards and resumed runs give the same weights.
+    """
+    rng = np.random.default_rng([int(seed), int(image), _TAG_BOOT])
+    return rng.poisson(1.0, int(n_bootstrap)).astype(np.int64)
 
 
 @dataclass
 class _Layer:
-    """Per-layer state: ``C x K`` fixed-point sums and valid counts, ``K`` region counts."""
+    """Per-layer state: ``C x K`` fixed-point sums and valid counts, ``K`` region counts, and
+    the null (``C x P x K``) and bootstrap (``C x B x K``, ``B x K``) counterparts."""
 
     sums: np.ndarray  # int64, units of 2**-32
     counts: np.ndarray  # int64
     n_regions: np.ndarray  # int64
+    null_sums: np.ndarray  # int64 C x P x K
+    null_counts: np.ndarray  # int32 C x P x K
+    boot_sums: np.ndarray  # int64 C x B x K
+    boot_counts: np.ndarray  # int32 C x B x K
+    boot_n_regions: np.ndarray  # int64 B x K
+    # An upper bound of every |sum| above (None: unknown, recomputed on demand). While it stays
+    # clear of 2**62, an add needs no elementwise overflow check (see UnitScoreAccumulator.add).
+    bound: float | None = 0.0
+
+    def abs_bound(self) -> float:
+        if self.bound is None:
+            self.bound = float(max((float(np.abs(a).max()) if a.size else 0.0)
+                                   for a in (self.sums, self.null_sums, self.boot_sums)))
+        return self.bound
+
+    @classmethod
+    def empty(cls, n_units: int, k: int, n_null: int, n_boot: int) -> "_Layer":
+        return cls(np.zeros((n_units, k), np.int64), np.zeros((n_units, k), np.int64), np.zeros(k, np.int64),
+                   np.zeros((n_units, n_null, k), np.int64), np.zeros((n_units, n_null, k), np.int32),
+                   np.zeros((n_units, n_boot, k), np.int64), np.zeros((n_units, n_boot, k), np.int32),
+                   np.zeros((n_boot, k), np.int64))
+
+    def arrays(self) -> dict:
+        return {key: getattr(self, key) for key in _LAYER_KEYS}
 
     def grow(self, n_categories: int) -> None:
         extra = n_categories - self.n_regions.size
         if extra > 0:
-            self.sums = np.pad(self.sums, ((0, 0), (0, extra)))
-            self.counts = np.pad(self.counts, ((0, 0), (0, extra)))
-            self.n_regions = np.pad(self.n_regions, (0, extra))
+            for key in _LAYER_KEYS:
+                a = getattr(self, key)
+                setattr(self, key, np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, extra)]))
+
+
+_LAYER_KEYS = ("sums", "counts", "n_regions", "null_sums", "null_counts", "boot_sums", "boot_counts",
+               "boot_n_regions")
+_LAYER_DTYPES = {"null_counts": np.int32, "boot_counts": np.int32}
 
 
 def _check_sums(sums: np.ndarray, increment_bound: np.ndarray, layer: str) -> None:
@@ -68,6 +177,82 @@ def _check_sums(sums: np.ndarray, increment_bound: np.ndarray, layer: str) -> No
         )
 
 
+def _fixed_point(scores, layer: str, what: str = "scores") -> tuple[np.ndarray, np.ndarray, float]:
+    """Validated ``(fixed, valid, max |score|)``: int64 multiples of ``2**-32`` (0 where NaN), the non-NaN mask."""
+    if hasattr(scores, "detach"):  # torch tensor
+        scores = scores.detach().cpu().numpy()
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2:
+        raise ValueError(f"{what} must be C x R (units x regions), got shape {scores.shape}")
+    if np.isinf(scores).any():
+        raise ValueError(f"layer {layer!r}: {what} contain inf; a score is a finite number or NaN (dead unit)")
+    valid = ~np.isnan(scores)
+    values = np.where(valid, scores, 0.0)
+    top = float(np.abs(values).max()) if values.size else 0.0
+    if top > MAX_ABS_SCORE:
+        raise ValueError(
+            f"layer {layer!r}: |score| {top:.6g} exceeds {MAX_ABS_SCORE:.0f} (2**20), the "
+            "fixed-point range; such a score signals a broken map, not a real NSS"
+        )
+    # Scaling by a power of two is exact; rint rounds half to even, deterministically.
+    return np.rint(values * _SCALE).astype(np.int64), valid, top
+
+
+def _group_sums(values: np.ndarray, groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column sums of ``values`` (``C x n``) per group id: ``(present group ids, C x len(ids))``."""
+    order = np.argsort(groups, kind="stable")
+    g = groups[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    return g[starts], np.add.reduceat(values[:, order], starts, axis=1)
+
+
+def _check_policy(dead_units: str, min_valid: float) -> float:
+    if dead_units not in DEAD_UNIT_POLICIES:
+        raise ValueError(f"dead_units must be 'skip' or 'zero', got {dead_units!r}")
+    min_valid = float(min_valid)
+    if not 0.0 <= min_valid <= 1.0:
+        raise ValueError(f"min_valid must be a fraction in [0, 1], got {min_valid}")
+    return min_valid
+
+
+def _means_and_ranked(sums: np.ndarray, counts: np.ndarray, n_regions: np.ndarray, dead_units: str,
+                      min_valid: float) -> tuple[np.ndarray, np.ndarray]:
+    """Unit scores (NaN where undefined) and the ranked mask, under a dead-unit policy.
+
+    ``n_regions`` broadcasts against ``counts`` (the category's region count, real or weighted).
+    """
+    n_regions = np.broadcast_to(n_regions, counts.shape)
+    denominator = counts if dead_units == "skip" else n_regions
+    with np.errstate(divide="ignore", invalid="ignore"):
+        means = sums.astype(np.float64) / _SCALE / denominator
+    means[denominator == 0] = np.nan
+    if dead_units == "skip":
+        ranked = (counts > 0) & (counts >= min_valid * n_regions)
+    else:
+        ranked = n_regions > 0
+    return means, ranked
+
+
+def _top_k_means(scores: np.ndarray, ranked: np.ndarray, top_k: int) -> np.ndarray:
+    """Mean of the ``top_k`` largest ranked scores along axis 0 (fewer: all of them; none: NaN)."""
+    ordered = -np.sort(-np.where(ranked, scores, np.nan), axis=0)[:top_k]  # NaN sort last
+    n = np.count_nonzero(np.isfinite(ordered), axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, np.nansum(ordered, axis=0) / n, np.nan)
+
+
+def _interval(values: np.ndarray, integer: bool = False) -> tuple[float, float]:
+    """2.5th and 97.5th percentiles of the finite values (linear; counts: the order statistics
+    just below and above, so the bounds are counts too); NaN when there are none."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    if integer:
+        return float(np.percentile(finite, 2.5, method="lower")), float(np.percentile(finite, 97.5, method="higher"))
+    lo, hi = np.percentile(finite, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 class UnitScoreAccumulator:
     """Sum and count of per-unit scores, per layer and category, over a stream of images.
 
@@ -75,19 +260,37 @@ class UnitScoreAccumulator:
         categories: category order of the tables. When given, it is fixed: a region of any
             other category raises ``ValueError``. When ``None``, categories are added in the
             order first seen. Names are stored as ``str``.
+        n_null: permutations ``P`` of the null kept per unit (0 = no null).
+        n_bootstrap: bootstrap replicates ``B`` (0 = none).
+        seed: seed of the bootstrap weights (:func:`bootstrap_weights`); the null's permutations
+            are drawn by the caller from the same seed (:func:`null_permutation`).
     """
 
-    def __init__(self, categories: Sequence[str] | None = None) -> None:
+    def __init__(self, categories: Sequence[str] | None = None, *, n_null: int = 0, n_bootstrap: int = 0,
+                 seed: int = 0) -> None:
+        for name, value in (("n_null", n_null), ("n_bootstrap", n_bootstrap)):
+            if isinstance(value, bool) or int(value) != value or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         self._fixed = categories is not None
         self._categories: list[str] = []
         self._index: dict[str, int] = {}
         self._layers: dict[str, _Layer] = {}
+        self.n_null, self.n_bootstrap, self.seed = int(n_null), int(n_bootstrap), int(seed)
+        self._ceiling_sums = np.zeros(0, np.int64)
+        self._ceiling_counts = np.zeros(0, np.int64)
         for cat in categories or []:
             cat = str(cat)
             if cat in self._index:
                 raise ValueError(f"categories lists {cat!r} twice; give each category once")
             self._index[cat] = len(self._categories)
             self._categories.append(cat)
+        self._grow_ceiling()
+
+    def _grow_ceiling(self) -> None:
+        extra = len(self._categories) - self._ceiling_sums.size
+        if extra > 0:
+            self._ceiling_sums = np.pad(self._ceiling_sums, (0, extra))
+            self._ceiling_counts = np.pad(self._ceiling_counts, (0, extra))
 
     # ------------------------------------------------------------------ properties
 
@@ -109,7 +312,8 @@ class UnitScoreAccumulator:
 
     def __repr__(self) -> str:
         units = {name: int(st.sums.shape[0]) for name, st in self._layers.items()}
-        return f"UnitScoreAccumulator(layers={units}, categories={self._categories})"
+        return (f"UnitScoreAccumulator(layers={units}, categories={self._categories}, n_null={self.n_null}, "
+                f"n_bootstrap={self.n_bootstrap})")
 
     # ------------------------------------------------------------------ accumulation
 
@@ -124,6 +328,7 @@ class UnitScoreAccumulator:
             self._categories.append(cat)
             for st in self._layers.values():
                 st.grow(len(self._categories))
+            self._grow_ceiling()
         return self._index[cat]
 
     def _new_categories(self, cats: Sequence[str]) -> tuple[list[str], dict[str, int]]:
@@ -153,18 +358,21 @@ class UnitScoreAccumulator:
                 "a layer's unit count is fixed (did two layers share a name?)"
             )
 
-    def _padded_sums(self, layer: str, n_units: int, n_categories: int) -> np.ndarray:
-        """Current sums of ``layer`` as they would be with ``n_categories`` columns (a copy)."""
+    def _padded(self, layer: str, key: str, n_units: int, n_categories: int) -> np.ndarray:
+        """Current ``key`` array of ``layer`` as it would be with ``n_categories`` columns (read only:
+        the array itself when no column is missing, else a padded copy)."""
         st = self._layers.get(layer)
-        sums = st.sums if st is not None else np.zeros((n_units, 0), np.int64)
-        return np.pad(sums, ((0, 0), (0, n_categories - sums.shape[1])))
+        if st is None:
+            st = _Layer.empty(n_units, 0, self.n_null, self.n_bootstrap)
+        a = getattr(st, key)
+        if a.shape[-1] == n_categories:
+            return a
+        return np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, n_categories - a.shape[-1])])
 
     def _layer(self, layer: str, n_units: int) -> _Layer:
         st = self._layers.get(layer)
         if st is None:
-            k = len(self._categories)
-            st = _Layer(np.zeros((n_units, k), np.int64), np.zeros((n_units, k), np.int64),
-                        np.zeros(k, np.int64))
+            st = _Layer.empty(n_units, len(self._categories), self.n_null, self.n_bootstrap)
             self._layers[layer] = st
         elif st.sums.shape[0] != n_units:
             raise ValueError(
@@ -173,7 +381,9 @@ class UnitScoreAccumulator:
             )
         return st
 
-    def add(self, layer: str, scores, categories: Sequence[str]) -> None:
+    def add(self, layer: str, scores, categories: Sequence[str], *, image: int | None = None,
+            null_scores=None, null_categories: Sequence[str] | None = None, null_replicates=None,
+            null_sizes=None) -> None:
         """Add the ``C x R`` scores of one image's ``R`` regions for ``layer``.
 
         NaN entries (the unit was dead on that image) are not counted for that unit. Every
@@ -184,54 +394,131 @@ class UnitScoreAccumulator:
             layer: layer name.
             scores: ``C x R`` array (numpy or torch) of per-unit region scores.
             categories: ``R`` category names, one per column.
+            image: the image's GLOBAL index in the dataset (required with ``n_bootstrap > 0``:
+                it seeds the image's bootstrap weights). Add each image once per layer.
+            null_scores: ``C x E`` scores of this image's maps on the regions of the images it is
+                paired with by the null's permutations (``n_null > 0``). A column may hold the
+                SUM of the scores of ``null_sizes[e]`` regions of one category and permutation
+                (:class:`probes.regions.RegionScorer`'s group columns); NaN = dead unit.
+            null_categories: ``E`` categories of those columns.
+            null_replicates: ``E`` permutation indices in ``[0, n_null)``.
+            null_sizes: ``E`` numbers of regions summed in each column (default: 1 each).
 
         Raises:
             ValueError: scores not 2-D, a length mismatch, a unit count different from this
                 layer's earlier adds, infinite scores, ``|score| > 2**20``, an unknown category
-                with fixed categories, or a sum leaving the fixed-point range.
+                with fixed categories, a sum leaving the fixed-point range, a missing ``image``
+                with a bootstrap, null columns without a null.
         """
         if not isinstance(layer, str) or not layer:
             raise ValueError(f"layer must be a non-empty string, got {layer!r}")
-        if hasattr(scores, "detach"):  # torch tensor
-            scores = scores.detach().cpu().numpy()
-        scores = np.asarray(scores, dtype=np.float64)
-        if scores.ndim != 2:
-            raise ValueError(f"scores must be C x R (units x regions), got shape {scores.shape}")
-        n_units, n_cols = scores.shape
+        fixed, valid, top = _fixed_point(scores, layer)
+        n_units, n_cols = fixed.shape
         cats = [str(c) for c in categories]
         if len(cats) != n_cols:
             raise ValueError(f"scores have {n_cols} region columns but {len(cats)} categories were given")
-        if np.isinf(scores).any():
-            raise ValueError(f"layer {layer!r}: scores contain inf; a score is a finite number or NaN (dead unit)")
-        valid = ~np.isnan(scores)
-        values = np.where(valid, scores, 0.0)
-        if values.size and np.abs(values).max() > MAX_ABS_SCORE:
-            raise ValueError(
-                f"layer {layer!r}: |score| {np.abs(values).max():.6g} exceeds {MAX_ABS_SCORE:.0f} (2**20), the "
-                "fixed-point range; such a score signals a broken map, not a real NSS"
-            )
+        if self.n_bootstrap and (image is None or isinstance(image, bool) or int(image) != image or image < 0):
+            raise ValueError(f"image must be the image's global index (an integer >= 0) with a bootstrap, got {image!r}")
+        null = None
+        if null_scores is not None:
+            if not self.n_null:
+                raise ValueError("null_scores given but the accumulator keeps no null (n_null=0)")
+            nfixed, nvalid, ntop = _fixed_point(null_scores, layer, "null_scores")
+            ncats = [str(c) for c in (null_categories if null_categories is not None else [])]
+            reps = np.asarray(null_replicates if null_replicates is not None else [], dtype=np.int64).reshape(-1)
+            sizes = (np.ones(reps.size, dtype=np.int64) if null_sizes is None
+                     else np.asarray(null_sizes, dtype=np.int64).reshape(-1))
+            if (nfixed.shape[0] != n_units or len(ncats) != nfixed.shape[1] or reps.size != nfixed.shape[1]
+                    or sizes.size != nfixed.shape[1] or (sizes.size and sizes.min() < 1)):
+                raise ValueError(
+                    f"null_scores are {nfixed.shape} with {len(ncats)} categories, {reps.size} replicates and "
+                    f"{sizes.size} sizes; give {n_units} units and one category, replicate and size >= 1 per column"
+                )
+            if reps.size and (reps.min() < 0 or reps.max() >= self.n_null):
+                raise ValueError(f"null_replicates must lie in [0, {self.n_null}), got {reps.min()}..{reps.max()}")
+            null = (nfixed, nvalid, ncats, reps, sizes)
+        # A scalar bound of what this add can put into any one sum: when the layer's running bound
+        # plus it stays below 2**62, no sum can overflow and the elementwise checks are skipped.
+        w = bootstrap_weights(self.seed, int(image), self.n_bootstrap) if self.n_bootstrap and n_cols else None
+        increment = (top + 2.0 ** -33) * _SCALE * n_cols * (max(1, int(w.max())) if w is not None and w.size else 1)
+        if null is not None:
+            increment += (ntop + 2.0 ** -33) * _SCALE * null[0].shape[1]
+        current = self._layers.get(layer)
+        check = (current.abs_bound() if current is not None else 0.0) + increment >= _SUM_LIMIT / 2
         # Validate everything before changing anything: a failed add leaves self untouched.
-        new, index = self._new_categories(cats)
+        new, index = self._new_categories(cats + (null[2] if null else []))
         self._check_units(layer, n_units)
         k = len(index)
         kidx = np.array([index[c] for c in cats], dtype=np.int64)
-        onehot = np.zeros((n_cols, k), dtype=np.int64)
-        onehot[np.arange(n_cols), kidx] = 1
-        # Scaling by a power of two is exact; rint rounds half to even, deterministically.
-        fixed = np.rint(values * _SCALE).astype(np.int64)
+        updates = []  # (key, index expression, increment)
         if n_cols:
-            _check_sums(self._padded_sums(layer, n_units, k), np.abs(fixed).astype(np.float64) @ onehot, layer)
+            present, sums = _group_sums(fixed, kidx, k)
+            _, counts = _group_sums(valid.astype(np.int64), kidx, k)
+            n_reg = np.bincount(kidx, minlength=k)[present]
+            if check:
+                _check_sums(self._padded(layer, "sums", n_units, k)[:, present], np.abs(sums).astype(np.float64),
+                            layer)
+            updates += [("sums", (slice(None), present), sums), ("counts", (slice(None), present), counts),
+                        ("n_regions", (present,), n_reg)]
+            if self.n_bootstrap:
+                bsums = sums[:, None, :] * w[None, :, None]
+                at = (slice(None), slice(None), present)
+                if check:
+                    _check_sums(self._padded(layer, "boot_sums", n_units, k)[at],
+                                np.abs(bsums).astype(np.float64), layer)
+                updates += [("boot_sums", at, bsums),
+                            ("boot_counts", at, (counts[:, None, :] * w[None, :, None]).astype(np.int32)),
+                            ("boot_n_regions", (slice(None), present), w[:, None] * n_reg[None, :])]
+        if null is not None and null[0].shape[1]:
+            nfixed, nvalid, ncats, reps, sizes = null
+            groups = reps * k + np.array([index[c] for c in ncats], dtype=np.int64)
+            present, nsums = _group_sums(nfixed, groups, self.n_null * k)
+            _, ncounts = _group_sums(nvalid.astype(np.int64) * sizes[None, :], groups, self.n_null * k)
+            at = (slice(None), present // k, present % k)
+            if check:
+                _check_sums(self._padded(layer, "null_sums", n_units, k)[at], np.abs(nsums).astype(np.float64),
+                            layer)
+            updates += [("null_sums", at, nsums), ("null_counts", at, ncounts.astype(np.int32))]
         for c in new:
             self._category_index(c)
         st = self._layer(layer, n_units)
-        if n_cols == 0:
-            return
-        st.sums += fixed @ onehot
-        st.counts += valid.astype(np.int64) @ onehot
-        st.n_regions += onehot.sum(axis=0)
+        for key, at, inc in updates:
+            getattr(st, key)[at] += inc
+        st.bound = None if check else st.abs_bound() + increment  # None: recomputed exactly next time
+
+    def add_ceiling(self, values, categories: Sequence[str]) -> None:
+        """Add per-region human-ceiling values (e.g. leave-one-subject-out region NSS), NaN = none.
+
+        Args:
+            values: ``R`` floats, one per region (NaN where the region has no value).
+            categories: ``R`` category names.
+
+        Raises:
+            ValueError: a length mismatch, infinite or too large values, an unknown category.
+        """
+        fixed, valid, _ = _fixed_point(np.asarray(values, dtype=np.float64).reshape(1, -1), "ceiling", "values")
+        cats = [str(c) for c in categories]
+        if len(cats) != fixed.shape[1]:
+            raise ValueError(f"{fixed.shape[1]} ceiling values but {len(cats)} categories")
+        new, index = self._new_categories(cats)
+        kidx = np.array([index[c] for c in cats], dtype=np.int64)
+        for c in new:
+            self._category_index(c)
+        if kidx.size:
+            np.add.at(self._ceiling_sums, kidx, fixed[0])
+            np.add.at(self._ceiling_counts, kidx, valid[0].astype(np.int64))
+
+    def _check_compatible(self, other: "UnitScoreAccumulator") -> None:
+        mine = (self.n_null, self.n_bootstrap, self.seed)
+        theirs = (other.n_null, other.n_bootstrap, other.seed)
+        if mine != theirs:
+            raise ValueError(
+                f"cannot merge: (n_null, n_bootstrap, seed) = {mine} here but {theirs} in the other accumulator; "
+                "shards must be run with the same --null, --bootstrap and --seed"
+            )
 
     def merge(self, other: "UnitScoreAccumulator") -> "UnitScoreAccumulator":
-        """Add ``other``'s sums and counts into this accumulator, in place.
+        """Add ``other``'s sums and counts (null, bootstrap and ceiling included) into this one, in place.
 
         Integer sums make the result bit-identical to a single pass over both streams, in any
         merge order. New layers and (unless categories are fixed) new categories are appended
@@ -242,13 +529,15 @@ class UnitScoreAccumulator:
 
         Raises:
             ValueError: ``other`` is not an accumulator, a layer's unit count differs, ``other``
-                has a category outside this accumulator's fixed categories, or a sum overflows.
+                has a category outside this accumulator's fixed categories, different null /
+                bootstrap settings or seed, or a sum overflows.
         """
         if not isinstance(other, UnitScoreAccumulator):
             raise ValueError(f"can only merge another UnitScoreAccumulator, got {type(other).__name__}")
+        self._check_compatible(other)
         # Snapshot first, so that a.merge(a) doubles and a failed merge leaves self untouched.
-        incoming = [(name, st.sums.copy(), st.counts.copy(), st.n_regions.copy())
-                    for name, st in other._layers.items()]
+        incoming = [(name, {key: a.copy() for key, a in st.arrays().items()}) for name, st in other._layers.items()]
+        ceiling = (other._ceiling_sums.copy(), other._ceiling_counts.copy())
         other_cats = list(other._categories)
         if self._fixed:
             unknown = [c for c in other_cats if c not in self._index]
@@ -257,29 +546,30 @@ class UnitScoreAccumulator:
                     f"cannot merge: categories {unknown} are not among this accumulator's fixed "
                     f"categories {self._categories}"
                 )
-        for name, sums, _, _ in incoming:
-            if name in self._layers and self._layers[name].sums.shape[0] != sums.shape[0]:
+        for name, arrays in incoming:
+            if name in self._layers and self._layers[name].sums.shape[0] != arrays["sums"].shape[0]:
                 raise ValueError(
                     f"cannot merge layer {name!r}: {self._layers[name].sums.shape[0]} units here, "
-                    f"{sums.shape[0]} in the other accumulator"
+                    f"{arrays['sums'].shape[0]} in the other accumulator"
                 )
         # Validate the sums on the would-be category layout before registering any category.
         new, index = self._new_categories(other_cats)
         cols = np.array([index[c] for c in other_cats], dtype=np.int64)
-        for name, sums, _, _ in incoming:
+        for name, arrays in incoming:
             if name in self._layers:
-                current = self._padded_sums(name, sums.shape[0], len(index))
-                bound = np.zeros(current.shape, dtype=np.float64)
-                bound[:, cols] = np.abs(sums).astype(np.float64)
-                _check_sums(current, bound, name)
+                for key in ("sums", "null_sums", "boot_sums"):
+                    current = self._padded(name, key, arrays["sums"].shape[0], len(index))[..., cols]
+                    _check_sums(current, np.abs(arrays[key]).astype(np.float64), name)
         for c in new:
             self._category_index(c)
-        for name, sums, counts, n_regions in incoming:
-            st = self._layer(name, sums.shape[0])
+        for name, arrays in incoming:
+            st = self._layer(name, arrays["sums"].shape[0])
             st.grow(len(self._categories))
-            st.sums[:, cols] += sums
-            st.counts[:, cols] += counts
-            st.n_regions[cols] += n_regions
+            for key, a in arrays.items():
+                getattr(st, key)[..., cols] += a
+            st.bound = None
+        self._ceiling_sums[cols] += ceiling[0]
+        self._ceiling_counts[cols] += ceiling[1]
         return self
 
     # ------------------------------------------------------------------ tables
@@ -290,53 +580,93 @@ class UnitScoreAccumulator:
         scores[st.counts == 0] = np.nan
         return scores
 
-    def unit_table(self) -> pd.DataFrame:
+    def _unit_stats(self, st: _Layer, dead_units: str, min_valid: float) -> dict:
+        """Scores, ranked mask, per-unit p and q values of one layer (``C x K`` each)."""
+        from statsmodels.stats.multitest import multipletests
+
+        scores, ranked = _means_and_ranked(st.sums, st.counts, st.n_regions[None, :], dead_units, min_valid)
+        p_values = np.full(scores.shape, np.nan)
+        q_values = np.full(scores.shape, np.nan)
+        null_scores = null_ranked = None
+        if self.n_null:
+            null_scores, null_ranked = _means_and_ranked(st.null_sums, st.null_counts,
+                                                         st.n_regions[None, None, :], dead_units, min_valid)
+            usable = null_ranked & np.isfinite(null_scores)
+            reach = np.count_nonzero(usable & (null_scores >= scores[:, None, :] - TIE_TOL), axis=1)
+            n_perm = np.count_nonzero(usable, axis=1)
+            p_values = np.where(ranked, (1.0 + reach) / (1.0 + n_perm), np.nan)
+            for j in range(scores.shape[1]):
+                ok = np.isfinite(p_values[:, j])
+                if ok.any():
+                    q_values[ok, j] = multipletests(p_values[ok, j], method="fdr_bh")[1]
+        return {"scores": scores, "ranked": ranked, "p": p_values, "q": q_values,
+                "null_scores": null_scores, "null_ranked": null_ranked}
+
+    def unit_table(self, dead_units: str = "skip", min_valid: float = 0.0) -> pd.DataFrame:
         """One row per layer x unit x category.
 
-        Columns: ``layer, unit, category, score, n_regions, dead, n_valid``. ``score`` = mean
-        of the unit's scores over the regions of the category where it was live (``n_valid`` of
-        them, out of the category's ``n_regions``); NaN and ``dead=True`` when it never was
-        (including categories with no region in this layer). Order: layers first-added, units
-        ascending, categories in table order.
+        Columns: ``layer, unit, category, score, n_regions, dead, n_valid, ranked, p_value,
+        q_value``. ``score`` = the unit's mean under ``dead_units`` (module docstring: over
+        the ``n_valid`` live regions with ``"skip"``, over all ``n_regions`` with ``"zero"``);
+        NaN when undefined. ``dead`` = never live on a region of the category. ``ranked``: the
+        unit enters rankings (module docstring, ``min_valid``). ``p_value``/``q_value``:
+        permutation p-value and Benjamini-Hochberg q-value (NaN without a null or when not
+        ranked). Order: layers first-added, units ascending, categories in table order.
+
+        Raises:
+            ValueError: an unknown ``dead_units`` or ``min_valid`` outside ``[0, 1]``.
         """
+        min_valid = _check_policy(dead_units, min_valid)
         frames = []
         k = len(self._categories)
         for name, st in self._layers.items():
             n_units = st.sums.shape[0]
+            stats = self._unit_stats(st, dead_units, min_valid)
             frames.append(pd.DataFrame({
                 "layer": np.full(n_units * k, name, dtype=object),
                 "unit": np.repeat(np.arange(n_units, dtype=np.int64), k),
                 "category": np.tile(np.array(self._categories, dtype=object), n_units),
-                "score": self._scores(st).reshape(-1),
+                "score": stats["scores"].reshape(-1),
                 "n_regions": np.tile(st.n_regions, n_units),
                 "dead": (st.counts == 0).reshape(-1),
                 "n_valid": st.counts.reshape(-1),
+                "ranked": stats["ranked"].reshape(-1),
+                "p_value": stats["p"].reshape(-1),
+                "q_value": stats["q"].reshape(-1),
             }))
         if not frames:
             return pd.DataFrame({"layer": pd.Series(dtype=object), "unit": pd.Series(dtype=np.int64),
                                  "category": pd.Series(dtype=object), "score": pd.Series(dtype=np.float64),
                                  "n_regions": pd.Series(dtype=np.int64), "dead": pd.Series(dtype=bool),
-                                 "n_valid": pd.Series(dtype=np.int64)})
+                                 "n_valid": pd.Series(dtype=np.int64), "ranked": pd.Series(dtype=bool),
+                                 "p_value": pd.Series(dtype=np.float64), "q_value": pd.Series(dtype=np.float64)})
         return pd.concat(frames, ignore_index=True)
 
-    def summary(self, top_k: int = 10, threshold: float = 1.5) -> pd.DataFrame:
-        """Per layer and category: top-k mean and count above threshold (He et al. 2019, Tables 2, 3, 7).
+    def summary(self, top_k: int = 10, threshold: float = 1.5, dead_units: str = "skip", min_valid: float = 0.0,
+                alpha: float = 0.05) -> pd.DataFrame:
+        """Per layer and category: top-k mean and count above threshold (He et al. 2019, Tables 2, 3, 7),
+        with the permutation null, bootstrap intervals and the human ceiling (module docstring).
 
-        Only live units (at least one valid score for the category) enter: ``top_k_mean`` = mean
-        of the ``top_k`` largest live unit scores (ties do not matter for a mean; with fewer
-        than ``top_k`` live units, the mean of all of them; NaN with none);
-        ``count_above_threshold`` = live units with score strictly ``> threshold``.
+        Only ranked units enter: ``top_k_mean`` = mean of the ``top_k`` largest ranked unit
+        scores (ties do not matter for a mean; with fewer than ``top_k`` ranked units, the mean
+        of all of them; NaN with none); ``count_above_threshold`` = ranked units with score
+        strictly ``> threshold``.
 
         Args:
             top_k: number of best units averaged (He et al.: 10), >= 1.
             threshold: score threshold (He et al.: 1.5).
+            dead_units, min_valid: the dead-unit policy (module docstring).
+            alpha: FDR level of ``count_significant``.
 
         Returns:
             DataFrame with columns ``layer, category, top_k_mean, count_above_threshold,
-            n_units, n_dead, n_regions``, layers first-added, categories in table order.
+            n_units, n_dead, n_regions, n_ranked, null_top_k_mean, null_top_k_p95, p_top_k,
+            count_significant, top_k_mean_lo, top_k_mean_hi, count_lo, count_hi,
+            human_region_nss`` (null columns NaN without a null, interval columns NaN without a
+            bootstrap), layers first-added, categories in table order.
 
         Raises:
-            ValueError: ``top_k < 1`` or a non-finite threshold.
+            ValueError: ``top_k < 1``, a non-finite threshold, a bad policy.
         """
         if isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
@@ -344,46 +674,90 @@ class UnitScoreAccumulator:
         threshold = float(threshold)
         if not np.isfinite(threshold):
             raise ValueError(f"threshold must be finite, got {threshold}")
+        min_valid = _check_policy(dead_units, min_valid)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ceiling = self._ceiling_sums.astype(np.float64) / _SCALE / self._ceiling_counts
+        ceiling[self._ceiling_counts == 0] = np.nan
+        nan = float("nan")
         rows = []
         for name, st in self._layers.items():
-            scores = self._scores(st)
+            stats = self._unit_stats(st, dead_units, min_valid)
+            scores, ranked = stats["scores"], stats["ranked"]
+            observed = _top_k_means(scores, ranked, top_k)
+            if self.n_null:
+                null_t = _top_k_means(stats["null_scores"], stats["null_ranked"], top_k)  # P x K
+            if self.n_bootstrap:
+                bscores, branked = _means_and_ranked(st.boot_sums, st.boot_counts, st.boot_n_regions[None],
+                                                     dead_units, min_valid)
+                boot_t = _top_k_means(bscores, branked, top_k)  # B x K
+                boot_count = np.count_nonzero(branked & (bscores > threshold), axis=0).astype(np.float64)
+                boot_count[st.boot_n_regions == 0] = np.nan
+                boot_t[st.boot_n_regions == 0] = np.nan
             for j, cat in enumerate(self._categories):
-                live = np.sort(scores[st.counts[:, j] > 0, j])[::-1]
-                rows.append({
+                live = ranked[:, j]
+                row = {
                     "layer": name,
                     "category": cat,
-                    "top_k_mean": float(live[:top_k].mean()) if live.size else float("nan"),
-                    "count_above_threshold": int(np.count_nonzero(live > threshold)),
+                    "top_k_mean": float(observed[j]),
+                    "count_above_threshold": int(np.count_nonzero(live & (scores[:, j] > threshold))),
                     "n_units": int(st.sums.shape[0]),
-                    "n_dead": int(st.sums.shape[0] - live.size),
+                    "n_dead": int(np.count_nonzero(st.counts[:, j] == 0)),
                     "n_regions": int(st.n_regions[j]),
-                })
-        columns = ["layer", "category", "top_k_mean", "count_above_threshold", "n_units", "n_dead", "n_regions"]
+                    "n_ranked": int(np.count_nonzero(live)),
+                    "null_top_k_mean": nan, "null_top_k_p95": nan, "p_top_k": nan, "count_significant": nan,
+                    "top_k_mean_lo": nan, "top_k_mean_hi": nan, "count_lo": nan, "count_hi": nan,
+                    "human_region_nss": float(ceiling[j]),
+                }
+                if self.n_null:
+                    t = null_t[:, j]
+                    finite = t[np.isfinite(t)]
+                    if finite.size and np.isfinite(observed[j]):
+                        row["null_top_k_mean"] = float(finite.mean())
+                        row["null_top_k_p95"] = float(np.percentile(finite, 95))
+                        reach = np.count_nonzero(finite >= observed[j] - TIE_TOL)
+                        row["p_top_k"] = float((1 + reach) / (1 + finite.size))
+                    row["count_significant"] = int(np.count_nonzero(stats["q"][:, j] < alpha))
+                if self.n_bootstrap:
+                    row["top_k_mean_lo"], row["top_k_mean_hi"] = _interval(boot_t[:, j])
+                    row["count_lo"], row["count_hi"] = _interval(boot_count[:, j], integer=True)
+                rows.append(row)
+        columns = ["layer", "category", "top_k_mean", "count_above_threshold", "n_units", "n_dead", "n_regions",
+                   "n_ranked", "null_top_k_mean", "null_top_k_p95", "p_top_k", "count_significant",
+                   "top_k_mean_lo", "top_k_mean_hi", "count_lo", "count_hi", "human_region_nss"]
         return pd.DataFrame(rows, columns=columns)
 
     # ------------------------------------------------------------------ persistence
 
     def state_dict(self) -> dict:
-        """Plain state: lists of names and int64 arrays (``.tolist()`` them for JSON).
+        """Plain state: lists of names and int arrays (``.tolist()`` them for JSON).
 
-        Keys: ``format, version, scale_bits, categories, categories_fixed, layers, sums, counts,
-        n_regions`` (the last three: one array per layer, in ``layers`` order).
+        Keys: ``format, version, scale_bits, categories, categories_fixed, n_null, n_bootstrap,
+        seed, layers, ceiling_sums, ceiling_counts`` and, one array per layer in ``layers``
+        order, ``sums, counts, n_regions, null_sums, null_counts, boot_sums, boot_counts,
+        boot_n_regions``. A generic merger adds every array of two states elementwise.
         """
-        return {
+        state = {
             "format": _FORMAT,
             "version": _VERSION,
             "scale_bits": SCALE_BITS,
             "categories": list(self._categories),
             "categories_fixed": bool(self._fixed),
+            "n_null": self.n_null,
+            "n_bootstrap": self.n_bootstrap,
+            "seed": self.seed,
             "layers": list(self._layers),
-            "sums": [st.sums.copy() for st in self._layers.values()],
-            "counts": [st.counts.copy() for st in self._layers.values()],
-            "n_regions": [st.n_regions.copy() for st in self._layers.values()],
+            "ceiling_sums": self._ceiling_sums.copy(),
+            "ceiling_counts": self._ceiling_counts.copy(),
         }
+        for key in _LAYER_KEYS:
+            state[key] = [getattr(st, key).copy() for st in self._layers.values()]
+        return state
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "UnitScoreAccumulator":
         """Rebuild an accumulator from :meth:`state_dict` output (arrays or nested lists).
+
+        Version-1 states (before the null and the bootstrap) load with neither.
 
         Raises:
             ValueError: not an accumulator state, another version or scale, inconsistent shapes.
@@ -393,26 +767,49 @@ class UnitScoreAccumulator:
             cats = [str(c) for c in state["categories"]]
             layers = [str(x) for x in state["layers"]]
             fixed = bool(state["categories_fixed"])
-            arrays = [[np.asarray(a, dtype=np.int64) for a in state[key]] for key in ("sums", "counts", "n_regions")]
+            n_null, n_boot, seed = (int(state.get(key, 0)) for key in ("n_null", "n_bootstrap", "seed"))
+            present = [key for key in _LAYER_KEYS if key in state]
+            arrays = {key: [np.asarray(a, dtype=_LAYER_DTYPES.get(key, np.int64)) for a in state[key]]
+                      for key in present}
+            ceiling = [np.asarray(state[key], dtype=np.int64).reshape(-1) if key in state else None
+                       for key in ("ceiling_sums", "ceiling_counts")]
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"not a UnitScoreAccumulator state ({err!r}); was it written by save()?") from None
-        if fmt != _FORMAT or version != _VERSION or bits != SCALE_BITS:
+        if fmt != _FORMAT or version not in (1, _VERSION) or bits != SCALE_BITS:
             raise ValueError(
                 f"state is {fmt!r} version {version} with 2**-{bits} fixed point; this code reads "
                 f"{_FORMAT!r} version {_VERSION} with 2**-{SCALE_BITS}"
             )
-        acc = cls(categories=cats if fixed else None)
+        needed = _LAYER_KEYS if version == _VERSION else _LAYER_KEYS[:3]
+        if any(key not in arrays for key in needed):
+            raise ValueError(f"not a UnitScoreAccumulator state (missing {[k for k in needed if k not in arrays]})")
+        acc = cls(categories=cats if fixed else None, n_null=n_null, n_bootstrap=n_boot, seed=seed)
         if not fixed:
             for cat in cats:
                 acc._category_index(cat)
         k = len(cats)
-        if not all(len(a) == len(layers) for a in arrays):
-            raise ValueError("inconsistent state: one sums/counts/n_regions array per layer is needed")
-        for name, sums, counts, n_regions in zip(layers, *arrays):
-            if sums.ndim != 2 or sums.shape[1] != k or counts.shape != sums.shape or n_regions.shape != (k,):
-                raise ValueError(f"inconsistent state for layer {name!r}: shapes {sums.shape}, "
-                                 f"{counts.shape}, {n_regions.shape} with {k} categories")
-            acc._layers[name] = _Layer(sums.copy(), counts.copy(), n_regions.copy())
+        if not all(len(arrays[key]) == len(layers) for key in needed):
+            raise ValueError("inconsistent state: one array per layer is needed for each of " + ", ".join(needed))
+        for i, name in enumerate(layers):
+            sums = arrays["sums"][i]
+            if sums.ndim != 2 or sums.shape[1] != k:
+                raise ValueError(f"inconsistent state for layer {name!r}: sums of shape {sums.shape} with {k} categories")
+            st = _Layer.empty(sums.shape[0], k, n_null, n_boot)
+            for key in needed:
+                a = arrays[key][i]
+                if a.size == 0 and getattr(st, key).size == 0:  # JSON loses the shape of empty arrays
+                    a = a.reshape(getattr(st, key).shape)
+                if a.shape != getattr(st, key).shape:
+                    raise ValueError(f"inconsistent state for layer {name!r}: {key} has shape {a.shape}, "
+                                     f"expected {getattr(st, key).shape}")
+                setattr(st, key, a.copy())
+            st.bound = None
+            acc._layers[name] = st
+        for attr, value in zip(("_ceiling_sums", "_ceiling_counts"), ceiling):
+            if value is not None:
+                if value.shape != (k,):
+                    raise ValueError(f"inconsistent state: {attr[1:]} has shape {value.shape}, expected ({k},)")
+                setattr(acc, attr, value.copy())
         return acc
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -439,9 +836,12 @@ class UnitScoreAccumulator:
             "categories": np.array(state["categories"], dtype=str).reshape(-1),
             "categories_fixed": np.array(state["categories_fixed"]),
             "layers": np.array(state["layers"], dtype=str).reshape(-1),
+            **{key: np.array(state[key], dtype=np.int64) for key in ("n_null", "n_bootstrap", "seed")},
+            "ceiling_sums": state["ceiling_sums"],
+            "ceiling_counts": state["ceiling_counts"],
         }
         for i in range(len(state["layers"])):
-            for key in ("sums", "counts", "n_regions"):
+            for key in _LAYER_KEYS:
                 arrays[f"{key}_{i}"] = state[key][i]
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
         try:
@@ -480,8 +880,16 @@ class UnitScoreAccumulator:
                 "categories": [str(c) for c in files["categories"]],
                 "categories_fixed": bool(files["categories_fixed"]),
                 "layers": [str(x) for x in files["layers"]],
-                **{key: [files[f"{key}_{i}"] for i in range(n_layers)] for key in ("sums", "counts", "n_regions")},
             }
+            for key in ("n_null", "n_bootstrap", "seed", "ceiling_sums", "ceiling_counts"):
+                if key in files:
+                    state[key] = files[key]
+            for key in _LAYER_KEYS:
+                if f"{key}_0" in files or (n_layers == 0 and key in _LAYER_KEYS[:3]):
+                    state[key] = [files[f"{key}_{i}"] for i in range(n_layers)]
+            if n_layers == 0 and state["version"] == _VERSION:
+                for key in _LAYER_KEYS:
+                    state[key] = []
         except KeyError as err:
             raise ValueError(f"{path} is not an accumulator state (missing {err}); was it written by save()?") from None
         return cls.from_state_dict(state)

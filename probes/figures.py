@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib.patches import Rectangle
 
 from probes._figure_io import new_figure, png_path, save_png
 from probes.stats import live_units
@@ -43,11 +44,14 @@ def summary_heatmap(
     cmap: str = "viridis",
     figsize: tuple[float, float] | None = None,
     dpi: int = 100,
+    alpha: float = 0.05,
 ) -> Path:
     """Heat map of one summary column, layers (rows) x categories (columns), values annotated.
 
     Like Tables 2, 3, 7 of He et al. 2019 (top-k mean NSS, or count above threshold). Missing
-    or NaN cells are left blank and annotated "-".
+    or NaN cells are left blank and annotated "-". For ``top_k_mean``, when the summary has a
+    permutation null, cells whose ``p_top_k < alpha`` are outlined and their value starred (the
+    title says so).
 
     Args:
         summary: run summary with ``layer, category`` and the ``value`` column.
@@ -58,6 +62,7 @@ def summary_heatmap(
         cmap: matplotlib colour map name.
         figsize: inches; default grows with the table (0.9 in per category, 0.45 in per layer).
         dpi: pixels per inch.
+        alpha: significance level of the marks.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -72,7 +77,8 @@ def summary_heatmap(
     if len(summary) == 0:
         raise ValueError("summary is empty; nothing to draw")
     path = png_path(path)
-    df = summary[["layer", "category", value]].copy()
+    mark = value == "top_k_mean" and "p_top_k" in summary.columns and summary["p_top_k"].notna().any()
+    df = summary[["layer", "category", value] + (["p_top_k"] if mark else [])].copy()
     df["layer"] = df["layer"].astype(str)
     df["category"] = df["category"].astype(str)
     dup = df.duplicated(["layer", "category"])
@@ -89,6 +95,10 @@ def summary_heatmap(
         .reindex(index=rows, columns=cols)
         .to_numpy(dtype=float)
     )
+    significant = np.zeros(grid.shape, dtype=bool)
+    if mark:
+        p = df.pivot(index="layer", columns="category", values="p_top_k").reindex(index=rows, columns=cols)
+        significant = p.to_numpy(dtype=float) < alpha
     if figsize is None:
         figsize = (2.0 + 0.9 * len(cols), 1.6 + 0.45 * len(rows))
     fig = new_figure(figsize, dpi)
@@ -98,7 +108,8 @@ def summary_heatmap(
     fig.colorbar(im, ax=ax, label=value)
     ax.set_xticks(range(len(cols)), labels=cols, rotation=45, ha="right")
     ax.set_yticks(range(len(rows)), labels=rows)
-    ax.set_title(title if title is not None else value)
+    default_title = value + (f" (* outlined: p_top_k < {alpha:g}, permutation null)" if mark else "")
+    ax.set_title(title if title is not None else default_title, fontsize=9 if mark else None)
     integer = np.all(np.isnan(grid) | (grid == np.round(grid)))
     for i in range(len(rows)):
         for j in range(len(cols)):
@@ -110,6 +121,9 @@ def summary_heatmap(
                 colour = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
             else:
                 text, colour = "-", "black"
+            if significant[i, j]:
+                text += "*"
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.5))
             ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=8)
     return save_png(fig, path)
 
@@ -151,13 +165,18 @@ def category_bars(
     title: str | None = None,
     figsize: tuple[float, float] = (6.0, 3.5),
     dpi: int = 100,
+    summary: pd.DataFrame | None = None,
 ) -> Path:
     """Bar per category: mean of the top-k live unit scores of one layer, with error bars.
 
     Bar height = mean of the ``k = min(top_k, live units)`` largest scores (the top-k mean of
     He et al. 2019); error bar = ``std(ddof=1) / sqrt(k)`` of those k scores, the standard error
     of that mean (none when k < 2). It describes the spread among the best units, not sampling
-    error over images. Dead units and NaN scores are excluded.
+    error over images. Dead units, unranked units and NaN scores are excluded.
+
+    With ``summary`` (the run's summary.csv) holding a bootstrap (``top_k_mean_lo/hi``), the
+    error bar is instead that 95 % interval over images; with a permutation null
+    (``null_top_k_mean``), a black dash over each bar marks what chance gives.
 
     Args:
         units: the long unit table.
@@ -168,6 +187,7 @@ def category_bars(
         categories: bar order (default: order of first appearance).
         title: figure title (default: ``"<layer>: top-<k> unit scores"``).
         figsize, dpi: figure size in inches and pixels per inch.
+        summary: optional run summary for the bootstrap interval and the null line.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -182,10 +202,25 @@ def category_bars(
     fig = new_figure(figsize, dpi)
     ax = fig.add_subplot()
     x = np.arange(len(bars))
-    ax.bar(x, bars["mean"], yerr=bars["sem"], capsize=3, color="tab:blue")
+    yerr, err_label, null = bars["sem"].to_numpy(dtype=float), "s.e. of the top-k scores", None
+    if summary is not None and {"layer", "category"} <= set(summary.columns):
+        rows = summary[summary["layer"].astype(str) == str(layer)].copy()
+        rows["category"] = rows["category"].astype(str)
+        rows = rows.set_index("category").reindex(bars["category"])
+        if {"top_k_mean_lo", "top_k_mean_hi"} <= set(rows.columns) and rows["top_k_mean_lo"].notna().any():
+            mean = bars["mean"].to_numpy(dtype=float)
+            yerr = np.vstack([np.clip(mean - rows["top_k_mean_lo"].to_numpy(dtype=float), 0, None),
+                              np.clip(rows["top_k_mean_hi"].to_numpy(dtype=float) - mean, 0, None)])
+            err_label = "95% bootstrap interval over images"
+        if "null_top_k_mean" in rows.columns and rows["null_top_k_mean"].notna().any():
+            null = rows["null_top_k_mean"].to_numpy(dtype=float)
+    ax.bar(x, bars["mean"], yerr=yerr, capsize=3, color="tab:blue", label=f"top-k mean ({err_label})")
+    if null is not None:
+        ax.hlines(null, x - 0.4, x + 0.4, colors="black", linewidth=2, label="permutation null (mean)")
     if threshold is not None:
         ax.axhline(float(threshold), color="tab:red", linestyle="--", linewidth=1, label=f"T = {threshold:g}")
-        ax.legend(loc="best", fontsize=8)
+    if threshold is not None or null is not None or summary is not None:
+        ax.legend(loc="best", fontsize=7)
     ax.set_xticks(x, labels=bars["category"], rotation=45, ha="right")
     ax.set_ylabel(f"mean of top-{int(top_k)} unit scores")
     ax.set_title(title if title is not None else f"{layer}: top-{int(top_k)} unit scores")

@@ -25,6 +25,28 @@ upsampled variation is at the level of float64 rounding of their values (e.g. a 
 that bilinear *down*sampling averages out); no map coming from float32 activations with any
 real variation is that flat, and the z-score of such a map would be rounding noise.
 
+Extra columns (the permutation null of :mod:`dissect.dissection`): ``set_regions(...,
+extra_groups=...)`` appends ``E`` columns, each a *group* of pixel sets given as ``(rows, cols)``
+index arrays at this image's resolution (another image's fixated pixels inside its masks, or
+another pop-out array's target mask). Column ``e`` scores the SUM over its ``m_e`` sets of the
+set's mean z-score: its kernel is ``sum_s K_s / n_s`` and the mean enters ``m_e`` times. The
+null only ever needs such sums (per permutation and category), so one column per group instead
+of one per region keeps the product small; they are further rows of the same kernel matrix, so
+one product scores the real regions and every permuted pairing.
+
+Two separate steps, so that another backend (``probes/regions_torch.py`` on a device) can reuse
+the first and redo only the second:
+
+1. **kernel building** (:meth:`RegionScorer.kernel_matrix`, numpy, once per image and map size):
+   the ``(R + E + 1) x hw`` float64 matrix whose first ``R`` rows are the real regions' kernels,
+   the next ``E`` rows the extra columns' kernels and the last row ``cy cx^T / (H W)``; with
+   :meth:`RegionScorer.column_weights` (per column: ``divisor``, ``n_r`` for a real region and
+   1 for a group, 0 for an empty region; and ``multiplicity``, 1 or ``m_e``);
+2. **per-column arithmetic** (:func:`scores_from_projection`): given ``proj = maps @ K^T``
+   (``C x (R + E + 1)``), the upsampled std of every unit and its dead flag (:func:`upsampled_std`),
+   ``score = (proj[:, c] / divisor_c - multiplicity_c * mean) / std``, NaN for dead units and
+   empty columns.
+
 All arithmetic is float64. The naive references :func:`unit_region_nss_naive` and
 :func:`unit_nmm_naive` upsample every map with ``F.interpolate`` and are used by the tests and
 the benchmark only.
@@ -42,6 +64,8 @@ __all__ = [
     "DEAD_RTOL",
     "interpolation_matrix",
     "RegionScorer",
+    "scores_from_projection",
+    "upsampled_std",
     "unit_region_nss",
     "unit_nmm",
     "unit_region_nss_naive",
@@ -232,6 +256,21 @@ def _points_kernels(ys: np.ndarray, xs: np.ndarray, member: np.ndarray, ay: _Axi
     return k.reshape(n_regions, h, w)
 
 
+def _flat_points_kernels(region: np.ndarray, ys: np.ndarray, xs: np.ndarray, weight: np.ndarray, n_regions: int,
+                         ay: _Axis, ax: _Axis) -> np.ndarray:
+    """``K_e = sum_p weight[p] Uy^T 1_(ys[p], xs[p]) Ux`` over the pixels ``p`` of column ``region[p]``."""
+    h, w = ay.n_in, ax.n_in
+    if region.size == 0:
+        return np.zeros((n_regions, h, w), dtype=np.float64)
+    base = region.astype(np.int64) * (h * w)
+    rows = ((ay.i0[ys], ay.w0[ys]), (ay.i1[ys], ay.w1[ys]))
+    cols = ((ax.i0[xs], ax.w0[xs]), (ax.i1[xs], ax.w1[xs]))
+    idx = np.concatenate([base + iy * w + ix for iy, _ in rows for ix, _ in cols])
+    wts = np.concatenate([wy * wx * weight for _, wy in rows for _, wx in cols])
+    k = np.bincount(idx, weights=wts, minlength=n_regions * h * w)
+    return k.reshape(n_regions, h, w)
+
+
 def _mask_kernels(masks: np.ndarray, boxes: list, ay: _Axis, ax: _Axis) -> np.ndarray:
     """``K_r = Uy^T M_r Ux`` for dense masks, restricted to each mask's bounding box."""
     uy, ux = interpolation_matrix(ay.n_out, ay.n_in), interpolation_matrix(ax.n_out, ax.n_in)
@@ -332,6 +371,91 @@ def _moments(arr: np.ndarray, mean: np.ndarray, hi: np.ndarray, lo: np.ndarray,
     return std, dead
 
 
+def upsampled_std(unit_maps: np.ndarray, mean: np.ndarray, image_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Population std of every bilinearly upsampled map, and the dead-unit flags (module docstring).
+
+    Args:
+        unit_maps: ``C x h x w`` float64 maps (finite).
+        mean: ``C`` means of the upsampled maps (the last column of the projection).
+        image_shape: ``(H, W)`` of the image.
+
+    Returns:
+        ``(std, dead)``, ``C`` float64 and ``C`` bool.
+    """
+    arr = np.asarray(unit_maps, dtype=np.float64)
+    n_units, h, w = arr.shape
+    flat = arr.reshape(n_units, h * w)
+    hi, lo = flat.max(axis=1, initial=-np.inf), flat.min(axis=1, initial=np.inf)
+    ay, ax = _axis(int(image_shape[0]), h), _axis(int(image_shape[1]), w)
+    return _moments(arr, np.asarray(mean, dtype=np.float64), hi, lo, ay, ax)
+
+
+def scores_from_projection(proj: np.ndarray, divisor: np.ndarray, multiplicity: np.ndarray, std: np.ndarray,
+                           dead: np.ndarray) -> np.ndarray:
+    """The per-column arithmetic after the kernel product (step 2 of the module docstring).
+
+    ``score[j, c] = (proj[j, c] / divisor[c] - multiplicity[c] * mean[j]) / std[j]`` with
+    ``mean = proj[:, -1]``: for a real region (``divisor = n_r``, multiplicity 1) the mean
+    z-scored upsampled map over its pixels (He et al. 2019 eq. 1 / eq. 4); for a group column
+    (divisor 1) the sum of that over its sets. NaN rows for dead units, NaN columns where
+    ``divisor == 0`` (a region without pixels).
+
+    Args:
+        proj: ``C x (N + 1)`` products of the flattened maps with :meth:`RegionScorer.kernel_matrix`.
+        divisor, multiplicity: ``N`` each (:meth:`RegionScorer.column_weights`).
+        std, dead: from :func:`upsampled_std`.
+
+    Returns:
+        ``C x N`` float64 scores.
+    """
+    proj = np.asarray(proj, dtype=np.float64)
+    mean = proj[:, -1]
+    divisor = np.asarray(divisor)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = (proj[:, :-1] / divisor[None, :] - np.asarray(multiplicity)[None, :] * mean[:, None]) \
+            / np.asarray(std)[:, None]
+    out[np.asarray(dead, dtype=bool), :] = np.nan
+    out[:, divisor == 0] = np.nan
+    return out
+
+
+def _as_pixel_groups(extra_groups, shape: tuple[int, int]):
+    """Flat ``(column, rows, cols, weight)`` of ``E`` groups of pixel sets, and each group's set count.
+
+    A pixel of set ``s`` weighs ``1 / n_s`` (duplicates within a set collapse); empty sets are
+    dropped. One ``np.unique`` over all sets at once (a few hundred sets per image for the null).
+    """
+    height, width = shape
+    n_pix = height * width
+    flats, set_group = [], []
+    for e, group in enumerate(extra_groups):
+        for item in group:
+            try:
+                ys, xs = item
+            except (TypeError, ValueError):
+                raise ValueError("extra_groups must be a sequence of groups of (rows, cols) pixel-index pairs") from None
+            ys = np.asarray(ys, dtype=np.int64).reshape(-1)
+            xs = np.asarray(xs, dtype=np.int64).reshape(-1)
+            if ys.shape != xs.shape:
+                raise ValueError(f"extra group {e}: a pixel set with {ys.size} rows but {xs.size} cols")
+            if ys.size and (ys.min() < 0 or ys.max() >= height or xs.min() < 0 or xs.max() >= width):
+                raise ValueError(f"extra group {e} has pixels outside the {height} x {width} image; rescale it first")
+            if ys.size:
+                flats.append((len(set_group)) * n_pix + ys * width + xs)
+                set_group.append(e)
+    n_groups = len(extra_groups)
+    set_group = np.array(set_group, dtype=np.int64)
+    counts = np.bincount(set_group, minlength=n_groups).astype(np.int64)
+    if not flats:
+        empty = np.zeros(0, dtype=np.int64)
+        return (empty, empty, empty, np.zeros(0)), counts
+    keys = np.unique(np.concatenate(flats))  # sorted by set, then pixel: duplicates within a set collapse
+    set_id, pixel = np.divmod(keys, n_pix)
+    ys, xs = np.divmod(pixel, width)
+    weight = 1.0 / np.bincount(set_id, minlength=set_group.size)[set_id]
+    return (set_group[set_id], ys, xs, weight), counts
+
+
 class RegionScorer:
     """Mean z-scored upsampled unit map over each region's pixels, for every unit and region.
 
@@ -341,7 +465,8 @@ class RegionScorer:
 
     With a fixation map, ``M_r`` = the unique fixated pixels inside mask ``r`` and the score is
     region-wise NSS (He et al. 2019, eq. 1). Without one, ``M_r`` = the mask and the score is
-    NMM (eq. 4).
+    NMM (eq. 4). Extra groups of pixel sets (``extra_groups``, e.g. the permutation null's
+    regions of other images) add further columns after the ``R`` real ones.
 
     Args:
         masks: optional ``R x H x W`` bool masks (``set_regions`` can be called later).
@@ -351,27 +476,35 @@ class RegionScorer:
     def __init__(self, masks=None, fixation_map=None) -> None:
         self._shape: tuple[int, int] | None = None
         self._n_pixels = np.zeros(0, dtype=np.int64)
+        self._n_extra = np.zeros(0, dtype=np.int64)
         self._kernels: dict[tuple[int, int], np.ndarray] = {}
         self._points = None
         self._masks = None
         self._boxes = None
+        self._extra = None
         if masks is not None:
             self.set_regions(masks, fixation_map)
         elif fixation_map is not None:
             raise ValueError("RegionScorer: a fixation_map needs masks; pass masks too")
 
-    def set_regions(self, masks, fixation_map=None) -> "RegionScorer":
+    def set_regions(self, masks, fixation_map=None, extra_groups=None) -> "RegionScorer":
         """Use the regions of a new image.
 
         Args:
             masks: ``R x H x W`` bool masks at the image's resolution (2-D: one region).
             fixation_map: ``H x W`` binary map, or ``None`` for NMM (eq. 4).
+            extra_groups: optional sequence of ``E`` groups, each a sequence of pixel sets
+                ``(rows, cols)`` (0-based index arrays at this image's resolution; duplicates
+                collapse, empty sets are dropped). Column ``R + e`` scores the sum over group
+                ``e``'s sets of the set's mean z-score. A set is used as is (no fixation map is
+                applied to it: pass fixated pixels for NSS columns).
 
         Returns:
             ``self``.
 
         Raises:
-            ValueError: masks not ``R x H x W`` or not binary, fixation map of another shape.
+            ValueError: masks not ``R x H x W`` or not binary, fixation map of another shape,
+                an extra pixel set outside the image.
         """
         masks = _as_masks(masks)
         self._shape = (int(masks.shape[1]), int(masks.shape[2]))
@@ -388,6 +521,10 @@ class RegionScorer:
             self._masks = masks
             self._boxes = _bounding_boxes(masks)
             self._n_pixels = np.array([np.count_nonzero(m) for m in masks], dtype=np.int64)
+        if extra_groups is not None and len(extra_groups):
+            self._extra, self._n_extra = _as_pixel_groups(extra_groups, self._shape)
+        else:
+            self._extra, self._n_extra = None, np.zeros(0, dtype=np.int64)
         return self
 
     @property
@@ -395,16 +532,48 @@ class RegionScorer:
         """``R`` counts of the pixels each score averages over (fixated pixels in the mask, or mask area)."""
         return self._n_pixels.copy()
 
+    @property
+    def n_regions(self) -> int:
+        """``R``, the number of real regions (the first ``R`` columns of :meth:`score`)."""
+        return int(self._n_pixels.size)
+
+    @property
+    def n_extra(self) -> int:
+        """``E``, the number of extra columns (after the real ones)."""
+        return int(self._n_extra.size)
+
+    @property
+    def extra_sizes(self) -> np.ndarray:
+        """``E`` numbers of non-empty pixel sets in each extra column (its multiplicity)."""
+        return self._n_extra.copy()
+
+    def column_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(divisor, multiplicity)`` of the ``R + E`` columns, for :func:`scores_from_projection`.
+
+        ``divisor``: ``n_r`` for a real region, 1 for a non-empty extra group, 0 for an empty one.
+        """
+        divisor = np.concatenate([self._n_pixels, (self._n_extra > 0).astype(np.int64)])
+        multiplicity = np.concatenate([np.ones(self._n_pixels.size), self._n_extra.astype(np.float64)])
+        return divisor, multiplicity
+
     def kernels(self, h: int, w: int) -> np.ndarray:
         """``R x h x w`` kernels ``K_r = Uy^T M_r Ux`` for maps of size ``h x w`` (cached).
 
         ``<A, K_r>`` is the sum of ``up(A)`` over the pixels of region ``r``.
         """
         n_regions = self._n_pixels.size
-        return self._extended_kernels(h, w)[:n_regions].reshape(n_regions, int(h), int(w))
+        return self.kernel_matrix(h, w)[:n_regions].reshape(n_regions, int(h), int(w))
+
+    def kernel_matrix(self, h: int, w: int) -> np.ndarray:
+        """``(R + E + 1) x hw`` float64 (cached, do not modify): real kernels, extra kernels, mean row.
+
+        The mean row is ``cy cx^T / (H W)``: its product with a flattened map is the map's
+        upsampled mean. Step 1 of the module docstring; any backend multiplies flattened unit
+        maps by its transpose and finishes with :func:`scores_from_projection`.
+        """
+        return self._extended_kernels(h, w)
 
     def _extended_kernels(self, h: int, w: int) -> np.ndarray:
-        """``(R + 1) x hw``: the region kernels plus ``cy cx^T / (H W)``, whose product is the mean."""
         if self._shape is None:
             raise ValueError("RegionScorer has no regions yet; call set_regions(masks, fixation_map) first")
         key = (int(h), int(w))
@@ -414,18 +583,23 @@ class RegionScorer:
                 k = _points_kernels(*self._points, ay, ax)
             else:
                 k = _mask_kernels(self._masks, self._boxes, ay, ax)
+            parts = [k.reshape(-1, key[0] * key[1])]
+            if self._extra is not None:
+                extra = _flat_points_kernels(*self._extra, self._n_extra.size, ay, ax)
+                parts.append(extra.reshape(-1, key[0] * key[1]))
             mean_row = np.outer(ay.colsum, ax.colsum) / (float(ay.n_out) * float(ax.n_out))
-            self._kernels[key] = np.concatenate([k.reshape(-1, key[0] * key[1]), mean_row.reshape(1, -1)])
+            parts.append(mean_row.reshape(1, -1))
+            self._kernels[key] = np.concatenate(parts)
         return self._kernels[key]
 
     def score(self, unit_maps) -> np.ndarray:
-        """``C x R`` float64 scores of every unit on every region.
+        """``C x (R + E)`` float64 scores of every unit on every region (then every extra column).
 
         Args:
             unit_maps: ``C x h x w`` maps (numpy or torch, any float dtype, any device).
 
         Returns:
-            ``C x R`` float64; NaN rows for dead units, NaN columns for regions with no pixel.
+            ``C x (R + E)`` float64; NaN rows for dead units, NaN columns for regions with no pixel.
 
         Raises:
             ValueError: no regions set, maps not ``C x h x w`` or not finite.
@@ -434,24 +608,19 @@ class RegionScorer:
             raise ValueError("RegionScorer has no regions yet; call set_regions(masks, fixation_map) first")
         arr = _as_unit_maps(unit_maps, check_finite=False)
         n_units, h, w = arr.shape
-        n_regions = self._n_pixels.size
+        divisor, multiplicity = self.column_weights()
         flat = arr.reshape(n_units, h * w)
         hi, lo = flat.max(axis=1, initial=-np.inf), flat.min(axis=1, initial=np.inf)
         if not (np.all(np.isfinite(hi)) and np.all(np.isfinite(lo))):  # NaN and inf reach max/min
             raise ValueError(_NOT_FINITE)
-        if n_regions == 0 or n_units == 0:
-            return np.full((n_units, n_regions), np.nan)
+        if divisor.size == 0 or n_units == 0:
+            return np.full((n_units, divisor.size), np.nan)
         ay, ax = _axis(self._shape[0], h), _axis(self._shape[1], w)
-        # One product gives every region's pixel sum and the map's mean (last column).
+        # Step 1: one product gives every column's pixel sum and the map's mean (last column).
         proj = flat @ self._extended_kernels(h, w).T
-        mean = proj[:, -1]
-        std, dead = _moments(arr, mean, hi, lo, ay, ax)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            # He et al. 2019, eq. 1 / eq. 4: mean of z(up(A)) over the region's pixels.
-            out = (proj[:, :-1] / self._n_pixels[None, :] - mean[:, None]) / std[:, None]
-        out[dead, :] = np.nan
-        out[:, self._n_pixels == 0] = np.nan
-        return out
+        std, dead = _moments(arr, proj[:, -1], hi, lo, ay, ax)
+        # Step 2: He et al. 2019, eq. 1 / eq. 4: mean of z(up(A)) over the column's pixels.
+        return scores_from_projection(proj, divisor, multiplicity, std, dead)
 
 
 def unit_region_nss(unit_maps, fixation_map, masks) -> np.ndarray:

@@ -121,7 +121,8 @@ def _as_bool(col: pd.Series, name: str) -> pd.Series:
 
 
 def live_units(units: pd.DataFrame, layer: str | None = None) -> pd.DataFrame:
-    """Rows of ``units`` whose unit is live: not flagged dead and with a finite score.
+    """Rows of ``units`` whose unit is live: not flagged dead, with a finite score, and ranked
+    (the ``ranked`` column of a dissection's units.csv, when present).
 
     Args:
         units: the long unit table (``layer, unit, category, score, n_regions, dead``).
@@ -147,6 +148,8 @@ def live_units(units: pd.DataFrame, layer: str | None = None) -> pd.DataFrame:
     except (ValueError, TypeError) as exc:
         raise ValueError(f"units: column 'score' must be numeric (NaN for dead units): {exc}") from None
     keep = ~_as_bool(units["dead"], "units") & np.isfinite(score)
+    if "ranked" in units.columns:  # issue 9: units below --min-valid are not ranked anywhere
+        keep &= _as_bool(units["ranked"], "units")
     out = units.loc[keep].copy()
     out["score"] = score[keep]
     out["category"] = out["category"].astype(str)

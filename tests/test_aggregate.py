@@ -9,8 +9,11 @@ import torch
 from probes.aggregate import UnitScoreAccumulator
 
 NAN = np.nan
-UNIT_COLUMNS = ["layer", "unit", "category", "score", "n_regions", "dead", "n_valid"]
-SUMMARY_COLUMNS = ["layer", "category", "top_k_mean", "count_above_threshold", "n_units", "n_dead", "n_regions"]
+UNIT_COLUMNS = ["layer", "unit", "category", "score", "n_regions", "dead", "n_valid", "ranked", "p_value", "q_value"]
+HE_COLUMNS = ["layer", "category", "top_k_mean", "count_above_threshold", "n_units", "n_dead", "n_regions"]
+# Issue 9 appended the ranking, null, bootstrap and ceiling columns after He et al.'s ones.
+SUMMARY_COLUMNS = HE_COLUMNS + ["n_ranked", "null_top_k_mean", "null_top_k_p95", "p_top_k", "count_significant",
+                                "top_k_mean_lo", "top_k_mean_hi", "count_lo", "count_hi", "human_region_nss"]
 
 
 def _hand_accumulator():
@@ -41,7 +44,7 @@ def test_unit_table_by_hand():
 def test_summary_by_hand():
     summary = _hand_accumulator().summary(top_k=1, threshold=2.0)
     assert list(summary.columns) == SUMMARY_COLUMNS
-    rows = summary.set_index(["layer", "category"])
+    rows = summary[HE_COLUMNS].set_index(["layer", "category"])
     # L/a: live scores 2, 5 -> top-1 5; "> 2" is strict so only 5 counts; unit 2 is dead.
     assert rows.loc[("L", "a")].tolist() == [5.0, 1, 3, 1, 2]
     assert rows.loc[("L", "b")].tolist() == [4.0, 1, 3, 1, 1]
@@ -137,6 +140,14 @@ def test_merge_with_first_seen_categories(rng):
     _assert_same(acc.merge(acc).unit_table(), doubled)  # merging with itself doubles
 
 
+def _jsonable(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
 def test_save_load_round_trip(rng, tmp_path):
     records, cats = _stream(rng, n_images=10)
     acc = _accumulate(records, cats)
@@ -149,8 +160,7 @@ def test_save_load_round_trip(rng, tmp_path):
         assert x.dtype == y.dtype == np.int64 and np.array_equal(x, y)
     with pytest.raises(ValueError, match="not among"):
         loaded.add("conv5_3", np.ones((5, 1)), ["plant"])  # fixed categories survive the trip
-    state = json.loads(json.dumps({k: [a.tolist() for a in v] if k in ("sums", "counts", "n_regions") else v
-                                   for k, v in acc.state_dict().items()}))
+    state = json.loads(json.dumps({k: _jsonable(v) for k, v in acc.state_dict().items()}))
     _assert_same(acc.unit_table(), UnitScoreAccumulator.from_state_dict(state).unit_table())
     # resume: loaded state + the rest == a single pass
     more, _ = _stream(np.random.default_rng(7), n_images=5)
@@ -223,7 +233,9 @@ def _same_state(a, b):
     """state_dict equality, arrays compared exactly."""
     assert a.keys() == b.keys()
     for key in a:
-        if key in ("sums", "counts", "n_regions"):
+        if isinstance(a[key], np.ndarray):
+            np.testing.assert_array_equal(a[key], b[key])
+        elif isinstance(a[key], list) and a[key] and isinstance(a[key][0], np.ndarray):
             assert len(a[key]) == len(b[key])
             for x, y in zip(a[key], b[key]):
                 np.testing.assert_array_equal(x, y)

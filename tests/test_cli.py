@@ -41,8 +41,17 @@ def test_dissect_writes_three_files(tmp_path, capsys):
     assert list(units.columns[:5]) == ["layer", "unit", "category", "score", "n_regions"]
     assert set(units["layer"]) == {"conv5_3", "conv4_3"}
     assert len(units) == 2 * 512 * units["category"].nunique()
-    assert list(summary.columns) == ["layer", "category", "top_k_mean", "count_above_threshold", "n_units",
-                                     "n_dead", "n_regions", "model", "weights", "weights_detail"]
+    assert list(summary.columns[:7]) == ["layer", "category", "top_k_mean", "count_above_threshold", "n_units",
+                                         "n_dead", "n_regions"]
+    # issue 9: the null, the bootstrap intervals and the ceiling (NaN on pop-out: no subjects)
+    scored = summary[summary["n_regions"] > 0]
+    assert scored["null_top_k_mean"].notna().all() and scored["top_k_mean_lo"].notna().all()
+    assert summary["human_region_nss"].isna().all()
+    assert {"p_value", "q_value", "ranked"} <= set(units.columns)
+    labels = pd.read_csv(out / "labels.csv")
+    assert len(labels) == 2 * 512 and list(labels.columns[:3]) == ["layer", "unit", "best_category"]
+    assert "(" in stdout and "permutation null" in stdout  # the null beside each top-k mean
+    assert list(summary.columns[-3:]) == ["model", "weights", "weights_detail"]
     assert set(units["weights"]) == {"random"} and set(summary["model"]) == {"vgg16"}
     assert run["model"]["weights"] == "random"
     assert run["config"]["image_size"] == 32 and run["n_images"] == 3
@@ -139,24 +148,31 @@ def test_download_salicon_says_where_to_get_it(tmp_path, capsys):
 
 
 def test_dead_units_zero_scores_constant_maps_as_zero(tmp_path, capsys):
+    # Issue 9 made "zero" (He et al.'s code) the default; "skip" is the explicit choice now.
     out = tmp_path / "zero"
-    code, _, err = _run(["dissect", "--dead-units", "zero", "--layer", "conv5_3", "--out", str(out), *FAST],
-                        capsys)
+    code, _, err = _run(["dissect", "--layer", "conv5_3", "--out", str(out), "--null", "0", "--bootstrap", "0",
+                         *FAST], capsys)
     assert code == 0, err
     skip_out = tmp_path / "skip"
-    assert _run(["dissect", "--layer", "conv5_3", "--out", str(skip_out), *FAST], capsys)[0] == 0
+    assert _run(["dissect", "--dead-units", "skip", "--layer", "conv5_3", "--out", str(skip_out), "--null", "0",
+                 "--bootstrap", "0", *FAST], capsys)[0] == 0
     zero, skip = pd.read_csv(out / "units.csv"), pd.read_csv(skip_out / "units.csv")
     # only the dimensions that have regions among the first 3 arrays
     zero, skip = zero[zero["n_regions"] > 0], skip[skip["n_regions"] > 0]
-    # With "zero" every unit is scored on every region, so none is dead and n_valid == n_regions;
-    # a unit live on every region has the same score under both policies.
-    assert not zero["dead"].any() and (zero["n_valid"] == zero["n_regions"]).all()
+    # n_valid (live regions) and dead (never live) do not depend on the policy, only the score does.
+    pd.testing.assert_series_equal(zero["n_valid"], skip["n_valid"])
+    pd.testing.assert_series_equal(zero["dead"], skip["dead"])
     full = skip["n_valid"] == skip["n_regions"]
     assert full.any() and (~full).any()
     pd.testing.assert_series_equal(zero.loc[full, "score"], skip.loc[full, "score"])
     partial = ~full & ~skip["dead"]
     expected = skip.loc[partial, "score"] * skip.loc[partial, "n_valid"] / skip.loc[partial, "n_regions"]
     assert np.allclose(zero.loc[partial, "score"], expected, atol=1e-9)
+    # a unit dead on every region scores 0 under "zero" and nothing under "skip"
+    assert (zero.loc[skip["dead"], "score"] == 0).all() and skip.loc[skip["dead"], "score"].isna().all()
+    # "skip" ranks a unit only when live on at least half of the category's regions (--min-valid 0.5)
+    assert (skip["ranked"] == (skip["n_valid"] >= 0.5 * skip["n_regions"]) & (skip["n_valid"] > 0)).all()
+    assert zero["ranked"].all()
     assert json.loads((out / "run.json").read_text())["dead_units"] == "zero"
 
 

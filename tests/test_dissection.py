@@ -111,44 +111,53 @@ def test_shards_merge_exactly(dataset):
     layers = ["relu1", "relu2"]
     # batch_size=1 everywhere: float32 convolutions may round differently with the batch's
     # composition, and this test is about the merge, which must then be bit-exact.
-    full = run_dissection(model, layers, dataset, image_size=32, batch_size=1, progress=False)
+    # Two separate datasets are not shards of one (their null permutations and bootstrap image
+    # indices differ): null and bootstrap off here; test_statistics.py merges real shards.
+    off = {"null": 0, "bootstrap": 0}
+    full = run_dissection(model, layers, dataset, image_size=32, batch_size=1, progress=False, **off)
     a = run_dissection(model, layers, ListDataset(dataset.samples[:3]), image_size=32, batch_size=1,
-                       progress=False)
+                       progress=False, **off)
     b = run_dissection(model, layers, ListDataset(dataset.samples[3:]), image_size=32, batch_size=1,
-                       progress=False)
+                       progress=False, **off)
     for first, second in ((a, b), (b, a)):
         merged = type(first.accumulator).from_state_dict(first.accumulator.state_dict())
         merged.merge(second.accumulator)
-        got = merged.unit_table().sort_values(["layer", "unit", "category"]).reset_index(drop=True)
+        got = merged.unit_table(dead_units="zero", min_valid=0.5).sort_values(["layer", "unit", "category"]).reset_index(drop=True)
         want = full.units.sort_values(["layer", "unit", "category"]).reset_index(drop=True)
         pd.testing.assert_frame_equal(got, want, check_exact=True)
 
 
-class _InterruptAt:
-    """A dataset that raises KeyboardInterrupt (a Ctrl-C) when image ``stop`` is read."""
+class _InterruptOnForward:
+    """A forward hook that raises KeyboardInterrupt (a Ctrl-C) on forward pass number ``at`` (1-based).
 
-    def __init__(self, base, stop):
-        self.base, self.stop, self.name = base, stop, base.name
+    With the permutation null on, the dataset is read once before the run, so the interrupt
+    is placed on the model instead of on an image read.
+    """
 
-    def __len__(self):
-        return len(self.base)
+    def __init__(self, model, at):
+        self.calls, self.at = 0, at
+        self.handle = model.conv1.register_forward_hook(self)
 
-    def __getitem__(self, i):
-        if i == self.stop:
+    def __call__(self, *args):
+        self.calls += 1
+        if self.calls == self.at:
+            self.handle.remove()
             raise KeyboardInterrupt
-        return self.base[i]
 
 
 def test_resume_gives_identical_results(dataset, tmp_path):
     model = TinyNet().eval()
     layers = ["relu1", "relu2"]
     full = run_dissection(model, layers, dataset, image_size=32, batch_size=2, progress=False)
+    assert full.info["null"] == 100 and full.info["bootstrap"] == 200  # the defaults: kill-and-resume with both
+    _InterruptOnForward(model, 3)  # Ctrl-C during the forward of images 4-5
     with pytest.raises(KeyboardInterrupt):
-        run_dissection(model, layers, _InterruptAt(dataset, 5), image_size=32, batch_size=2,
-                       checkpoint_dir=tmp_path, progress=False)
+        run_dissection(model, layers, dataset, image_size=32, batch_size=2, checkpoint_dir=tmp_path,
+                       progress=False)
     resumed = run_dissection(model, layers, dataset, image_size=32, batch_size=2, checkpoint_dir=tmp_path,
                              resume=True, progress=False)
     assert resumed.info["resumed_from_image"] == 4  # the last complete batch boundary before image 5
+    pd.testing.assert_frame_equal(resumed.labels, full.labels, check_exact=True)
     pd.testing.assert_frame_equal(resumed.units, full.units, check_exact=True)
     pd.testing.assert_frame_equal(resumed.summary, full.summary, check_exact=True)
     assert resumed.info["n_images"] == full.info["n_images"]

@@ -280,7 +280,7 @@ def test_item5_robustness_and_attention_never_overwrite_silently(made, monkeypat
 def test_item6_finished_run_drops_its_state_and_failures_leave_no_folder(made, monkeypatch, tmp_path, capsys):
     out = made.root / "d"
     assert not (out / "progress.json").exists() and not list(out.glob("state-*.npz"))
-    assert {p.name for p in out.iterdir()} == {"units.csv", "summary.csv", "run.json"}
+    assert {p.name for p in out.iterdir()} == {"units.csv", "summary.csv", "labels.csv", "run.json"}
     _error(["dissect", "--layer", "conv9_9", "--out", str(tmp_path / "bad"), *FAST], capsys, "conv9_9")
     _error(["attention", "--method", "nope", "--out", str(tmp_path / "bad2"), *FAST], capsys, "nope")
     _error(["robustness", "--epsilon", "0.1", "--model", "vgg99", "--out", str(tmp_path / "bad3"), *FAST], capsys)
@@ -318,7 +318,7 @@ def _interrupted_run(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(reports, "remove_checkpoint", lambda out: None)
     args = ["dissect", "--out", str(out), "--max-images", "4", *FAST]
     _ok(args, capsys)
-    for name in ("run.json", "units.csv", "summary.csv"):
+    for name in ("run.json", "units.csv", "summary.csv", "labels.csv"):
         (out / name).unlink()
     return out, args
 

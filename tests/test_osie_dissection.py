@@ -54,7 +54,10 @@ def test_category_scores_equal_a_hand_computation(tmp_path, rng):
     root = write_osie_sr(tmp_path / "osie", rng)
     dataset = load_dataset("osie-sr", root)
     model = TinyNet().eval()
-    result = run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, progress=False)
+    # The hand computation leaves dead maps out (digest section 3): dead_units="skip", every
+    # live unit ranked (the default became He et al.'s "zero" with issue 9).
+    result = run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, progress=False,
+                            dead_units="skip", min_valid=0.0)
     # By hand: every region's NSS of every unit (upsample, z-score over the whole map, mean over
     # the unique fixated pixels inside the region), then the mean per unit over the regions of
     # each category (He et al. 2019, sec. 4).
@@ -89,6 +92,14 @@ def test_bad_image_mid_run_keeps_finished_batches(tmp_path, rng, capsys):
     args = ["dissect", "--dataset", "osie-sr", "--data-root", str(root), "--model", "vgg16", "--weights",
             "random", "--image-size", "32", "--batch-size", "1", "--layer", "conv5_3", "--no-progress",
             "--out", str(out)]
+    # With the permutation null (default) every image's regions are read before the run: the bad
+    # image stops it at once, with nothing to resume, and the message says so.
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "instance 2 has no class" in err and "--null 0" in err
+    assert not (out / "progress.json").exists()
+    # Without the null the dataset is read as the run goes: finished batches are kept.
+    args += ["--null", "0"]
     assert cli.main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "instance 2 has no class" in err and "--resume" in err
