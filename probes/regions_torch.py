@@ -8,7 +8,8 @@ upsampled mean. Scoring is then
 1. ``proj = A K^T`` for the ``C x hw`` flattened unit maps ``A`` (the region sums and the mean);
 2. the population std of every upsampled map, ``||Ry (A - mu) Rx^T||_F / sqrt(H W)`` with the
    same factors ``Ry``, ``Rx`` (bidiagonal Cholesky, or dense QR when an axis is downsampled);
-3. ``score = (proj[:, r] / n_r - mu) / std``, NaN for dead units and empty columns.
+3. ``score = (proj[:, c] / divisor_c - multiplicity_c mu) / std`` (``RegionScorer.column_weights``;
+   for a region ``divisor = n_r``, multiplicity 1), NaN for dead units and empty columns.
 
 :class:`TorchRegionScorer` runs the three steps in torch on the maps' device (a GPU run then
 never copies activations to the CPU, nor waits on CPU scoring) and reuses the numpy scorer's
@@ -34,10 +35,15 @@ def _kernel_matrix(scorer: RegionScorer, h: int, w: int) -> np.ndarray:
     return get(h, w) if get is not None else scorer._extended_kernels(h, w)
 
 
-def _column_pixels(scorer: RegionScorer) -> np.ndarray:
-    """Pixel count of every column of the kernel matrix (regions, then extra columns)."""
-    get = getattr(scorer, "n_pixels_all", None)
-    return np.asarray(get() if get is not None else scorer.n_pixels)
+def _column_weights(scorer: RegionScorer) -> tuple[np.ndarray, np.ndarray]:
+    """``(divisor, multiplicity)`` of every column (``RegionScorer.column_weights``: the regions'
+    pixel counts and 1, then the null's groups), or the regions' counts alone on older code."""
+    get = getattr(scorer, "column_weights", None)
+    if get is not None:
+        divisor, multiplicity = get()
+        return np.asarray(divisor), np.asarray(multiplicity, dtype=np.float64)
+    n = np.asarray(scorer.n_pixels)
+    return n, np.ones(n.size)
 
 
 class TorchRegionScorer:
@@ -80,7 +86,9 @@ class TorchRegionScorer:
             as_t = lambda a: None if a is None else torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64,
                                                                      device=device)
             factors = tuple((as_t(a.r_diag), as_t(a.r_super), as_t(a.r_dense)) for a in (ay, ax))
-            n_pix = torch.as_tensor(_column_pixels(self.scorer), dtype=torch.float64, device=device)
+            divisor, multiplicity = _column_weights(self.scorer)
+            n_pix = (torch.as_tensor(divisor, dtype=torch.float64, device=device),
+                     torch.as_tensor(multiplicity, dtype=torch.float64, device=device))
             if len(self._cache) >= 8:  # a new image (set_regions) builds new matrices
                 self._cache.clear()
             entry = self._cache[key] = (k, as_t(k), n_pix, factors, float(height) * float(width))
@@ -103,7 +111,7 @@ class TorchRegionScorer:
                 "index one image of a batch first"
             )
         n_units, h, w = t.shape
-        n_cols = _column_pixels(self.scorer).size
+        n_cols = _column_weights(self.scorer)[0].size
         if n_units == 0 or n_cols == 0:
             if n_units and not bool(torch.isfinite(t).all()):
                 raise ValueError(_regions._NOT_FINITE)
@@ -112,7 +120,7 @@ class TorchRegionScorer:
         hi, lo = flat.amax(dim=1), flat.amin(dim=1)
         if not bool(torch.isfinite(hi).all() & torch.isfinite(lo).all()):
             raise ValueError(_regions._NOT_FINITE)
-        k, n_pix, (fy, fx), n_out = self._on_device(h, w, t.device)
+        k, (divisor, multiplicity), (fy, fx), n_out = self._on_device(h, w, t.device)
         proj = flat @ k.T  # step 1: every column's pixel sum, and the mean (last column)
         mean = proj[:, -1]
         # Step 2: ||Ry (A - mu) Rx^T||_F^2 / (H W), as probes.regions._moments.
@@ -120,10 +128,10 @@ class TorchRegionScorer:
         r = _apply_r(fx, r, 2)
         std = torch.sqrt((r * r).sum(dim=(1, 2)) / n_out)
         dead = (hi == lo) | (std <= DEAD_RTOL * torch.maximum(hi.abs(), lo.abs()))
-        # Step 3: He et al. 2019 eq. 1 / eq. 4.
-        out = (proj[:, :-1] / n_pix[None, :] - mean[:, None]) / std[:, None]
+        # Step 3: He et al. 2019 eq. 1 / eq. 4 (probes.regions.scores_from_projection).
+        out = (proj[:, :-1] / divisor[None, :] - multiplicity[None, :] * mean[:, None]) / std[:, None]
         out[dead, :] = float("nan")
-        out[:, n_pix == 0] = float("nan")
+        out[:, divisor == 0] = float("nan")
         return out.cpu().numpy()
 
 

@@ -56,21 +56,21 @@ def test_torch_scorer_follows_set_regions_and_rejects_bad_maps(rng):
         TorchRegionScorer(RegionScorer()).score(torch.randn(2, 3, 3))
 
 
-def test_dissection_batches_score_the_same_with_the_torch_scorer(rng):
-    """The engine's per-batch scoring (as on a GPU run) with the torch scorer: the numpy tables."""
-    from types import SimpleNamespace
+def test_dissection_scores_the_same_with_the_torch_scorer(monkeypatch):
+    """The engine with the torch scorer (as on a GPU run, here on CPU): the numpy tables to 1e-9."""
+    from torch import nn
 
-    from dissect.dissection import _score_batch
+    from datasets.popout import PopoutDataset
+    from dissect import dissection
 
-    samples, acts = [], []
-    for i in range(3):
-        masks = _masks(rng, (32, 40), 4)
-        fix = rng.random((32, 40)) < 0.15
-        samples.append(SimpleNamespace(masks=masks, fixation_map=fix, categories=["a", "b", "a", "b"], meta={}))
-    layer = torch.from_numpy(rng.normal(size=(3, 6, 4, 5)).astype(np.float32))
-    runs = [_score_batch(s, samples, {"L": layer}, ["L"], None, 3, "skip")
-            for s in (RegionScorer(), TorchRegionScorer(RegionScorer()))]
-    ref, got = (r[0].unit_table() for r in runs)
-    assert runs[0][1] == runs[1][1]  # the same counts
-    assert ref.drop(columns="score").equals(got.drop(columns="score"))
-    assert np.allclose(ref["score"], got["score"], rtol=0, atol=1e-9, equal_nan=True)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, stride=2), nn.ReLU()).eval()
+    kwargs = dict(image_size=32, batch_size=2, max_images=4, progress=False)
+    ref = dissection.run_dissection(model, ["1", "3"], PopoutDataset(), **kwargs)
+    monkeypatch.setattr(dissection, "RegionScorer", lambda: TorchRegionScorer(RegionScorer()))
+    got = dissection.run_dissection(model, ["1", "3"], PopoutDataset(), **kwargs)
+    assert ref.units.drop(columns="score").equals(got.units.drop(columns="score"))
+    assert np.allclose(ref.units["score"], got.units["score"], rtol=0, atol=1e-9, equal_nan=True)
+    numeric = ref.summary.select_dtypes("number").columns  # the permutation null's columns too
+    assert np.allclose(ref.summary[numeric].to_numpy(float), got.summary[numeric].to_numpy(float),
+                       rtol=0, atol=1e-9, equal_nan=True)
