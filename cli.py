@@ -206,7 +206,9 @@ def _dissect_into(cfg: DissectConfig, out: Path) -> int:
     options = dataset_options(cfg.dataset, cfg.data_root, cfg.seed, regions=cfg.regions, sr_root=cfg.sr_root,
                               on_missing=cfg.on_missing, split=cfg.split, one_based=cfg.one_based)
     dataset = load_dataset(cfg.dataset, cfg.data_root, **options)
-    model = load_model(cfg.model, weights=cfg.weights, seed=cfg.seed)
+    # Feature layers only (every alias is one): VGG's 124M classifier parameters are not built.
+    model = load_model(cfg.model, weights=cfg.weights, seed=cfg.seed,
+                       classifier=any("classifier" in spec for spec in cfg.layers))
     layers = _unique_layer_flags(model, _expand_layers(model, cfg.layers))
     _check_fits(model, cfg.model, layers, cfg.image_size)
     t0 = time.time()
@@ -304,9 +306,13 @@ def _check_fits(model, model_name: str, layers, image_size: int, flag: str = "--
 
     if not layers:
         return
+    from dissect.models import ClassifierNotBuilt
+
     try:
         with ActivationRecorder(model, list(layers), on_repeat="last") as rec, torch.inference_mode():
             model(torch.zeros(1, 3, image_size, image_size, dtype=next(model.parameters()).dtype))
+    except ClassifierNotBuilt:
+        pass  # a feature-layer model (load_model(classifier=False)): every layer before it has run
     except RuntimeError as exc:
         raise ValueError(f"--image-size {image_size} is too small for {model_name} ({str(exc).splitlines()[0]}): "
                          "use a larger one, e.g. 224") from None
@@ -1282,8 +1288,20 @@ _COMMANDS = {
 }
 
 
+def _enable_region_cache() -> None:
+    """Fixation-cluster regions are cached in ``<data dir>/regions`` unless
+    ``$SALIENCY_DISSECT_REGION_CACHE`` says otherwise (empty: off)."""
+    import os
+
+    from datasets.download import default_data_dir
+    from datasets.regions_from_fixations import CACHE_ENV
+
+    os.environ.setdefault(CACHE_ENV, str(default_data_dir() / "regions"))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _enable_region_cache()
     original = warnings.formatwarning
     if not args.debug:
         warnings.formatwarning = _one_line_warning

@@ -242,8 +242,48 @@ def density_map(
         raise ValueError("fixations must be finite and non-negative (a binary, count or weight map)")
     if not np.any(f > 0):
         raise ValueError("fixation map is empty (no fixated pixel with positive weight); a density map needs one")
-    d = ndimage.gaussian_filter(f, sigma, mode=mode, cval=0.0, truncate=truncate)
+    d = _gaussian_density(f, sigma, truncate, mode)
     return _minmax(d) if normalize else d
+
+
+def _gaussian_kernel(sigma: float, truncate: float) -> np.ndarray:
+    """scipy.ndimage's 1-D Gaussian: radius ``int(truncate * sigma + 0.5)``, divided by its sum."""
+    radius = int(truncate * sigma + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    phi = np.exp(-0.5 / (sigma * sigma) * x ** 2)
+    return phi / phi.sum()
+
+
+def _gaussian_density(f: np.ndarray, sigma: float, truncate: float, mode: str) -> np.ndarray:
+    """``ndimage.gaussian_filter(f, sigma, mode, cval=0, truncate)``, fast for sparse maps.
+
+    With zero padding the blurred map is a sum over the fixated pixels ``p`` of
+    ``f_p k(y - y_p) k(x - x_p)`` (``k`` the truncated, sum-1 kernel of scipy), i.e. the
+    ``H x n`` by ``n x W`` product ``A B`` with ``A[y, p] = f_p k(y - y_p)``,
+    ``B[p, x] = k(x - x_p)``: ``O(n H W)`` instead of scipy's ``O((2 r + 1) H W)``. Fixated
+    pixels in the same row share one row of ``B`` (their column kernels are summed first).
+    Equal to scipy up to float64 rounding (a few 1e-16 relative); other boundary modes and
+    dense maps use scipy itself.
+    """
+    ys, xs = np.nonzero(f)
+    k = _gaussian_kernel(sigma, truncate)
+    radius = k.size // 2
+    h, w = f.shape
+    rows = np.unique(ys)
+    if mode != "constant" or rows.size >= 2 * radius + 1:  # scipy is cheaper for dense maps
+        return ndimage.gaussian_filter(f, sigma, mode=mode, cval=0.0, truncate=truncate)
+    # kpad[radius + d] = k(d) for |d| <= radius, 0 elsewhere, for any offset d in (-H, H) or (-W, W).
+    n = max(h, w)
+    kpad = np.zeros(2 * n + 2 * radius + 1)
+    kpad[n: n + 2 * radius + 1] = k
+    centre = n + radius
+    # B: one row per fixated image row, the column blur of that row's fixations.
+    row_of = np.searchsorted(rows, ys)
+    b = np.zeros((rows.size, w))
+    cols = np.arange(w)
+    np.add.at(b, row_of, f[ys, xs][:, None] * kpad[centre + cols[None, :] - xs[:, None]])
+    a = kpad[centre + np.arange(h)[:, None] - rows[None, :]]  # H x n_rows: the row blur
+    return a @ b
 
 
 def duration_density_map(

@@ -61,7 +61,7 @@ from datasets.folder import (
     read_image,
     read_label_map,
 )
-from datasets.regions_from_fixations import fixation_clusters
+from datasets.regions_from_fixations import cached_fixation_clusters, fixation_clusters
 
 __all__ = [
     "OSIE_SR_CLASS_IDS",
@@ -450,7 +450,7 @@ class OSIEDataset(LazyDataset):
             masks, cats, ids = sr_regions(obj, read_label_map(cls_path), str(obj_path))
             meta["region_ids"] = [int(k) for k in ids]
         elif self.regions == "clusters":
-            masks, cats = fixation_clusters(fix_map, **self.cluster_params)
+            masks, cats = cached_fixation_clusters(fix_map, **self.cluster_params)
         else:
             masks, cats = np.zeros((0, h, w), dtype=bool), []
         table = fixation_table(fx["x"], fx["y"], fx["subject"], fx["duration"], one_based=True)

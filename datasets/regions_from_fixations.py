@@ -19,14 +19,23 @@ clusters holding 37, 36, 34, 27, 8 (19 on the background). Images 1001 and 1002 
 """
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
+
 import numpy as np
 from scipy import ndimage
 
 from datasets.fixations import density_map
 
-__all__ = ["UNLABELLED", "fixation_clusters"]
+__all__ = ["UNLABELLED", "CACHE_ENV", "fixation_clusters", "cached_fixation_clusters", "region_cache_dir"]
 
 UNLABELLED = "unlabelled"
+
+# Folder of the region cache (cached_fixation_clusters); unset or empty: no cache.
+CACHE_ENV = "SALIENCY_DISSECT_REGION_CACHE"
+# Bump when fixation_clusters' output for the same input and options changes.
+_CACHE_VERSION = 1
 
 
 def fixation_clusters(
@@ -80,3 +89,70 @@ def fixation_clusters(
     keep.sort(key=lambda k: -counts[k])
     masks = np.stack([labels == k for k in keep]) if keep else np.zeros((0, h, w), dtype=bool)
     return masks, [UNLABELLED] * len(keep)
+
+
+def region_cache_dir() -> Path | None:
+    """The region cache folder: ``$SALIENCY_DISSECT_REGION_CACHE``, or ``None`` (no cache) if unset or empty."""
+    value = os.environ.get(CACHE_ENV, "")
+    return Path(value).expanduser() if value else None
+
+
+def _cache_key(fix: np.ndarray, params: dict) -> str:
+    """sha256 of everything the clusters depend on: the fixated pixels, the shape and the options."""
+    digest = hashlib.sha256()
+    digest.update(repr((_CACHE_VERSION, fix.shape, sorted(params.items()))).encode())
+    digest.update(np.flatnonzero(fix).astype(np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def cached_fixation_clusters(
+    fixation_map: np.ndarray,
+    sigma: float = 24.0,
+    threshold: float = 0.15,
+    min_fixations: int = 3,
+    connectivity: int = 1,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """:func:`fixation_clusters`, remembered on disk so a second run does not recompute them.
+
+    The clusters are a pure function of the fixated pixels and the options, so the cache key
+    is their sha256 (the image's fixation data and every option; a changed fixation file or
+    option is a new key, never a stale hit). Each image's regions are one small compressed
+    ``<key>.npz`` (a label map) in ``cache_dir``, default :func:`region_cache_dir`
+    (``$SALIENCY_DISSECT_REGION_CACHE``; the CLI sets it to ``~/.cache/saliency-dissect/regions``);
+    without a folder this is :func:`fixation_clusters`. Writes are atomic (temporary file +
+    rename), so parallel loaders and interrupted runs never leave a half-written entry; an
+    unreadable entry is recomputed and replaced.
+
+    Returns and raises as :func:`fixation_clusters`.
+    """
+    params = {"sigma": float(sigma), "threshold": float(threshold), "min_fixations": int(min_fixations),
+              "connectivity": int(connectivity)}
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else region_cache_dir()
+    if folder is None:
+        return fixation_clusters(fixation_map, sigma, threshold, min_fixations, connectivity)
+    fix = np.asarray(fixation_map)
+    if fix.ndim == 2 and fix.size:
+        fix = fix.astype(bool)
+        path = folder / f"{_cache_key(fix, params)}.npz"
+        try:
+            with np.load(path) as stored:
+                labels, n = stored["labels"], int(stored["n"])
+            if labels.shape == fix.shape:
+                masks = labels[None] == np.arange(1, n + 1, dtype=labels.dtype)[:, None, None]
+                return masks, [UNLABELLED] * n
+        except (OSError, KeyError, ValueError, EOFError):
+            pass  # missing or unreadable entry: recompute it
+    masks, cats = fixation_clusters(fixation_map, sigma, threshold, min_fixations, connectivity)
+    if fix.ndim == 2 and fix.size:
+        labels = np.zeros(fix.shape, dtype=np.uint8 if len(masks) < 255 else np.int32)
+        for k, mask in enumerate(masks):
+            labels[mask] = k + 1
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.stem}.{os.getpid()}.{id(masks)}.tmp.npz")
+            np.savez_compressed(tmp, labels=labels, n=np.int64(len(masks)))
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only or full cache folder only costs the recomputation
+    return masks, cats

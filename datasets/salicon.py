@@ -35,7 +35,7 @@ from datasets._matfile import load_mat
 from datasets.base import LazyDataset, Sample
 from datasets.fixations import fixations_in_image
 from datasets.folder import IMAGE_SUFFIXES, fixation_table, missing_files_error, read_image
-from datasets.regions_from_fixations import fixation_clusters
+from datasets.regions_from_fixations import cached_fixation_clusters, fixation_clusters
 
 __all__ = ["SaliconDataset", "read_salicon_mat", "SALICON_SPLITS"]
 
@@ -213,7 +213,7 @@ class SaliconDataset(LazyDataset):
                 f"{self.name}: {mat_path.name} holds no {self.gaze} point; its fixation map is empty", stacklevel=2
             )
         if self.regions == "clusters":
-            masks, cats = fixation_clusters(fix_map, **self.cluster_params)
+            masks, cats = cached_fixation_clusters(fix_map, **self.cluster_params)
         else:
             masks, cats = np.zeros((0, h, w), dtype=bool), []
         table = fixation_table(xy[:, 0], xy[:, 1], subject, np.full(len(xy), np.nan), one_based=True)

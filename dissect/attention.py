@@ -7,7 +7,10 @@
   the weights of a global-average-pooling + linear classifier, or weights fitted by
   :func:`fit_cam_regression` for models without one (VGG, AlexNet).
 - ``gradcam``: captum ``LayerGradCam`` with ``relu_attributions=True`` (eq. 2-4).
-- ``guided_backprop``, ``guided_gradcam``: captum ``GuidedBackprop`` / ``GuidedGradCam``.
+- ``guided_backprop``, ``guided_gradcam``: captum ``GuidedBackprop``; captum's ``GuidedGradCam``
+  rule computed from one forward and one backward (``_guided_gradcam``).
+- Gradient methods run one forward per batch: with ``target=None`` the top-1 class is read
+  from that same forward (never a separate forward only to find it).
 - ``dense``: the Densely Connected Attention Model (Ebrahimpour et al. 2019, sec. 3.2), also
   available layer by layer from :func:`dense_attention_maps`.
 
@@ -304,13 +307,42 @@ def _cam(model: nn.Module, x: torch.Tensor, layer: LayerSpec | None, target: Tar
     return _upsample(cam, x.shape[-2:])
 
 
+class _TargetLogit(nn.Module):
+    """The model's logit of each image's target class (``N x 1``), the target read in the same forward.
+
+    captum needs a target before its forward; with ``target=None`` we would otherwise run a
+    whole forward only to find the top-1 class. Wrapped, captum's own forward computes the
+    logits, the top-1 class (``argmax``, not differentiated) and returns the chosen logit, and
+    captum differentiates output 0: the gradients are those of ``logits[n, t_n]``, exactly as
+    with ``target=t``, from one forward and one backward. Given targets are validated in the
+    same forward (against the number of classes), and guided methods count ``F.relu`` calls
+    in it (:func:`_relu_check`).
+    """
+
+    def __init__(self, model: nn.Module, target: TargetSpec, method: str, check_functional_relu: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.target = target
+        self.method = method
+        self.check_functional_relu = check_functional_relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.check_functional_relu:
+            with _relu_check(self.model):
+                logits = self.model(x)
+        else:
+            logits = self.model(x)
+        t = _resolve_targets(self.target, logits.detach(), x.shape[0], self.method)
+        return logits.gather(1, t[:, None])
+
+
 def _gradcam(model: nn.Module, x: torch.Tensor, layer: LayerSpec | None, target: TargetSpec) -> torch.Tensor:
     from captum.attr import LayerGradCam  # imported here: captum adds ~1 s to start-up
 
     name, module = resolve_layer(model, _default_layer(model) if layer is None else layer)
-    t = _resolve_targets(target, _forward(model, x), x.shape[0], "gradcam")
+    wrapped = _TargetLogit(model, target, "gradcam", check_functional_relu=False)
     with _grad_enabled():
-        attr = LayerGradCam(model, module).attribute(_grad_input(x), target=t, relu_attributions=True)
+        attr = LayerGradCam(wrapped, module).attribute(_grad_input(x), target=0, relu_attributions=True)
     # relu_attributions: Selvaraju et al.'s ReLU (captum's default keeps the sign, captum #179).
     return _upsample(_check_4d(attr, name)[:, 0], x.shape[-2:])
 
@@ -318,22 +350,60 @@ def _gradcam(model: nn.Module, x: torch.Tensor, layer: LayerSpec | None, target:
 def _guided_backprop(model: nn.Module, x: torch.Tensor, layer: LayerSpec | None, target: TargetSpec) -> torch.Tensor:
     from captum.attr import GuidedBackprop
 
-    t = _resolve_targets(target, _forward(model, x, check_functional_relu=True), x.shape[0], "guided_backprop")
+    wrapped = _TargetLogit(model, target, "guided_backprop", check_functional_relu=True)
     with _grad_enabled(), _quiet_captum():
-        attr = GuidedBackprop(model).attribute(_grad_input(x), target=t)
+        attr = GuidedBackprop(wrapped).attribute(_grad_input(x), target=0)
     return _pixel_map(attr)
 
 
 def _guided_gradcam(model: nn.Module, x: torch.Tensor, layer: LayerSpec | None, target: TargetSpec) -> torch.Tensor:
-    from captum.attr import GuidedGradCam
+    """captum's ``GuidedGradCam`` (bilinear upsampling), from one forward and one full backward.
 
+    captum runs Grad-CAM and guided backprop as two separate forward + backward passes. Here one
+    forward records the layer output ``f`` and puts a gradient hook on every ``nn.ReLU`` output;
+    a first, short backward (logits -> ``f``, hooks inactive) gives the plain gradient at ``f``
+    for Grad-CAM; the second runs to the input with the hooks clamping each ReLU's incoming
+    gradient at 0 (``relu(grad_out) * 1[x > 0] = relu(grad_out * 1[x > 0])``: captum's
+    guided-backprop rule). The map is ``guided_grad * up(ReLU(sum_k mean(df_k) f_k))``, as captum.
+    """
     name, module = resolve_layer(model, _default_layer(model) if layer is None else layer)
-    t = _resolve_targets(target, _forward(model, x, check_functional_relu=True), x.shape[0], "guided_gradcam")
-    with _grad_enabled(), _quiet_captum():
-        # captum upsamples Grad-CAM with nearest by default; the paper (and we) use bilinear.
-        attr = GuidedGradCam(model, module).attribute(_grad_input(x), target=t, interpolate_mode="bilinear")
-    if attr.numel() == 0:  # captum returns an empty tensor when it cannot upsample
-        raise ValueError(f"guided_gradcam could not upsample layer {name!r}: pick a conv layer (N x C x h x w)")
+    guided = [False]
+    recorded: list[torch.Tensor] = []
+
+    def clamp(grad: torch.Tensor) -> torch.Tensor:
+        return grad.clamp(min=0) if guided[0] else grad
+
+    def relu_hook(m: nn.Module, inputs, output) -> None:
+        if isinstance(output, torch.Tensor) and output.requires_grad:
+            output.register_hook(clamp)
+
+    def layer_hook(m: nn.Module, inputs, output) -> None:
+        recorded.append(output)
+
+    handles = [m.register_forward_hook(relu_hook) for m in model.modules() if isinstance(m, nn.ReLU)]
+    handles.append(module.register_forward_hook(layer_hook))
+    try:
+        with _grad_enabled():
+            x_in = _grad_input(x)
+            with _relu_check(model):
+                logits = model(x_in)
+            t = _resolve_targets(target, _check_logits(logits, "guided_gradcam").detach(), x.shape[0],
+                                 "guided_gradcam")
+            if not recorded:
+                raise ValueError(f"layer {name!r} did not run in the forward pass: pick a layer the model uses")
+            if len(recorded) > 1:
+                raise ValueError(f"layer {name!r} ran {len(recorded)} times in one forward: pick a layer that runs once")
+            f = _check_4d(recorded[0], name)
+            score = logits.gather(1, t[:, None]).sum()
+            (grad_f,) = torch.autograd.grad(score, f, retain_graph=True)
+            weights = torch.mean(grad_f, dim=(2, 3), keepdim=True)  # captum LayerGradCam
+            cam = F.relu(torch.sum(weights * f, dim=1, keepdim=True)).detach()
+            guided[0] = True
+            (grad_x,) = torch.autograd.grad(score, x_in)
+    finally:
+        for h in handles:
+            h.remove()
+    attr = grad_x * F.interpolate(cam, size=x.shape[-2:], mode="bilinear")
     return _pixel_map(attr)
 
 
@@ -485,9 +555,16 @@ def _check_images(model: nn.Module, images: Any) -> torch.Tensor:
 
 def _forward(model: nn.Module, x: torch.Tensor, check_functional_relu: bool = False) -> torch.Tensor:
     """Logits without gradients; optionally checks that every ReLU is an ``nn.ReLU`` module."""
-    if not check_functional_relu:
-        with torch.no_grad():
+    with torch.no_grad():
+        if not check_functional_relu:
             return model(x)
+        with _relu_check(model):
+            return model(x)
+
+
+@contextlib.contextmanager
+def _relu_check(model: nn.Module) -> Iterator[None]:
+    """Refuse a forward (run inside) that calls ``F.relu`` / ``torch.relu`` outside ``nn.ReLU`` modules."""
     counter = _FunctionalReluCounter()
     relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
     handles = []
@@ -495,8 +572,8 @@ def _forward(model: nn.Module, x: torch.Tensor, check_functional_relu: bool = Fa
         for m in relus:
             handles.append(m.register_forward_pre_hook(counter.enter))
             handles.append(m.register_forward_hook(counter.leave))
-        with torch.no_grad(), counter:
-            logits = model(x)
+        with counter:
+            yield
     finally:
         for h in handles:
             h.remove()
@@ -506,7 +583,6 @@ def _forward(model: nn.Module, x: torch.Tensor, check_functional_relu: bool = Fa
             "per forward): captum's guided backprop only modifies nn.ReLU modules, so the map would "
             "be wrong; use nn.ReLU modules in the model"
         )
-    return logits
 
 
 class _FunctionalReluCounter(TorchFunctionMode):

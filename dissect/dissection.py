@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from datasets.base import as_rgb_uint8, first
@@ -59,6 +60,7 @@ from probes.aggregate import UnitScoreAccumulator, null_permutation
 from probes.ceiling import region_loso_nss
 from probes.labels import unit_labels
 from probes.regions import RegionScorer
+from probes.regions_torch import TorchRegionScorer
 
 __all__ = ["DissectionResult", "run_dissection", "result_from_accumulator", "preprocess", "valid_regions"]
 
@@ -139,12 +141,18 @@ def valid_regions(sample) -> tuple[np.ndarray, int, int]:
     masks = sample.masks
     if masks.shape[0] == 0:
         return np.zeros(0, dtype=np.int64), 0, 0
-    area = masks.reshape(masks.shape[0], -1).sum(axis=1)
-    nonempty = area > 0
     if sample.fixation_map is None:
-        fixated = np.ones_like(nonempty)
+        fixated = np.ones(masks.shape[0], dtype=bool)
+        nonempty = masks.reshape(masks.shape[0], -1).any(axis=1)
     else:
-        fixated = (masks & sample.fixation_map[None]).reshape(masks.shape[0], -1).any(axis=1)
+        # Read the masks at the fixated pixels only (R x n, not R x H x W); a fixated region is
+        # non-empty, so only the unfixated ones need a look at their whole mask.
+        fix = np.asarray(sample.fixation_map)
+        ys, xs = np.divmod(np.flatnonzero(fix), fix.shape[1])
+        fixated = masks[:, ys, xs].any(axis=1)
+        nonempty = fixated.copy()
+        for r in np.flatnonzero(~fixated):
+            nonempty[r] = masks[r].any()
     keep = np.flatnonzero(nonempty & fixated)
     return keep, int((~nonempty).sum()), int((nonempty & ~fixated).sum())
 
@@ -372,7 +380,10 @@ def _score_batch(scorer: RegionScorer, records, activations: dict, layer_names, 
         n_real, sizes = scorer.n_regions, scorer.extra_sizes
         for name in layer_names:
             # NaN marks a constant (dead) map; the dead-unit policy is applied at table time.
-            scores = scorer.score(activations[name][i])
+            # A numpy view on CPU: the float64 conversion then runs in this thread alone, never
+            # in a second OpenMP team next to the forward's.
+            maps = activations[name][i]
+            scores = scorer.score(maps.numpy() if maps.device.type == "cpu" else maps)
             batch_acc.add(name, scores[:, :n_real], rec.categories, image=first + i,
                           null_scores=scores[:, n_real:] if groups else None,
                           null_categories=null_cats, null_replicates=null_reps, null_sizes=sizes)
@@ -458,7 +469,9 @@ def run_dissection(
         dataset: an indexable dataset of :class:`datasets.base.Sample` (``len``, ``[i]``).
         image_size: side of the square network input (``None``: keep the images' size).
         batch_size: images per forward pass.
-        device: where the model runs (``"cpu"``, ``"cuda"``, ...); scores are computed on the CPU.
+        device: where the model runs (``"cpu"``, ``"cuda"``, ...). On a non-CPU device the
+            activations stay there and are scored there too (:mod:`probes.regions_torch`, the
+            same closed form in float64 torch), so a GPU run is bound by the forward pass.
         top_k, threshold: summary statistics (He et al.: 10 and 1.5).
         categories: the categories of the tables, in order (default: the dataset's
             ``category_order`` if it has one, e.g. He et al.'s 12 for OSIE-SR, else first seen);
@@ -489,6 +502,13 @@ def run_dissection(
             anything seeded per image uses the global index). ``info["shard"]`` records the
             part; with ``checkpoint_dir`` a finished shard also writes ``shard.json`` there.
             Merge the parts with :func:`dissect.shards.merge_dissections`.
+
+    Thread pools (set deliberately, not left to fight): the forward pass uses torch's intra-op
+    pool (``torch.get_num_threads()``); scoring runs in one worker thread beside it, on arrays
+    far too small to gain from threads, so numpy's BLAS is limited to 1 thread for the run
+    (``threadpoolctl.threadpool_limits(1, "blas")``, restored afterwards) and the float64
+    conversion of the activations happens in numpy, never in a second OpenMP team. The
+    scores do not depend on the thread counts.
 
     Returns:
         :class:`DissectionResult`.
@@ -588,11 +608,15 @@ def run_dissection(
     scored = None
     try:
         modules = [module for _, module in resolved]
-        with ActivationRecorder(model, layer_names, device="cpu") as rec, \
+        on_device = device.type != "cpu"
+        with ActivationRecorder(model, layer_names, device=None if on_device else "cpu") as rec, \
                 _stop_when_recorded(modules) as arm, \
+                threadpool_limits(limits=1, user_api="blas"), \
                 ThreadPoolExecutor(1, thread_name_prefix="dissect-load") as loader, \
                 ThreadPoolExecutor(1, thread_name_prefix="dissect-score") as scorer_pool:
             scorer = RegionScorer()  # used by the single scoring thread only
+            if on_device:  # kernels built by the numpy scorer, the products on the device
+                scorer = TorchRegionScorer(scorer, device)
             if index < end:
                 loading = loader.submit(_load_batch, dataset, index, min(index + batch_size, end),
                                         image_size, settings["bank"], ceiling_sigma)

@@ -26,8 +26,43 @@ from typing import Any
 
 import pandas as pd
 import torch
-import torchvision
 from torch import nn
+
+
+def _import_torchvision():
+    """``import torchvision`` without importing ``torch._dynamo`` (2-3 s of every start-up).
+
+    torchvision's package import reaches ``torchvision.ops.roi_align``, whose only use of
+    dynamo is ``from torch._dynamo.utils import is_compile_supported``, called when an RoI op
+    runs (never by this project). For the duration of the import that name comes from a
+    stand-in whose function imports the real ``torch._dynamo.utils`` on its first call; the
+    stand-in is removed right after, so ``torch.compile`` and any later ``import torch._dynamo``
+    get the real modules. Skipped when torchvision or dynamo is already loaded.
+    """
+    import sys
+    import types
+
+    if "torchvision" in sys.modules or "torch._dynamo" in sys.modules or "torch._dynamo.utils" in sys.modules:
+        import torchvision
+        return torchvision
+
+    def is_compile_supported(device_type):
+        from torch._dynamo.utils import is_compile_supported as real  # the real module, loaded now
+
+        return real(device_type)
+
+    stand_in = types.ModuleType("torch._dynamo.utils")
+    stand_in.is_compile_supported = is_compile_supported
+    sys.modules["torch._dynamo.utils"] = stand_in
+    try:
+        import torchvision
+    finally:
+        if sys.modules.get("torch._dynamo.utils") is stand_in:
+            del sys.modules["torch._dynamo.utils"]
+    return torchvision
+
+
+torchvision = _import_torchvision()
 
 __all__ = [
     "model_device",
@@ -78,7 +113,8 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def load_model(
-    name: str, weights: str | os.PathLike = "auto", *, seed: int = 0, progress: bool = False
+    name: str, weights: str | os.PathLike = "auto", *, seed: int = 0, progress: bool = False,
+    classifier: bool = True,
 ) -> nn.Module:
     """Build a model of the zoo in eval mode with the requested weights.
 
@@ -104,6 +140,13 @@ def load_model(
             must hold that task model (its scene classifier sizes are read from the weights).
         seed: seed of the random initialisation (same seed -> identical state dict).
         progress: show a download progress bar.
+        classifier: ``False`` builds VGG16 / VGG19 without the parameters of their fully
+            connected classifier (124M of VGG16's 138M; seconds and ~500 MB), for work that
+            only reads ``features`` (the CLI's ``dissect`` of conv / pool layers). Every other
+            tensor is exactly the full model's (random weights: the same seeded values, the
+            classifier's share of the random stream is skipped, not drawn differently);
+            ``model.classifier`` is then a stand-in that refuses to run. Other models are
+            always complete. The default builds the whole model.
 
     Returns:
         The model on CPU, in eval mode, with ``dissect_info`` set.
@@ -136,11 +179,12 @@ def load_model(
             f"weights {_HEAD_IMAGENET!r} is for the task models {', '.join(HEAD_NAMES)}: "
             f"use weights='imagenet' for {name}"
         )
+    lean = not classifier and name in _LEAN_VGG
     if requested == "random":
-        model, kind, detail = _build_random(name, seed), "random", f"seed={seed}"
+        model, kind, detail = _build(_build_random, lean, name, seed), "random", f"seed={seed}"
     elif requested in ("imagenet", "auto"):
         try:
-            (model, detail), kind = _build_imagenet(name, progress), "imagenet"
+            (model, detail), kind = _build(_build_imagenet, lean, name, progress), "imagenet"
         except _WeightsUnavailable as err:
             if requested == "imagenet":
                 raise RuntimeError(str(err)) from err.__cause__
@@ -150,11 +194,11 @@ def load_model(
                 UserWarning,
                 stacklevel=2,
             )
-            model, kind, detail = _build_random(name, seed), "random", f"seed={seed}"
+            model, kind, detail = _build(_build_random, lean, name, seed), "random", f"seed={seed}"
     else:
         path = _resolve_file(requested)
         state, _ = _read_state(name, path)
-        model, kind = _build_with_state(name, state, path), "file"
+        model, kind = _build(_build_with_state, lean, name, state, path), "file"
         detail = f"{path} sha256:{_sha256_prefix(path)}"
 
     model.eval()
@@ -362,13 +406,66 @@ def _constructor(name: str):
     return getattr(torchvision.models, name)
 
 
-def _build_random(name: str, seed: int) -> nn.Module:
+# Models that load_model(classifier=False) builds without their classifier (torchvision VGG:
+# features -> avgpool -> classifier, initialised in that module order).
+_LEAN_VGG = {"vgg16": "D", "vgg19": "E"}
+
+
+class ClassifierNotBuilt(RuntimeError):
+    """Raised by the stand-in classifier of ``load_model(..., classifier=False)`` when it is run
+    (every feature layer has run by then: a dry forward that records them may catch it)."""
+
+
+class _NoClassifier(nn.Module):
+    """Stands in for the classifier that ``load_model(..., classifier=False)`` did not build."""
+
+    def forward(self, x):
+        raise ClassifierNotBuilt(
+            "this model was built without its classifier (load_model(..., classifier=False), as the "
+            "dissect command does for feature layers); load it with classifier=True to run the classifier"
+        )
+
+
+def _build(builder, lean: bool, *args):
+    """``builder(*args)``, with ``lean=True`` only when asked (builders are patched by tests)."""
+    return builder(*args, lean=True) if lean else builder(*args)
+
+
+def _advance_cpu_rng(n: int) -> None:
+    """Consume ``n`` draws of the CPU generator as ``n`` float32 ``uniform_`` values would."""
+    buf = torch.empty(min(n, 1 << 22))
+    while n > 0:
+        k = min(n, buf.numel())
+        buf[:k].uniform_()
+        n -= k
+
+
+def _build_random(name: str, seed: int, lean: bool = False) -> nn.Module:
     """torchvision's own initialisation, seeded, without touching the caller's RNG state."""
     if not isinstance(seed, int):
         raise ValueError(f"seed must be an int, got {seed!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _constructor(name)(weights=None)
+        if not lean:
+            return _constructor(name)(weights=None)
+        # The same stream as torchvision's VGG(make_layers(cfg)): the convs are constructed,
+        # then the classifier's Linears (whose draws we skip: one per float32 parameter, as
+        # their kaiming_uniform_/uniform_ take), then VGG's init loop re-draws the convs
+        # (kaiming_normal_) before the Linears (never built here). Tested against the full model.
+        from torchvision.models import vgg as tv_vgg
+
+        features = tv_vgg.make_layers(tv_vgg.cfgs[_LEAN_VGG[name]], batch_norm=False)
+        with torch.device("meta"):
+            model = tv_vgg.VGG(nn.Sequential(), init_weights=False)
+        _advance_cpu_rng(sum(p.numel() for p in model.classifier.parameters()))
+        for m in features.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.constant_(m.bias, 0)
+        model.features = features
+        model.classifier = _NoClassifier()
+        return model
 
 
 def _imagenet_enum(name: str):
@@ -380,7 +477,7 @@ def _cache_path(name: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
 
 
-def _build_imagenet(name: str, progress: bool) -> tuple[nn.Module, str]:
+def _build_imagenet(name: str, progress: bool, lean: bool = False) -> tuple[nn.Module, str]:
     enum = _imagenet_enum(name)
     cached = _cache_path(name)
     was_cached = cached.is_file()
@@ -396,7 +493,7 @@ def _build_imagenet(name: str, progress: bool) -> tuple[nn.Module, str]:
                    f"weights='random' or a local file, or put {cached.name} in the torch cache "
                    f"dir {cached.parent}")
         raise _WeightsUnavailable(msg) from err
-    return _build_with_state(name, state, None), f"{type(enum).__name__}.{enum.name}"
+    return _build_with_state(name, state, None, lean), f"{type(enum).__name__}.{enum.name}"
 
 
 def _resolve_file(requested: str) -> Path:
@@ -481,11 +578,18 @@ def _scene_options(state: Mapping[str, torch.Tensor], stored: Mapping) -> dict[s
     return options
 
 
-def _build_with_state(name: str, state: Mapping[str, torch.Tensor], path: Path | None) -> nn.Module:
-    """Build on the meta device (no wasted random init: seconds for VGG) and assign ``state``."""
+def _build_with_state(name: str, state: Mapping[str, torch.Tensor], path: Path | None,
+                      lean: bool = False) -> nn.Module:
+    """Build on the meta device (no wasted random init: seconds for VGG) and assign ``state``
+    (``lean``: all but the classifier's tensors, which are checked but not kept)."""
     with torch.device("meta"):
         model = _constructor(name)(weights=None)
-    return _assign_state(model, name, state, path)
+    if not lean:
+        return _assign_state(model, name, state, path)
+    _check_keys(name, path, model.state_dict(), state)
+    model.classifier = _NoClassifier()
+    kept = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+    return _assign_state(model, name, kept, path)
 
 
 def _assign_state(model: nn.Module, name: str, state: Mapping[str, torch.Tensor],

@@ -13,6 +13,11 @@ project digest (section 2) and the MIT saliency benchmark (``cvzoya/saliency``):
   size first, bilinearly with half-pixel centres
   (``torch.nn.functional.interpolate(..., mode="bilinear", align_corners=False)``).
 
+Valid inputs: any finite float64 values (numpy or torch, any real dtype). Maps whose magnitude
+is beyond ``2^+-100`` are multiplied by an exact power of two before anything is squared or
+summed (every metric here is scale-invariant), so ``1e-300``- or ``1e308``-scale maps score as
+the same map at unit scale would; ordinary maps are untouched (bit-identical results).
+
 Degenerate inputs (one rule per family, each tested):
 
 * NaN/inf anywhere, a map that is not 2-D, mismatched shapes, an empty fixation map / mask /
@@ -32,6 +37,8 @@ Degenerate inputs (one rule per family, each tested):
 * ROC metrics (AUC-Judd, AUC-Borji, sAUC): a constant map ties every positive with every negative,
   which gives the chance diagonal, ``0.5``.
 * AUC-Judd with a fixation map covering every pixel has no negatives: ``ValueError``.
+* Scalar arguments (``threshold``, ``beta2``, ``n_splits``, ``n_thresholds``, ``step``) that are
+  NaN, infinite or out of range: ``ValueError`` naming the argument.
 * A single fixated pixel: AUC-Borji (sampled, MIT) returns ``NaN`` as MIT's ``AUC_Borji.m`` does
   (each split would hold one random negative); AUC-Judd, the exact AUC-Borji, sAUC, NSS and IG
   are computed (MIT's ``AUC_Judd.m`` / ``AUC_shuffled.m`` likewise only refuse an empty map).
@@ -39,7 +46,7 @@ Degenerate inputs (one rule per family, each tested):
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -74,11 +81,67 @@ _RESIZE_HINT = (
 # --------------------------------------------------------------------------- validation
 
 
-class _Map(NamedTuple):
-    """A validated map: float64 values and whether it is constant in its input dtype."""
+class _Map:
+    """A validated map: its input array, min, max, constancy, and float64 values on demand.
 
-    values: np.ndarray
-    constant: bool
+    ``values`` is the float64 map, multiplied by a power of two when its magnitude is extreme
+    (:func:`_rescale`): exact, and every metric here is invariant to the map's scale, so the
+    whole finite float64 range scores as the same map scaled to order 1 would.
+    """
+
+    __slots__ = ("raw", "lo", "hi", "constant", "_values")
+
+    def __init__(self, raw: np.ndarray, lo: float, hi: float, constant: bool) -> None:
+        self.raw, self.lo, self.hi, self.constant = raw, lo, hi, constant
+        self._values = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.raw.shape
+
+    @property
+    def values(self) -> np.ndarray:
+        if self._values is None:
+            self._values = _rescale(self.raw.astype(np.float64, copy=False), self.lo, self.hi)
+        return self._values
+
+    def value_range(self) -> tuple[float, float]:
+        """Min and max of :attr:`values` (known from validation: no pass over the map)."""
+        lo, hi = _rescale(np.array([self.lo, self.hi]), self.lo, self.hi)
+        return float(lo), float(hi)
+
+    def minmaxed_at(self, index: np.ndarray) -> np.ndarray:
+        """``minmaxed()[index]`` (the same values) without min-maxing the whole map.
+
+        ``index``: a bool map of the map's shape, or flat (row-major) pixel indices of any shape."""
+        lo, hi = self.value_range()
+        v = self.values
+        out = v[index] if index.dtype == np.bool_ else v.ravel()[index]
+        out = np.subtract(out, lo)
+        out /= hi - lo
+        return out
+
+    def minmaxed(self) -> np.ndarray:
+        """``(values - min) / (max - min)``, a new array (caller excludes constant maps)."""
+        lo, hi = self.value_range()
+        out = np.subtract(self.values, lo)
+        out /= hi - lo
+        return out
+
+
+# Beyond these magnitudes, squares or sums of a map's values could overflow or underflow.
+_SAFE_MAX, _SAFE_MIN = 2.0 ** 100, 2.0 ** -100
+
+
+def _rescale(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``arr`` times ``2^-e`` so that ``max |arr|`` lies in [0.5, 1) when it is outside
+    ``[2^-100, 2^100]``; unchanged otherwise. A power of two scales exactly (no rounding) and
+    every metric of this module is scale-invariant, so ordinary maps keep bit-identical results
+    while maps up to 1.8e308 (or down to subnormals) no longer overflow when squared or summed."""
+    big = max(abs(lo), abs(hi))
+    if big == 0.0 or _SAFE_MIN <= big <= _SAFE_MAX:
+        return arr
+    return np.ldexp(arr, -int(np.frexp(big)[1]))
 
 
 # Constancy tolerance in units of the input dtype's eps (see the module docstring). float32
@@ -99,17 +162,20 @@ def _dtype_eps(dtype: Any) -> float:
     return float(np.finfo(dtype).eps) if np.issubdtype(dtype, np.floating) else 0.0
 
 
-def _is_constant(arr: np.ndarray, eps: float) -> bool:
-    """``max - min <= 16 eps max(|max|, |min|)``, ``eps`` of the input dtype (0: exact)."""
-    lo, hi = float(arr.min()), float(arr.max())
-    return hi - lo <= _CONSTANT_ULPS * eps * max(abs(hi), abs(lo))
+def _is_constant_range(lo: float, hi: float, eps: float) -> bool:
+    """``max - min <= 16 eps max(|max|, |min|)``, ``eps`` of the input dtype (0: exact).
+
+    Evaluated with both sides halved, so that ``max - min`` cannot overflow for maps spanning
+    the whole float64 range."""
+    return hi / 2 - lo / 2 <= _CONSTANT_ULPS * eps * max(abs(hi), abs(lo)) / 2
 
 
 def _as_float_map(x: Any, name: str) -> _Map:
-    """Validate ``x`` as a finite 2-D real map: float64 values and its dtype-aware constancy.
+    """Validate ``x`` as a finite 2-D real map (its float64 values, min, max and constancy).
 
     The constancy tolerance uses the dtype ``x`` arrives in (before the float64 conversion);
-    nested lists read as numpy reads them (floats: float64, ints: exact).
+    nested lists read as numpy reads them (floats: float64, ints: exact). Every finite float64
+    value is valid (extreme magnitudes are rescaled exactly, :class:`_Map`).
 
     Raises:
         ValueError: naming ``name``: not real numeric, not 2-D, empty, NaN or inf.
@@ -136,14 +202,17 @@ def _as_float_map(x: Any, name: str) -> _Map:
         )
     if arr.size == 0:
         raise ValueError(f"{name} is empty (shape {tuple(arr.shape)}); pass an H x W map with H, W >= 1")
-    arr = arr.astype(np.float64)
-    bad = ~np.isfinite(arr)
-    if bad.any():
+    if arr.dtype != np.float64 and np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float64)  # float16/32 inputs: convert once (float64 maps are used as they are)
+    # NaN and inf reach the min or the max: two passes instead of an isfinite map.
+    lo, hi = float(arr.min()), float(arr.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
         raise ValueError(
-            f"{name} contains NaN or inf in {int(bad.sum())} of {arr.size} pixels; "
+            f"{name} contains NaN or inf in {bad} of {arr.size} pixels; "
             "replace them (e.g. np.nan_to_num) before scoring"
         )
-    return _Map(arr, _is_constant(arr, eps))
+    return _Map(arr, lo, hi, _is_constant_range(lo, hi, eps))
 
 
 def is_constant(x: Any) -> bool:
@@ -163,11 +232,11 @@ def _maps(**named: Any) -> list[_Map]:
     """Validate several maps with :func:`_as_float_map` and check that they share one shape."""
     maps = [_as_float_map(x, name) for name, x in named.items()]
     names = list(named)
-    first = maps[0].values.shape
+    first = maps[0].shape
     for name, m in zip(names[1:], maps[1:]):
-        if m.values.shape != first:
+        if m.shape != first:
             raise ValueError(
-                f"{names[0]} has shape {first} but {name} has shape {m.values.shape}; "
+                f"{names[0]} has shape {first} but {name} has shape {m.shape}; "
                 + _RESIZE_HINT
             )
     return maps
@@ -175,15 +244,31 @@ def _maps(**named: Any) -> list[_Map]:
 
 def _as_support(m: _Map, name: str) -> np.ndarray:
     """Binary map (nonzero = on) from a validated map; an empty map is a ``ValueError``."""
-    on = m.values != 0
-    if not on.any():
+    on = m.raw if m.raw.dtype == np.bool_ else m.raw != 0
+    if not (m.lo != 0 or m.hi != 0):
         raise ValueError(f"{name} is empty (no nonzero pixel); the metric needs at least one")
     return on
 
 
 def _zscore(s: np.ndarray) -> np.ndarray:
-    """``(S - mean) / std`` with the population std (ddof = 0); caller excludes constant maps."""
-    return (s - s.mean()) / s.std()
+    """``(S - mean) / std`` with the population std (ddof = 0); caller excludes constant maps.
+
+    The same float64 operations as ``(s - s.mean()) / s.std()`` (numpy's ``std`` is
+    ``sqrt(sum((s - mean)^2) / n)`` with the same ``mean``), bit for bit, with one pass and
+    one temporary fewer."""
+    centred = s - s.mean()
+    sq = np.multiply(centred, centred)
+    std = np.sqrt(np.add.reduce(sq, axis=None) / s.size)
+    centred /= std
+    return centred
+
+
+def _mean_and_std(s: np.ndarray) -> tuple[float, float]:
+    """``s.mean()`` and ``s.std()`` exactly as numpy computes them."""
+    mean = s.mean()
+    centred = s - mean
+    np.multiply(centred, centred, out=centred)
+    return mean, np.sqrt(np.add.reduce(centred, axis=None) / s.size)
 
 
 def _minmax(s: np.ndarray) -> np.ndarray:
@@ -198,15 +283,16 @@ def _as_distribution(m: _Map, minmax: bool) -> np.ndarray:
     if m.constant:
         return np.full(s.shape, 1.0 / s.size)
     if minmax:
-        s = _minmax(s)
+        s = m.minmaxed()
+        s /= s.sum()
+        return s
     return s / s.sum()
 
 
 def _check_nonnegative(m: _Map, name: str) -> None:
-    s = m.values
-    if s.min() < 0:
+    if m.lo < 0:
         raise ValueError(
-            f"{name} has negative values (min {s.min():.4g}); KL needs non-negative maps: "
+            f"{name} has negative values (min {m.lo:.4g}); KL needs non-negative maps: "
             "clip or min-max the map first"
         )
 
@@ -219,7 +305,13 @@ def _mean_z_over(saliency: Any, region: Any, region_name: str) -> float:
     on = _as_support(r, region_name)
     if s.constant:
         return math.nan
-    return float(_zscore(s.values)[on].mean())
+    # z at the region's pixels only: the same values as z(S)[on], without the full z map.
+    v = s.values
+    mean, std = _mean_and_std(v)
+    z = v[on]
+    z -= mean
+    z /= std
+    return float(z.mean())
 
 
 def nss(saliency: Any, fixation_map: Any) -> float:
@@ -301,7 +393,9 @@ def cc(saliency: Any, density: Any) -> float:
     s, g = _maps(saliency=saliency, density=density)
     if s.constant or g.constant:
         return math.nan
-    return float(np.clip(np.mean(_zscore(s.values) * _zscore(g.values)), -1.0, 1.0))
+    z = _zscore(s.values)
+    z *= _zscore(g.values)
+    return float(np.clip(np.mean(z), -1.0, 1.0))
 
 
 def kld(saliency: Any, density: Any) -> float:
@@ -327,7 +421,13 @@ def kld(saliency: Any, density: Any) -> float:
     _check_nonnegative(g, "density")
     p = _as_distribution(s, minmax=False)
     q = _as_distribution(g, minmax=False)
-    return float(np.sum(q * np.log(EPS + q / (p + EPS))))
+    # q * ln(eps + q / (p + eps)), in place on one temporary (same operations, same order).
+    t = np.add(p, EPS)
+    np.divide(q, t, out=t)
+    t += EPS
+    np.log(t, out=t)
+    t *= q
+    return float(np.sum(t))
 
 
 def sim(saliency: Any, density: Any) -> float:
@@ -346,7 +446,7 @@ def sim(saliency: Any, density: Any) -> float:
     s, g = _maps(saliency=saliency, density=density)
     p = _as_distribution(s, minmax=True)
     q = _as_distribution(g, minmax=True)
-    return float(np.sum(np.minimum(p, q)))
+    return float(np.sum(np.minimum(p, q, out=p if p is not q else None)))
 
 
 def mae(saliency: Any, density: Any) -> float:
@@ -363,7 +463,9 @@ def mae(saliency: Any, density: Any) -> float:
     s, g = _maps(saliency=saliency, density=density)
     if s.constant or g.constant:
         return math.nan
-    return float(np.mean(np.abs(_minmax(s.values) - _minmax(g.values))))
+    d = s.minmaxed()
+    d -= g.minmaxed()
+    return float(np.mean(np.abs(d, out=d)))
 
 
 # --------------------------------------------------------------------------- ROC metrics
@@ -384,9 +486,26 @@ def _step_thresholds(step: float) -> np.ndarray:
     return np.arange(n + 1) * step
 
 
+def _check_count(value: Any, name: str, minimum: int) -> int:
+    """An integer-valued real ``>= minimum`` (inf, NaN, bools, strings: ``ValueError`` naming ``name``)."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if not ok or not math.isfinite(value) or value != math.floor(value) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return int(value)
+
+
 def _check_splits(n_splits: int) -> None:
-    if int(n_splits) != n_splits or n_splits < 1:
-        raise ValueError(f"n_splits must be a positive integer, got {n_splits!r}")
+    _check_count(n_splits, "n_splits", 1)
+
+
+def _check_real(value: Any, name: str, positive: bool = False) -> float:
+    """A finite real number (``> 0`` if ``positive``); otherwise ``ValueError`` naming ``name``."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if not ok or not math.isfinite(value) or (positive and not value > 0):
+        need = "a finite number > 0" if positive else "a finite number"
+        raise ValueError(f"{name} must be {need}, got {value!r}")
+    return float(value)
 
 
 def _split_aucs(pos: np.ndarray, neg: np.ndarray, step: float) -> np.ndarray:
@@ -398,12 +517,28 @@ def _split_aucs(pos: np.ndarray, neg: np.ndarray, step: float) -> np.ndarray:
         step: threshold step on [0, 1].
     """
     thr = _step_thresholds(step)[::-1]  # descending, as MATLAB's fliplr
-    tp = (pos[None, :] >= thr[:, None]).mean(axis=1)  # (T,)
-    fp = (neg[None, :, :] >= thr[:, None, None]).mean(axis=1)  # (T, n_splits)
+    tp = _fraction_at_or_above(pos[:, None], thr)[:, 0]  # (T,)
+    fp = _fraction_at_or_above(neg, thr)  # (T, n_splits)
     n_splits = neg.shape[1]
     tp = np.concatenate(([0.0], tp, [1.0]))[:, None].repeat(n_splits, axis=1)
     fp = np.concatenate((np.zeros((1, n_splits)), fp, np.ones((1, n_splits))))
     return _trapezoid(tp, fp)
+
+
+def _fraction_at_or_above(values: np.ndarray, thr_desc: np.ndarray) -> np.ndarray:
+    """``(values[None] >= thr_desc[:, None, None]).mean(axis=1)`` for ``N x S`` values, by counting.
+
+    Each value's number of thresholds at or below it (``searchsorted`` on the ascending grid)
+    is histogrammed per column and summed from the top: the same counts, so the same
+    fractions, as comparing every value with every threshold, in ``O(N S)`` instead of
+    ``O(T N S)``."""
+    n_thr = thr_desc.size
+    n, n_cols = values.shape
+    k = np.searchsorted(thr_desc[::-1], values, side="right")  # value >= thr_asc[j]  <=>  j < k
+    counts = np.bincount((k + (n_thr + 1) * np.arange(n_cols)[None, :]).ravel(),
+                         minlength=(n_thr + 1) * n_cols).reshape(n_cols, n_thr + 1)
+    at_or_above = np.cumsum(counts[:, ::-1], axis=1)[:, :n_thr]  # [c, t]: values >= thr_desc[t]
+    return at_or_above.T / n
 
 
 def _exact_auc(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -451,7 +586,7 @@ def auc_judd(saliency: Any, fixation_map: Any, jitter: bool = False, seed: int =
         )
     if sm.constant:
         return 0.5
-    s = _minmax(sm.values)
+    s = sm.minmaxed()
     if jitter:
         s = s + np.random.default_rng(seed).random(s.shape) / 1e7
     pos = np.sort(s[fix])
@@ -511,12 +646,11 @@ def auc_borji(
         return math.nan  # MIT AUC_Borji.m, checked before the map is looked at
     if sm.constant:
         return 0.5
-    s = _minmax(sm.values)
-    pos = s[fix]
+    pos = sm.minmaxed_at(fix)
     if exact:
-        return _exact_auc(pos, s.ravel())
-    idx = np.random.default_rng(seed).integers(0, s.size, size=(pos.size, int(n_splits)))
-    return float(_split_aucs(pos, s.ravel()[idx], step).mean())
+        return _exact_auc(pos, sm.minmaxed().ravel())
+    idx = np.random.default_rng(seed).integers(0, fix.size, size=(pos.size, int(n_splits)))
+    return float(_split_aucs(pos, sm.minmaxed_at(idx), step).mean())
 
 
 def sauc(
@@ -526,6 +660,7 @@ def sauc(
     n_splits: int = 100,
     step: float = 0.1,
     seed: int = 0,
+    exact: bool = False,
 ) -> float:
     """Shuffled AUC (MIT ``AUC_shuffled.m``): negatives are other images' fixated pixels.
 
@@ -545,6 +680,10 @@ def sauc(
         n_splits: number of random negative sets (MIT: 100).
         step: threshold step on the min-maxed map (MIT: 0.1).
         seed: seed of ``numpy.random.default_rng`` for the permutations.
+        exact: if True, every fixated pixel of ``other_fixation_map`` is a negative and every
+            distinct value a threshold (the Mann-Whitney statistic, ties one half; pysaliency's
+            shuffled AUC, and the limit of MIT's estimate over infinitely many splits up to
+            the threshold grid); no randomness, and fast.
 
     Returns:
         sAUC in [0, 1]; 0.5 for a constant saliency map.
@@ -560,13 +699,14 @@ def sauc(
     _step_thresholds(step)
     if sm.constant:
         return 0.5
-    s = _minmax(sm.values).ravel()
-    pos = s[fix.ravel()]
+    pos = sm.minmaxed_at(fix)
     ind = np.flatnonzero(other)
+    if exact:
+        return _exact_auc(pos, sm.minmaxed_at(ind))
     n = min(pos.size, ind.size)
     rng = np.random.default_rng(seed)
-    neg = np.stack([s[ind[rng.permutation(ind.size)[:n]]] for _ in range(int(n_splits))], axis=1)
-    return float(_split_aucs(pos, neg, step).mean())
+    picks = np.stack([ind[rng.permutation(ind.size)[:n]] for _ in range(int(n_splits))], axis=1)
+    return float(_split_aucs(pos, sm.minmaxed_at(picks), step).mean())
 
 
 # --------------------------------------------------------------------------- information gain
@@ -616,13 +756,14 @@ def _f_beta(predicted: np.ndarray, true_positive: np.ndarray, n_mask: int, beta2
 
 def _object_inputs(saliency: Any, mask: Any, beta2: float) -> tuple[np.ndarray, np.ndarray] | None:
     """Validated min-maxed saliency and binary mask, or ``None`` if the saliency is constant."""
-    if not beta2 > 0:
-        raise ValueError(f"beta2 must be > 0, got {beta2!r} (salient-object convention: 0.3)")
+    ok = isinstance(beta2, (int, float, np.integer, np.floating)) and not isinstance(beta2, (bool, np.bool_))
+    if not ok or not math.isfinite(beta2) or not beta2 > 0:
+        raise ValueError(f"beta2 must be > 0 and finite, got {beta2!r} (salient-object convention: 0.3)")
     s, m = _maps(saliency=saliency, mask=mask)
     on = _as_support(m, "mask")
     if s.constant:
         return None
-    return _minmax(s.values), on
+    return s.minmaxed(), on
 
 
 def fmeasure(saliency: Any, mask: Any, beta2: float = 0.3, threshold: float | None = None) -> float:
@@ -648,11 +789,13 @@ def fmeasure(saliency: Any, mask: Any, beta2: float = 0.3, threshold: float | No
     Raises:
         ValueError: non-2-D, non-finite or mismatched maps; empty mask; beta2 <= 0.
     """
+    if threshold is not None:
+        threshold = _check_real(threshold, "threshold")
     prepared = _object_inputs(saliency, mask, beta2)
     if prepared is None:
         return math.nan
     s, on = prepared
-    t = min(2.0 * float(s.mean()), 1.0) if threshold is None else float(threshold)
+    t = min(2.0 * float(s.mean()), 1.0) if threshold is None else threshold
     pred = s >= t
     return float(_f_beta(pred.sum(), (pred & on).sum(), int(on.sum()), beta2))
 
@@ -670,8 +813,7 @@ def fmeasure_max(saliency: Any, mask: Any, beta2: float = 0.3, n_thresholds: int
         ValueError: non-2-D, non-finite or mismatched maps; empty mask; beta2 <= 0;
             n_thresholds < 2.
     """
-    if int(n_thresholds) != n_thresholds or n_thresholds < 2:
-        raise ValueError(f"n_thresholds must be an integer >= 2, got {n_thresholds!r}")
+    n_thresholds = _check_count(n_thresholds, "n_thresholds", 2)
     prepared = _object_inputs(saliency, mask, beta2)
     if prepared is None:
         return math.nan

@@ -1,4 +1,6 @@
 """Shared, seeded fixtures. No test reads ../shared or the network."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -19,3 +21,9 @@ def no_figure_leak():
     plt.close("all")
     yield
     assert plt.get_fignums() == []
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _region_cache(tmp_path_factory):
+    """Fixation-cluster regions are cached in a temporary folder, never in the user's cache."""
+    os.environ["SALIENCY_DISSECT_REGION_CACHE"] = str(tmp_path_factory.mktemp("region-cache"))

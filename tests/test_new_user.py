@@ -28,12 +28,12 @@ def _cache_random_models(monkeypatch):
 
     real = models.load_model
 
-    def cached(name, weights="auto", *, seed=0, progress=False):
+    def cached(name, weights="auto", *, seed=0, progress=False, classifier=True):
         if weights != "random":
-            return real(name, weights=weights, seed=seed, progress=progress)
-        key = (name, seed)
+            return real(name, weights=weights, seed=seed, progress=progress, classifier=classifier)
+        key = (name, seed, classifier)
         if key not in _MODELS:
-            _MODELS[key] = real(name, weights="random", seed=seed)
+            _MODELS[key] = real(name, weights="random", seed=seed, classifier=classifier)
         return _MODELS[key]
 
     monkeypatch.setattr(models, "load_model", cached)
