@@ -102,13 +102,13 @@ def time_forward(model, dataset, n, batch_size, image_size, device):
     return time.perf_counter() - t0
 
 
-def time_dissect(model, layers, dataset, n, batch_size, image_size, device, cache=None):
+def time_dissect(model, layers, dataset, n, batch_size, image_size, device, cache=None, null=100, bootstrap=200):
     old = os.environ.get(REGION_CACHE_ENV)
     os.environ[REGION_CACHE_ENV] = cache or ""
     try:
         t0 = time.perf_counter()
         run_dissection(model, layers, dataset, image_size=image_size, batch_size=batch_size, device=device,
-                       progress=False, max_images=n)
+                       progress=False, max_images=n, null=null, bootstrap=bootstrap)
         return time.perf_counter() - t0
     finally:
         if old is None:
@@ -200,6 +200,8 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--null", type=int, default=100, help="permutations of the null (default 100, as the CLI)")
+    parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates (default 200, as the CLI)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--memory", action="store_true", help="peak RSS of the CLI's 6-layer VGG16 dissect")
     parser.add_argument("--startup", action="store_true", help="CLI start-up to the first forward (3 runs)")
@@ -208,7 +210,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     report = {"model": f"{args.model} (random weights)", "dataset": args.dataset, "threads": args.threads,
-              "device": str(device), "code": str(ROOT)}
+              "device": str(device), "code": str(ROOT), "null": args.null, "bootstrap": args.bootstrap}
+    stats = {"null": args.null, "bootstrap": args.bootstrap}
     with tempfile.TemporaryDirectory() as tmp:
         if not args.no_timing:
             full = _load(args.model, lean=False).to(device)  # the bare forward: the whole model
@@ -220,13 +223,13 @@ def main(argv=None):
             variants = {"forward": lambda: time_forward(full, plain, n, args.batch_size, args.image_size, device)}
             if args.dataset == "osie":
                 variants["dissect_cold"] = lambda: time_dissect(lean, layers, scored, n, args.batch_size,
-                                                                args.image_size, device)
+                                                                args.image_size, device, **stats)
                 variants["dissect_cached"] = lambda: time_dissect(lean, layers, scored, n, args.batch_size,
-                                                                  args.image_size, device, cache)
+                                                                  args.image_size, device, cache, **stats)
                 variants["dissect_cached"]()  # fill the cache (untimed)
             else:
                 variants["dissect"] = lambda: time_dissect(lean, layers, scored, n, args.batch_size,
-                                                           args.image_size, device)
+                                                           args.image_size, device, **stats)
             variants["forward"]()  # warm-up: allocator, first-touch of the weights
             times = {k: [] for k in variants}
             names = list(variants)
