@@ -236,6 +236,8 @@ def main(argv=None):
             for r in range(args.repeats):
                 for name in names[r % len(names):] + names[:r % len(names)]:
                     times[name].append(variants[name]())
+                    print(f"repeat {r + 1}/{args.repeats} {name}: {times[name][-1]:.2f} s", file=sys.stderr,
+                          flush=True)  # a long benchmark says where it is
             report.update({"layers": layers, "images": n, "image_size": args.image_size,
                            "batch_size": args.batch_size, "repeats": args.repeats,
                            "median_s": {k: round(statistics.median(v), 3) for k, v in times.items()},
