@@ -29,23 +29,6 @@ from probes.regions import DEAD_RTOL, RegionScorer
 __all__ = ["TorchRegionScorer"]
 
 
-def _kernel_matrix(scorer: RegionScorer, h: int, w: int) -> np.ndarray:
-    """The scorer's ``(N + 1) x hw`` kernel matrix (its public accessor where it has one)."""
-    get = getattr(scorer, "kernel_matrix", None)
-    return get(h, w) if get is not None else scorer._extended_kernels(h, w)
-
-
-def _column_weights(scorer: RegionScorer) -> tuple[np.ndarray, np.ndarray]:
-    """``(divisor, multiplicity)`` of every column (``RegionScorer.column_weights``: the regions'
-    pixel counts and 1, then the null's groups), or the regions' counts alone on older code."""
-    get = getattr(scorer, "column_weights", None)
-    if get is not None:
-        divisor, multiplicity = get()
-        return np.asarray(divisor), np.asarray(multiplicity, dtype=np.float64)
-    n = np.asarray(scorer.n_pixels)
-    return n, np.ones(n.size)
-
-
 class TorchRegionScorer:
     """Score unit maps on their own device with a :class:`RegionScorer`'s kernels.
 
@@ -77,7 +60,7 @@ class TorchRegionScorer:
 
     def _on_device(self, h: int, w: int, device: torch.device):
         """Kernel matrix, pixel counts and std factors on ``device`` (cached per kernel matrix)."""
-        k = _kernel_matrix(self.scorer, h, w)
+        k = self.scorer.kernel_matrix(h, w)
         key = (id(k), device)
         entry = self._cache.get(key)
         if entry is None or entry[0] is not k:
@@ -86,7 +69,7 @@ class TorchRegionScorer:
             as_t = lambda a: None if a is None else torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64,
                                                                      device=device)
             factors = tuple((as_t(a.r_diag), as_t(a.r_super), as_t(a.r_dense)) for a in (ay, ax))
-            divisor, multiplicity = _column_weights(self.scorer)
+            divisor, multiplicity = self.scorer.column_weights()
             n_pix = (torch.as_tensor(divisor, dtype=torch.float64, device=device),
                      torch.as_tensor(multiplicity, dtype=torch.float64, device=device))
             if len(self._cache) >= 8:  # a new image (set_regions) builds new matrices
@@ -111,7 +94,7 @@ class TorchRegionScorer:
                 "index one image of a batch first"
             )
         n_units, h, w = t.shape
-        n_cols = _column_weights(self.scorer)[0].size
+        n_cols = self.scorer.column_weights()[0].size
         if n_units == 0 or n_cols == 0:
             if n_units and not bool(torch.isfinite(t).all()):
                 raise ValueError(_regions._NOT_FINITE)
