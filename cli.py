@@ -354,7 +354,7 @@ def cmd_popout_generate(args) -> int:
 def cmd_attention(args) -> int:
     if getattr(args, "ray", None) is not None:
         return _attention_on_ray(args)
-    from dissect.reports import default_run_dir, prepare_run_dir, run_folder
+    from dissect.reports import default_run_dir
 
     _check_numbers(args)
     methods = args.methods or ["gradcam"]
@@ -364,11 +364,20 @@ def cmd_attention(args) -> int:
         size=None if args.image_size == 224 else args.image_size, seed=args.seed or None,
         sigma=None if args.sigma == 24.0 else args.sigma, cam_fit=args.cam_fit_images,
         ceiling="none" if args.no_ceiling else None, regions=args.regions, split=args.split)
-    if not (getattr(args, "shard", None) and args.resume):  # a shard resumes its own pieces
-        prepare_run_dir(out, "attention", outputs=("per_image.csv", "summary.csv", "shard.json"),
+    return _in_run_folder(out, "attention", args, lambda: _attention_into(args, methods, out))
+
+
+def _in_run_folder(out: Path, command: str, args, run) -> int:
+    """``run()`` under the run-folder policy (:func:`dissect.reports.prepare_run_dir`) of a table
+    command (``per_image.csv``, ``summary.csv``); a ``--shard`` with ``--resume`` continues its own
+    pieces instead. A folder the command created and left empty is removed (``run_folder``)."""
+    from dissect.reports import prepare_run_dir, run_folder
+
+    if not (getattr(args, "shard", None) and args.resume):
+        prepare_run_dir(out, command, outputs=("per_image.csv", "summary.csv", "shard.json"),
                         overwrite=args.overwrite)
     with run_folder(out):
-        return _attention_into(args, methods, out)
+        return run()
 
 
 def _attention_into(args, methods, out: Path) -> int:
@@ -533,7 +542,7 @@ def _add_model_run_args(parser: argparse.ArgumentParser, batch_size: int, batch_
 def cmd_evaluate(args) -> int:
     from dissect import classical
     from dissect.evaluation import resolve_sources
-    from dissect.reports import default_run_dir, prepare_run_dir, run_folder
+    from dissect.reports import default_run_dir, prepare_run_dir
 
     models = args.models or ([] if args.maps else list(classical.METHODS))
     out = Path(args.out).expanduser() if args.out else default_run_dir(
@@ -548,11 +557,7 @@ def cmd_evaluate(args) -> int:
         return _evaluate_on_ray(args, out)
     sources = resolve_sources(models, weights=args.weights, maps=args.maps or (), image_size=args.image_size,
                               device=_resolve_device(args.device), seed=args.seed)
-    if not (getattr(args, "shard", None) and args.resume):  # a shard resumes its own pieces
-        prepare_run_dir(out, "evaluate", outputs=("per_image.csv", "summary.csv", "shard.json"),
-                        overwrite=args.overwrite)
-    with run_folder(out):
-        return _evaluate_into(args, sources, out)
+    return _in_run_folder(out, "evaluate", args, lambda: _evaluate_into(args, sources, out))
 
 
 def _evaluate_into(args, sources, out: Path) -> int:
