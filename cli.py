@@ -352,9 +352,7 @@ def cmd_popout_generate(args) -> int:
 
 
 def cmd_attention(args) -> int:
-    if getattr(args, "ray", None) is not None:
-        return _attention_on_ray(args)
-    from dissect.reports import default_run_dir
+    from dissect.reports import default_run_dir, prepare_run_dir
 
     _check_numbers(args)
     methods = args.methods or ["gradcam"]
@@ -364,6 +362,10 @@ def cmd_attention(args) -> int:
         size=None if args.image_size == 224 else args.image_size, seed=args.seed or None,
         sigma=None if args.sigma == 24.0 else args.sigma, cam_fit=args.cam_fit_images,
         ceiling="none" if args.no_ceiling else None, regions=args.regions, split=args.split)
+    if getattr(args, "ray", None) is not None:
+        if not args.resume:  # the merged files follow the run-folder policy; shards/ is _ray_shards' business
+            prepare_run_dir(out, "attention", outputs=("per_image.csv", "summary.csv"), overwrite=args.overwrite)
+        return _attention_on_ray(args, out)
     return _in_run_folder(out, "attention", args, lambda: _attention_into(args, methods, out))
 
 
@@ -735,17 +737,16 @@ def _dissect_on_ray(cfg: DissectConfig) -> int:
     return _write_merge(out, folders, ray=record, config=asdict(cfg))
 
 
-def _attention_on_ray(args) -> int:
-    out = Path(args.out) if args.out else Path("runs") / f"attention-{args.model}-{args.dataset}"
+def _attention_on_ray(args, out: Path) -> int:
     if args.shard:
         raise ValueError("--shard and --ray do not mix: --ray runs every shard itself (choose how many with --shards)")
 
     def make_args(i, n, folder):
         return {**vars(args), "shard": f"{i}/{n}", "ray": None, "shards": None, "out": str(folder), "resume": True,
-                "no_progress": True}
+                "overwrite": False, "no_progress": True}
 
-    folders, record = _ray_shards(args.ray, out, args.resume, False, args.shards, args.device, args.ray_cpus,
-                                  _attention_shard_task, make_args, not args.no_progress)
+    folders, record = _ray_shards(args.ray, out, args.resume, args.overwrite, args.shards, args.device,
+                                  args.ray_cpus, _attention_shard_task, make_args, not args.no_progress)
     return _write_merge(out, folders, ray=record, config=vars(args))
 
 
