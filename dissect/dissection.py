@@ -103,13 +103,11 @@ def preprocess(images: Sequence[np.ndarray], image_size: int | None = 224,
         image_size = check_count("image_size", image_size)
     arrays, converted = [], []
     for i, img in enumerate(images):
-        img, note = as_rgb_uint8(img, f"image {i}")
+        array, note = _network_input(img, image_size, i)
+        arrays.append(array)
         if note:
-            converted.append(f"{i} ({note})")
-        arrays.append(_resized(img, image_size))
-    if converted:
-        warnings.warn(f"preprocess converted {len(converted)} image(s) to RGB uint8: {', '.join(converted[:5])}"
-                      + (", ..." if len(converted) > 5 else ""), UserWarning, stacklevel=2)
+            converted.append(note)
+    _warn_converted(converted, stacklevel=3)
     if not arrays:
         raise ValueError("preprocess got no images")
     shapes = {a.shape for a in arrays}
@@ -120,6 +118,20 @@ def preprocess(images: Sequence[np.ndarray], image_size: int | None = 224,
     m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
     return (batch - m) / s
+
+
+def _network_input(img, image_size: int | None, index: int) -> tuple[np.ndarray, str]:
+    """Image ``index`` as its uint8 network input: RGB uint8 first (:func:`datasets.base.as_rgb_uint8`),
+    then resized; and the conversion note (``""`` when it was already RGB uint8)."""
+    img, note = as_rgb_uint8(img, f"image {index}")
+    return _resized(img, image_size), f"{index} ({note})" if note else ""
+
+
+def _warn_converted(converted: list[str], stacklevel: int = 2) -> None:
+    """One warning listing the images :func:`_network_input` converted."""
+    if converted:
+        warnings.warn(f"preprocess converted {len(converted)} image(s) to RGB uint8: {', '.join(converted[:5])}"
+                      + (", ..." if len(converted) > 5 else ""), UserWarning, stacklevel=stacklevel)
 
 
 def _resized(img: np.ndarray, image_size: int | None) -> np.ndarray:
@@ -315,20 +327,25 @@ class _RegionBank:
             except ValueError as exc:  # fail before the run, not an hour into it
                 raise ValueError(f"{exc} (the permutation null reads every image's regions before the run: "
                                  "fix that image, or pass null=0 / --null 0)") from exc
-            return _Prepared(sample, ceiling_sigma), _resized(sample.image, image_size) if keep_inputs else None
+            # converted before resizing, as preprocess does (a float or RGBA image would not resize as is)
+            return _Prepared(sample, ceiling_sigma), _network_input(sample.image, image_size, i) if keep_inputs else None
 
         # Nothing overlaps this pass, so it reads with several threads (decoding and the loaders'
         # numpy/scipy work release the GIL); results come back in image order.
+        converted = []
         with ThreadPoolExecutor(_BANK_THREADS, thread_name_prefix="dissect-regions") as pool:
             try:
                 for record, image in tqdm(pool.map(read, range(n_images)), total=n_images, desc="regions",
                                           unit="img", disable=not progress, dynamic_ncols=True):
                     self.records.append(record)
                     if keep_inputs:
-                        self.inputs.append(image)
+                        self.inputs.append(image[0])
+                        if image[1]:
+                            converted.append(image[1])
             except BaseException:
                 pool.shutdown(cancel_futures=True)  # a bad image or Ctrl-C: do not read the rest
                 raise
+        _warn_converted(converted, stacklevel=4)
 
 
 def _null_groups(bank: _RegionBank | None, permutations: np.ndarray | None, image: int, record: _Prepared):
