@@ -175,7 +175,12 @@ class Subset:
             raise AttributeError(name)
         if name == "image_groups":  # the base's groups, for this view's images
             groups = getattr(self.dataset, "image_groups")
-            return lambda: [groups()[i] for i in self.indices]
+
+            def image_groups() -> list:
+                base = groups()  # once, not once per image
+                return [base[i] for i in self.indices]
+
+            return image_groups
         return getattr(self.dataset, name)
 
 
