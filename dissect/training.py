@@ -50,13 +50,12 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from dissect.dissection import environment_versions, preprocess
+from dissect.dissection import _resized, environment_versions, preprocess
 from dissect.models import load_model, save_checkpoint
-from dissect.reports import atomic_write_json, check_writable
+from dissect.reports import _atomic_to_csv, atomic_write_json, check_writable
 
 __all__ = [
     "TrainConfig", "TrainingError", "build_saliency_model", "encoder_units", "freeze_units",
@@ -341,13 +340,6 @@ def split_dataset(dataset, *, train_ids: Sequence[str] | None = None, val_ids: S
     return Subset(dataset, train), Subset(dataset, val)
 
 
-def _resize_input(image: np.ndarray, size: int) -> np.ndarray:
-    """As :func:`dissect.dissection.preprocess` resizes (PIL bilinear, aspect not kept)."""
-    if image.shape[:2] == (size, size):
-        return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
-
-
 @dataclass
 class _Split:
     """The network inputs and fixations of one split, read once."""
@@ -367,7 +359,7 @@ def _read_split(subset, size: int, what: str, progress: bool, need_fixations: bo
                        dynamic_ncols=True):
         if not need_fixations and sample.fixation_map is None:
             ids.append(sample.image_id)
-            images.append(_resize_input(sample.image, size))
+            images.append(_resized(sample.image, size))
             shapes.append(sample.shape)
             fixations.append(np.zeros(0, dtype=np.int64))
             continue
@@ -379,7 +371,7 @@ def _read_split(subset, size: int, what: str, progress: bool, need_fixations: bo
             raise ValueError(f"image {sample.image_id!r} has no fixated pixel: NSS is undefined; drop it from "
                              f"the {what} ids")
         ids.append(sample.image_id)
-        images.append(_resize_input(sample.image, size))
+        images.append(_resized(sample.image, size))
         shapes.append(sample.shape)
         fixations.append(np.flatnonzero(sample.fixation_map))
     return _Split(ids, np.stack(images), shapes, fixations)
@@ -628,12 +620,6 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-
-
 def _curves(log: pd.DataFrame, val: pd.DataFrame, path: Path, metric: str, title: str) -> None:
     import matplotlib
 
@@ -767,8 +753,8 @@ def fit(out: Path, cfg: TrainConfig, model: nn.Module, k: int, cut: int, train: 
     def write_tables(final: bool = False) -> None:
         log = pd.DataFrame(log_rows, columns=["step", "loss", "lr", "seconds", "model", "weights", "finetune"])
         vals = pd.DataFrame(val_rows)
-        _atomic_csv(log, paths["train_log"])
-        _atomic_csv(vals, paths["val"])
+        _atomic_to_csv(log, paths["train_log"])
+        _atomic_to_csv(vals, paths["val"])
         if final:
             _curves(log, vals, paths["curves"], metric,
                     f"{init_info.get('arch')} K={k} ({init_info.get('weights_detail')})")
@@ -913,16 +899,12 @@ def _nss_batch_loss(maps: torch.Tensor, split: _Split, index: np.ndarray, shapes
 
 def _batch_loss(cfg: TrainConfig, groups: list[tuple[list[int], torch.Tensor]], split: _Split,
                 index: np.ndarray, device) -> torch.Tensor:
-    """The batch's loss; images of different sizes are scored per size group, weighted by count."""
-    from dissect.heads import nss_loss
-
+    """The batch's STRA-Net loss (``cfg.loss == "nss"`` goes to :func:`_nss_batch_loss`); images of
+    different sizes are scored per size group, weighted by count."""
     total, n = 0.0, sum(len(rows) for rows, _ in groups)
     for rows, pred in groups:
         fix = _fixation_batch(split, index[rows], device)
-        if cfg.loss == "nss":
-            part = nss_loss(pred, fix)
-        else:
-            part = stra_loss(pred, fix, _density_batch(split, index[rows], cfg.sigma, device), cfg.loss_weights)
+        part = stra_loss(pred, fix, _density_batch(split, index[rows], cfg.sigma, device), cfg.loss_weights)
         total = total + part * (len(rows) / n)
     return total
 
