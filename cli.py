@@ -472,9 +472,7 @@ def _robustness_into(args, models, out: Path) -> int:
     rows, infos = [], []
     t0 = time.perf_counter()
     for name in models:
-        model = load_model(name, weights=args.weights, seed=args.seed)
-        _check_fits(model, name, [], args.image_size)
-        model = model.to(device)
+        model = load_model(name, weights=args.weights, seed=args.seed).to(device)
         infos.append(getattr(model, "dissect_info", {}))
         for eps in args.epsilon:
             result = fooling_rate(model, dataset, eps, image_size=args.image_size, batch_size=args.batch_size,
@@ -1307,12 +1305,12 @@ def _enable_region_cache() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _enable_region_cache()
     original = warnings.formatwarning
     if not args.debug:
         warnings.formatwarning = _one_line_warning
     try:
-        _check_datasets_package()
+        _check_datasets_package()  # first: the cache setup below imports this project's datasets
+        _enable_region_cache()
         return _COMMANDS[args.command](args)
     except (ValueError, TypeError, FileNotFoundError, PermissionError, RuntimeError, OSError,
             ConnectionError) as exc:

@@ -224,10 +224,9 @@ def prepare_run_dir(out: str | os.PathLike, command: str, *, outputs: tuple[str,
             hint = "--resume to continue it, " if state == "interrupted" and resumable else ""
             raise ValueError(f"{out} already holds {'an interrupted' if state == 'interrupted' else 'a finished'} "
                              f"{command} run; pass {hint}--overwrite to replace it, or choose another --out")
-        for name in (*outputs, "run.json", *_STATE_FILES):
+        for name in (*outputs, "run.json"):
             (out / name).unlink(missing_ok=True)
-        for path in out.glob(_STATE_GLOB):
-            path.unlink()
+        remove_checkpoint(out)
     return state
 
 
