@@ -56,7 +56,7 @@ from dissect.hooks import ActivationRecorder, unique_layers
 from dissect.models import IMAGENET_MEAN, IMAGENET_STD, model_device
 from dissect.reports import atomic_write_json
 from dissect.shards import SHARD_FILE, shard_images
-from probes.aggregate import UnitScoreAccumulator, null_permutation
+from probes.aggregate import UnitScoreAccumulator, check_dead_unit_policy, null_permutation
 from probes.ceiling import region_loso_nss
 from probes.labels import unit_labels
 from probes.regions import RegionScorer
@@ -535,14 +535,11 @@ def run_dissection(
             mixing images with and without fixations, a checkpoint of a different run.
     """
     batch_size = check_count("batch_size", batch_size)
-    if dead_units not in ("skip", "zero"):
-        raise ValueError(f"dead_units must be 'skip' or 'zero', got {dead_units!r}")
+    min_valid = check_dead_unit_policy(dead_units, min_valid)
     for name, value in (("null", null), ("bootstrap", bootstrap)):
         if isinstance(value, bool) or int(value) != value or value < 0:
             raise ValueError(f"{name} must be an integer >= 0 (0 switches it off), got {value!r}")
     null, bootstrap = int(null), int(bootstrap)
-    if not 0.0 <= float(min_valid) <= 1.0:
-        raise ValueError(f"min_valid must be a fraction in [0, 1], got {min_valid}")
     if int(top_k) < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     if not np.isfinite(threshold):

@@ -81,7 +81,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["SCALE_BITS", "MAX_ABS_SCORE", "TIE_TOL", "UnitScoreAccumulator", "bootstrap_weights",
-           "null_permutation", "DEAD_UNIT_POLICIES"]
+           "null_permutation", "DEAD_UNIT_POLICIES", "check_dead_unit_policy"]
 
 SCALE_BITS = 32
 MAX_ABS_SCORE = 2.0 ** 20
@@ -206,7 +206,9 @@ def _group_sums(values: np.ndarray, groups: np.ndarray, n_groups: int) -> tuple[
     return g[starts], np.add.reduceat(values[:, order], starts, axis=1)
 
 
-def _check_policy(dead_units: str, min_valid: float) -> float:
+def check_dead_unit_policy(dead_units: str, min_valid: float) -> float:
+    """``min_valid`` as a float, after checking ``dead_units`` (``"skip"`` or ``"zero"``) and that
+    ``min_valid`` is a fraction in ``[0, 1]``; ``ValueError`` naming the argument otherwise."""
     if dead_units not in DEAD_UNIT_POLICIES:
         raise ValueError(f"dead_units must be 'skip' or 'zero', got {dead_units!r}")
     min_valid = float(min_valid)
@@ -616,7 +618,7 @@ class UnitScoreAccumulator:
         Raises:
             ValueError: an unknown ``dead_units`` or ``min_valid`` outside ``[0, 1]``.
         """
-        min_valid = _check_policy(dead_units, min_valid)
+        min_valid = check_dead_unit_policy(dead_units, min_valid)
         frames = []
         k = len(self._categories)
         for name, st in self._layers.items():
@@ -674,7 +676,7 @@ class UnitScoreAccumulator:
         threshold = float(threshold)
         if not np.isfinite(threshold):
             raise ValueError(f"threshold must be finite, got {threshold}")
-        min_valid = _check_policy(dead_units, min_valid)
+        min_valid = check_dead_unit_policy(dead_units, min_valid)
         with np.errstate(divide="ignore", invalid="ignore"):
             ceiling = self._ceiling_sums.astype(np.float64) / _SCALE / self._ceiling_counts
         ceiling[self._ceiling_counts == 0] = np.nan
