@@ -29,7 +29,7 @@ import warnings
 
 import numpy as np
 
-from dissect.classical._common import as_rgb
+from dissect.classical._common import as_rgb, with_defaults
 
 __all__ = ["METHODS", "saliency_map", "method_defaults"]
 
@@ -104,6 +104,4 @@ def _one_blas_thread():
 
 
 def _check_options(method: str, options: dict) -> None:
-    unknown = sorted(set(options) - set(method_defaults(method)))
-    if unknown:
-        raise ValueError(f"{method} does not take option(s) {unknown}; it takes {sorted(method_defaults(method))}")
+    with_defaults(method, options, method_defaults(method))

@@ -6,13 +6,20 @@ Every function is vectorised numpy / OpenCV; nothing loops over pixels in Python
 from __future__ import annotations
 
 import math
-import warnings
 
 import cv2
 import numpy as np
 
-__all__ = ["as_rgb", "mat2gray", "imresize", "gabor_kernel", "max_normalize", "local_maxima",
+__all__ = ["with_defaults", "as_rgb", "mat2gray", "imresize", "gabor_kernel", "max_normalize", "local_maxima",
            "attenuate_borders", "filter2d"]
+
+
+def with_defaults(method: str, options: dict, defaults: dict) -> dict:
+    """``defaults`` updated with ``options``; an option ``method`` does not take is a ``ValueError``."""
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise ValueError(f"{method} does not take option(s) {unknown}; it takes {sorted(defaults)}")
+    return {**defaults, **options}
 
 
 def as_rgb(image, name: str = "image") -> tuple[np.ndarray, bool]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from dissect.classical._common import mat2gray
+from dissect.classical._common import mat2gray, with_defaults
 
 __all__ = ["bms", "DEFAULTS", "surrounded"]
 
@@ -72,10 +72,7 @@ def bms(rgb: np.ndarray, **options) -> np.ndarray:
     Options (defaults in :data:`DEFAULTS`): ``delta``, ``max_dim``, ``omega``, ``kappa``,
     ``sigma``, ``whitening``, ``bgr_quirk``, ``quantize``.
     """
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"bms does not take option(s) {unknown}; it takes {sorted(DEFAULTS)}")
-    o = {**DEFAULTS, **options}
+    o = with_defaults("bms", options, DEFAULTS)
     h, w = rgb.shape[:2]
     scale = float(o["max_dim"]) / max(h, w)
     size = (max(1, int(w * scale)), max(1, int(h * scale)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from datasets.fixations import center_bias_map
+from dissect.classical._common import with_defaults
 
 __all__ = ["centre_bias", "DEFAULTS"]
 
@@ -16,8 +17,5 @@ DEFAULTS = {"sigma_frac": 0.25}
 
 def centre_bias(rgb: np.ndarray, **options) -> np.ndarray:
     """Centre-bias map of the image's size, ``H x W`` float64 with maximum 1."""
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"centre_bias does not take option(s) {unknown}; it takes {sorted(DEFAULTS)}")
-    o = {**DEFAULTS, **options}
+    o = with_defaults("centre_bias", options, DEFAULTS)
     return center_bias_map(rgb.shape[:2], float(o["sigma_frac"]))

@@ -38,7 +38,7 @@ import math
 import cv2
 import numpy as np
 
-from dissect.classical._common import attenuate_borders, filter2d, gabor_kernel, imresize, mat2gray
+from dissect.classical._common import attenuate_borders, filter2d, gabor_kernel, imresize, mat2gray, with_defaults
 
 __all__ = ["gbvs", "DEFAULTS", "activation_weights", "stationary_distribution"]
 
@@ -225,10 +225,7 @@ def gbvs(rgb: np.ndarray, **options) -> np.ndarray:
     ``sigma_frac_act``, ``tol``, ``normalization_power``, ``border_attenuation``, ``blurfrac``,
     ``channels`` (a subset of ``"DIO"``), ``dkl_gamma``, ``max_iterations``.
     """
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"gbvs does not take option(s) {unknown}; it takes {sorted(DEFAULTS)}")
-    opts = {**DEFAULTS, **options}
+    opts = with_defaults("gbvs", options, DEFAULTS)
     h, w = rgb.shape[:2]
     if min(h, w) < 128:
         raise ValueError(f"gbvs needs an image of at least 128 x 128 pixels (as the authors' code), got {h} x {w}")

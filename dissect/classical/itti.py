@@ -29,7 +29,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from dissect.classical._common import filter2d, gabor_kernel, imresize, mat2gray, max_normalize
+from dissect.classical._common import filter2d, gabor_kernel, imresize, mat2gray, max_normalize, with_defaults
 
 __all__ = ["itti", "DEFAULTS"]
 
@@ -61,10 +61,7 @@ def itti(rgb: np.ndarray, **options) -> np.ndarray:
     Options: ``centers`` (2, 3, 4), ``deltas`` (3, 4), ``angles`` (0, 45, 90, 135),
     ``output_scale`` (4), ``blurfrac`` (0: no final blur).
     """
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"itti does not take option(s) {unknown}; it takes {sorted(DEFAULTS)}")
-    opts = {**DEFAULTS, **options}
+    opts = with_defaults("itti", options, DEFAULTS)
     h, w = rgb.shape[:2]
     img = rgb.astype(np.float64) / 255.0
     r, g, b = img[..., 0], img[..., 1], img[..., 2]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from dissect.classical._common import mat2gray
+from dissect.classical._common import mat2gray, with_defaults
 
 __all__ = ["spectral_residual", "DEFAULTS"]
 
@@ -24,10 +24,7 @@ def spectral_residual(rgb: np.ndarray, **options) -> np.ndarray:
 
     Options: ``width``, ``height`` of OpenCV's working image (64 x 64).
     """
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"spectral_residual does not take option(s) {unknown}; it takes {sorted(DEFAULTS)}")
-    o = {**DEFAULTS, **options}
+    o = with_defaults("spectral_residual", options, DEFAULTS)
     sr = cv2.saliency.StaticSaliencySpectralResidual_create()
     sr.setImageWidth(int(o["width"]))
     sr.setImageHeight(int(o["height"]))
