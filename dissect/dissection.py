@@ -256,10 +256,14 @@ class _Prepared:
         self.n_fixations = int(sample.meta.get("n_fixations", 0))
         self.fix = None if sample.fixation_map is None else np.nonzero(sample.fixation_map)
         self.sets = []
-        for k in keep:
-            pixels = sample.masks[k] if sample.fixation_map is None else sample.masks[k] & sample.fixation_map
-            ys, xs = np.nonzero(pixels)
-            self.sets.append((ys.astype(np.int32), xs.astype(np.int32)))
+        if self.fix is None:  # NMM: a region averages over its whole mask
+            for k in keep:
+                ys, xs = np.nonzero(sample.masks[k])
+                self.sets.append((ys.astype(np.int32), xs.astype(np.int32)))
+        else:  # region NSS: over its fixated pixels, read from the masks at those pixels only
+            fy, fx = self.fix
+            for inside in sample.masks[keep][:, fy, fx]:
+                self.sets.append((fy[inside].astype(np.int32), fx[inside].astype(np.int32)))
         self.ceiling = None
         if ceiling_sigma is not None and keep.size and sample.fixations is not None:
             self.ceiling = region_loso_nss(sample.fixations, sample.shape, sample.masks[keep], sigma=ceiling_sigma)
@@ -440,11 +444,11 @@ def _stop_when_recorded(modules):
             handle.remove()
 
 
-def _check_metric(metric: str | None, sample) -> str:
+def _check_metric(metric: str | None, sample: "_Prepared") -> str:
     if min(sample.shape) < 2:
         raise ValueError(f"image {sample.image_id!r} is {sample.shape[0]} x {sample.shape[1]} pixels: every unit map "
                          "over it is constant, so every unit would be dead; drop images smaller than 2 x 2")
-    kind = "nmm" if sample.fixation_map is None else "region_nss"
+    kind = "nmm" if sample.fix is None else "region_nss"  # not .fixation_map: that builds the dense map
     if metric is not None and kind != metric:
         raise ValueError(
             f"image {sample.image_id!r} {'has no' if kind == 'nmm' else 'has'} fixations while earlier images "
