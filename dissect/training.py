@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from datasets.base import Subset
 from dissect.dissection import _resized, environment_versions, preprocess
 from dissect.models import load_model, save_checkpoint
 from dissect.reports import _atomic_to_csv, atomic_write_json, check_writable
@@ -278,6 +279,9 @@ class FeatureCache:
 
 def image_ids(dataset) -> list[str]:
     """``Sample.image_id`` of every image, without decoding images where the loader allows."""
+    if isinstance(dataset, Subset):  # its _items would be the base's (Subset forwards attributes)
+        base = image_ids(dataset.dataset)
+        return [base[i] for i in dataset.indices]
     items = getattr(dataset, "_items", None)
     if isinstance(items, list) and items and all(isinstance(it, tuple) and isinstance(it[0], str) for it in items):
         return [it[0] for it in items]

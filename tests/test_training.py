@@ -294,3 +294,20 @@ def test_cli_train_saliency_and_bad_input(tmp_path, capsys, no_figure_leak):
     assert "has no fixations (image 'a0')" in capsys.readouterr().err
     assert cli.main(["train", "saliency", "--dataset", "popout", "--no-progress"]) == 2
     assert "--dataset popout cannot train a model" in capsys.readouterr().err
+
+
+def test_image_ids_of_a_subset_are_the_subsets_own():
+    from datasets.base import Subset
+    from dissect.training import image_ids
+
+    class Listed:  # a file-backed loader's shape: ids in _items, no decoding needed
+        _items = [("a", "a.jpg"), ("b", "b.jpg"), ("c", "c.jpg")]
+
+        def __len__(self):
+            return len(self._items)
+
+        def __getitem__(self, i):
+            raise AssertionError("image_ids must not load images")
+
+    assert image_ids(Listed()) == ["a", "b", "c"]
+    assert image_ids(Subset(Listed(), [2, 0])) == ["c", "a"]
