@@ -332,7 +332,8 @@ class _RegionBank:
                 raise ValueError(f"{exc} (the permutation null reads every image's regions before the run: "
                                  "fix that image, or pass null=0 / --null 0)") from exc
             # converted before resizing, as preprocess does (a float or RGBA image would not resize as is)
-            return _Prepared(sample, ceiling_sigma), _network_input(sample.image, image_size, i) if keep_inputs else None
+            image = _network_input(sample.image, image_size, i) if keep_inputs else None
+            return _Prepared(sample, ceiling_sigma), image
 
         # Nothing overlaps this pass, so it reads with several threads (decoding and the loaders'
         # numpy/scipy work release the GIL); results come back in image order.
@@ -382,12 +383,13 @@ def _score_batch(scorer: RegionScorer, records, activations: dict, layer_names, 
                                      n_bootstrap=settings["bootstrap"], seed=settings["seed"])
     first = stop - len(records)
     counts = {"n_images": 0, "n_images_without_regions": 0, "n_regions_scored": 0,
-              "n_regions_empty": 0, "n_regions_unfixated": 0, "n_fixations_clamped": 0}
+              "n_regions_empty": 0, "n_regions_unfixated": 0, "n_fixations_clamped": 0, "n_fixations_dropped": 0,
+              "n_fixations": 0}
     for i, rec in enumerate(records):
         counts["n_images"] += 1
         counts["n_fixations_clamped"] += rec.n_clamped
-        counts["n_fixations_dropped"] = counts.get("n_fixations_dropped", 0) + rec.n_dropped
-        counts["n_fixations"] = counts.get("n_fixations", 0) + rec.n_fixations
+        counts["n_fixations_dropped"] += rec.n_dropped
+        counts["n_fixations"] += rec.n_fixations
         counts["n_regions_empty"] += rec.n_empty
         counts["n_regions_unfixated"] += rec.n_unfixated
         # The null pairs this image's maps with another image's regions even when it has none.

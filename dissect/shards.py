@@ -39,6 +39,8 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from dissect.reports import atomic_write_json
+
 __all__ = ["SHARD_FILE", "parse_shard", "shard_batches", "shard_images", "save_table", "load_table",
            "check_parts", "merge_dissections", "run_table_shard", "merge_table_shards", "merge_counts",
            "shard_folder_kind"]
@@ -353,7 +355,7 @@ def run_table_shard(folder: str | os.PathLike, *, kind: str, fingerprint: dict, 
         if not resume:
             raise ValueError(f"{folder} already holds this shard; pass --resume to continue it, or use a new --out")
     else:
-        _atomic_json(marker, key)
+        atomic_write_json(marker, key)
     pieces = []
     for lo in range(batches.start, batches.stop, every):  # an empty shard has no pieces
         piece = range(lo, min(lo + every, batches.stop))
@@ -363,12 +365,12 @@ def run_table_shard(folder: str | os.PathLike, *, kind: str, fingerprint: dict, 
             table, info = compute(piece)
             info = {**info, "piece_wall_s": round(time.perf_counter() - t0, 4)}
             save_table(table, stem.with_suffix(".npz"))
-            _atomic_json(stem.with_suffix(".json"), info)  # written last: marks the piece done
+            atomic_write_json(stem.with_suffix(".json"), info)  # written last: marks the piece done
         pieces.append(stem.name)
         if progress is not None:
             progress(len(piece))
     record = {**key, "pieces": pieces, "complete": True}
-    _atomic_json(folder / SHARD_FILE, record)
+    atomic_write_json(folder / SHARD_FILE, record)
     return record
 
 
@@ -429,12 +431,6 @@ def merge_table_shards(folders: Sequence[str | os.PathLike], *, kind: str, count
     summary = [{"name": p["name"], "index": p["index"], "batches": p["record"]["batches"],
                 "timings_s": p["timings_s"], "wall_s": p["wall_s"]} for p in parts]
     return table, info, summary
-
-
-def _atomic_json(path: Path, obj) -> None:
-    from dissect.reports import atomic_write_json
-
-    atomic_write_json(path, obj)
 
 
 # --------------------------------------------------------------------------- attention
@@ -506,7 +502,7 @@ def run_attention_shard(model, dataset, methods, folder: str | os.PathLike, shar
                                  progress=bar.update)
     finally:
         bar.close()
-    _atomic_json(folder / PARAMS_FILE, params or {})
+    atomic_write_json(folder / PARAMS_FILE, params or {})
     if i == 0 and n_examples > 0:  # the merge draws overlays.png from these and the merged table
         from dissect.attention_report import overlay_examples
 
@@ -552,7 +548,7 @@ def write_attention_merge(folders: Sequence[str | os.PathLike], out: str | os.Pa
     model_info = params.get("model")
     with_model_columns(per_image, model_info).to_csv(paths["per_image"], index=False)
     with_model_columns(summary, model_info).to_csv(paths["summary"], index=False)
-    _atomic_json(paths["run"], {**params, **info})
+    atomic_write_json(paths["run"], {**params, **info})
     subtitle = figure_subtitle(model_info, params.get("dataset"))
     examples = [Path(f) / _EXAMPLES_FILE for f in folders if (Path(f) / _EXAMPLES_FILE).exists()]
     if examples:  # written by shard 0 only
@@ -634,7 +630,7 @@ def run_evaluation_shard(dataset, sources, folder: str | os.PathLike, shard, *, 
                                  progress=bar.update)
     finally:
         bar.close()
-    _atomic_json(folder / PARAMS_FILE, params or {})
+    atomic_write_json(folder / PARAMS_FILE, params or {})
     return record
 
 
