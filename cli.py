@@ -365,7 +365,7 @@ def cmd_attention(args) -> int:
     if getattr(args, "ray", None) is not None:
         if not args.resume:  # the merged files follow the run-folder policy; shards/ is _ray_shards' business
             prepare_run_dir(out, "attention", outputs=("per_image.csv", "summary.csv"), overwrite=args.overwrite)
-        return _attention_on_ray(args, out)
+        return _table_on_ray(args, out, _attention_shard_task)
     return _in_run_folder(out, "attention", args, lambda: _attention_into(args, methods, out))
 
 
@@ -554,7 +554,7 @@ def cmd_evaluate(args) -> int:
     if args.ray is not None:
         if not args.resume:  # the merged files follow the run-folder policy; shards/ is _ray_shards' business
             prepare_run_dir(out, "evaluate", outputs=("per_image.csv", "summary.csv"), overwrite=args.overwrite)
-        return _evaluate_on_ray(args, out)
+        return _table_on_ray(args, out, _evaluate_shard_task)
     sources = resolve_sources(models, weights=args.weights, maps=args.maps or (), image_size=args.image_size,
                               device=_resolve_device(args.device), seed=args.seed)
     return _in_run_folder(out, "evaluate", args, lambda: _evaluate_into(args, sources, out))
@@ -666,19 +666,6 @@ def _evaluate_shard_task(namespace: dict) -> int:
     return cmd_evaluate(argparse.Namespace(**namespace))
 
 
-def _evaluate_on_ray(args, out: Path) -> int:
-    if args.shard:
-        raise ValueError("--shard and --ray do not mix: --ray runs every shard itself (choose how many with --shards)")
-
-    def make_args(i, n, folder):
-        return {**vars(args), "shard": f"{i}/{n}", "ray": None, "shards": None, "out": str(folder), "resume": True,
-                "overwrite": False, "no_progress": True}
-
-    folders, record = _ray_shards(args.ray, out, args.resume, args.overwrite, args.shards, args.device,
-                                  args.ray_cpus, _evaluate_shard_task, make_args, not args.no_progress)
-    return _write_merge(out, folders, ray=record, config=vars(args))
-
-
 def _dissect_shard_task(config: dict) -> int:
     """One Ray task: a shard of ``dissect`` in-process (resumes its own checkpoint on a retry)."""
     return cmd_dissect(DissectConfig(**config))
@@ -735,7 +722,9 @@ def _dissect_on_ray(cfg: DissectConfig) -> int:
     return _write_merge(out, folders, ray=record, config=asdict(cfg))
 
 
-def _attention_on_ray(args, out: Path) -> int:
+def _table_on_ray(args, out: Path, task) -> int:
+    """``attention`` / ``evaluate --ray``: every shard as a Ray task running ``task`` (the command
+    in-process, resuming its shard folder), then the merged files in ``out``."""
     if args.shard:
         raise ValueError("--shard and --ray do not mix: --ray runs every shard itself (choose how many with --shards)")
 
@@ -744,7 +733,7 @@ def _attention_on_ray(args, out: Path) -> int:
                 "overwrite": False, "no_progress": True}
 
     folders, record = _ray_shards(args.ray, out, args.resume, args.overwrite, args.shards, args.device,
-                                  args.ray_cpus, _attention_shard_task, make_args, not args.no_progress)
+                                  args.ray_cpus, task, make_args, not args.no_progress)
     return _write_merge(out, folders, ray=record, config=vars(args))
 
 
