@@ -224,13 +224,24 @@ def density_map(
         ValueError: non-2-D or NaN/negative input, shape mismatch with ``weights``, an empty
             (all-zero) map, ``sigma <= 0``, ``truncate <= 0`` or an unknown ``mode``.
     """
-    f = np.asarray(fixations, dtype=np.float64)
-    if f.ndim != 2 or f.size == 0:
-        raise ValueError(f"fixations must be a non-empty H x W map, got shape {f.shape}")
+    raw = np.asarray(fixations)
+    if raw.ndim != 2 or raw.size == 0:
+        raise ValueError(f"fixations must be a non-empty H x W map, got shape {raw.shape}")
     sigma = _sigma(sigma)
     truncate = _sigma(truncate, "truncate")
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    if raw.dtype == bool and weights is None and mode == "constant":
+        # A binary map (the usual case): its fixated pixels weigh 1, nothing to validate, and the
+        # float64 copy of the whole map is only needed if scipy has to blur it.
+        ys, xs = np.divmod(np.flatnonzero(raw), raw.shape[1])
+        if ys.size == 0:
+            raise ValueError("fixation map is empty (no fixated pixel with positive weight); a density map needs one")
+        d = _sparse_gaussian_density(raw.shape, ys, xs, np.ones(ys.size), sigma, truncate)
+        if d is None:
+            d = ndimage.gaussian_filter(raw.astype(np.float64), sigma, mode=mode, cval=0.0, truncate=truncate)
+        return _minmax(d) if normalize else d
+    f = np.asarray(raw, dtype=np.float64)
     if weights is not None:
         wts = np.asarray(weights, dtype=np.float64)
         if wts.shape != f.shape:
@@ -265,13 +276,24 @@ def _gaussian_density(f: np.ndarray, sigma: float, truncate: float, mode: str) -
     Equal to scipy up to float64 rounding (a few 1e-16 relative); other boundary modes and
     dense maps use scipy itself.
     """
-    ys, xs = np.nonzero(f)
+    if mode == "constant":
+        ys, xs = np.divmod(np.flatnonzero(f), f.shape[1])  # as np.nonzero, faster
+        d = _sparse_gaussian_density(f.shape, ys, xs, f[ys, xs], sigma, truncate)
+        if d is not None:
+            return d
+    return ndimage.gaussian_filter(f, sigma, mode=mode, cval=0.0, truncate=truncate)
+
+
+def _sparse_gaussian_density(shape, ys: np.ndarray, xs: np.ndarray, values: np.ndarray, sigma: float,
+                             truncate: float) -> np.ndarray | None:
+    """The zero-padded blur of the pixels ``(ys, xs)`` (raster order) weighing ``values``, as
+    the ``A B`` product of :func:`_gaussian_density`; ``None`` where scipy is cheaper (dense maps)."""
     k = _gaussian_kernel(sigma, truncate)
     radius = k.size // 2
-    h, w = f.shape
+    h, w = shape
     rows = np.unique(ys)
-    if mode != "constant" or rows.size >= 2 * radius + 1:  # scipy is cheaper for dense maps
-        return ndimage.gaussian_filter(f, sigma, mode=mode, cval=0.0, truncate=truncate)
+    if rows.size >= 2 * radius + 1:  # scipy is cheaper for dense maps
+        return None
     # kpad[radius + d] = k(d) for |d| <= radius, 0 elsewhere, for any offset d in (-H, H) or (-W, W).
     n = max(h, w)
     kpad = np.zeros(2 * n + 2 * radius + 1)
@@ -281,7 +303,7 @@ def _gaussian_density(f: np.ndarray, sigma: float, truncate: float, mode: str) -
     row_of = np.searchsorted(rows, ys)
     b = np.zeros((rows.size, w))
     cols = np.arange(w)
-    np.add.at(b, row_of, f[ys, xs][:, None] * kpad[centre + cols[None, :] - xs[:, None]])
+    np.add.at(b, row_of, values[:, None] * kpad[centre + cols[None, :] - xs[:, None]])
     a = kpad[centre + np.arange(h)[:, None] - rows[None, :]]  # H x n_rows: the row blur
     return a @ b
 

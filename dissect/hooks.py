@@ -226,10 +226,13 @@ class ActivationRecorder:
                 if self.on_repeat == "first":
                     return
             # Copy now: an in-place op later in the graph (ReLU(inplace=True)) would rewrite a
-            # stored view. inference_mode(False) makes the copy an ordinary tensor.
+            # stored view. inference_mode(False) makes the copy an ordinary tensor. The copy is
+            # in the standard contiguous layout (oneDNN convolutions on CPU output channels-last),
+            # so a unit's map is one contiguous block and ``.numpy()`` is C-ordered.
             with torch.inference_mode(False):
                 out = output.detach()
-                copy = out.clone() if self.device is None else out.to(self.device, copy=True)
+                copy = out.to(self.device if self.device is not None else out.device, copy=True,
+                              memory_format=torch.contiguous_format)
             if not self.keep:
                 self.activations[name] = copy
             elif repeat:

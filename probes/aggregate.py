@@ -206,6 +206,27 @@ def _group_sums(values: np.ndarray, groups: np.ndarray, n_groups: int) -> tuple[
     return g[starts], np.add.reduceat(values[:, order], starts, axis=1)
 
 
+def _as_slice(index):
+    """A run of consecutive ascending integers as a slice (else the index unchanged)."""
+    if isinstance(index, np.ndarray) and index.ndim == 1 and index.size and index[-1] - index[0] == index.size - 1 \
+            and (index.size < 3 or np.all(np.diff(index) == 1)):
+        return slice(int(index[0]), int(index[-1]) + 1)
+    return index
+
+
+def _add_into(a: np.ndarray, at: tuple, inc: np.ndarray) -> None:
+    """``a[at] += inc`` for unique indices, without fancy-indexed read-modify-write copies where
+    a slice does: runs of consecutive indices become slices, and the null's two index arrays
+    (``(:, replicate, category)``) one flat index on a ``C x (P K)`` view. Integer arithmetic,
+    so the result is the same whichever way it is indexed."""
+    arrays = [i for i, x in enumerate(at) if isinstance(x, np.ndarray)]
+    if arrays == [1, 2] and a.ndim == 3 and a.flags.c_contiguous and isinstance(at[0], slice) and at[0] == slice(None):
+        at = (slice(None), at[1] * a.shape[2] + at[2])
+        a = a.reshape(a.shape[0], -1)  # a view (C-contiguous)
+    at = tuple(_as_slice(x) for x in at)
+    a[at] += inc
+
+
 def check_dead_unit_policy(dead_units: str, min_valid: float) -> float:
     """``min_valid`` as a float, after checking ``dead_units`` (``"skip"`` or ``"zero"``) and that
     ``min_valid`` is a fraction in ``[0, 1]``; ``ValueError`` naming the argument otherwise."""
@@ -485,7 +506,7 @@ class UnitScoreAccumulator:
             self._category_index(c)
         st = self._layer(layer, n_units)
         for key, at, inc in updates:
-            getattr(st, key)[at] += inc
+            _add_into(getattr(st, key), at, inc)
         st.bound = None if check else st.abs_bound() + increment  # None: recomputed exactly next time
 
     def add_ceiling(self, values, categories: Sequence[str]) -> None:

@@ -51,12 +51,11 @@ def _subject_pixels(fixations, shape: tuple[int, int]) -> list[np.ndarray] | Non
     if fixations is None or "subject" not in getattr(fixations, "columns", ()):
         return None
     height, width = shape
-    out = []
     subjects = fixations["subject"].to_numpy()
-    for subject in dict.fromkeys(subjects.tolist()):
-        rows = fixations[subjects == subject]
-        ys, xs, _ = fixation_pixels(rows["x"].to_numpy(), rows["y"].to_numpy(), shape)
-        out.append(np.unique(ys * width + xs))
+    # Rounding is per point, so all points at once, then split (no per-subject DataFrame copies).
+    ys, xs, _ = fixation_pixels(fixations["x"].to_numpy(), fixations["y"].to_numpy(), shape)
+    flat = ys * width + xs
+    out = [np.unique(flat[subjects == subject]) for subject in dict.fromkeys(subjects.tolist())]
     return out if len(out) >= 2 else None
 
 

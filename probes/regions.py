@@ -144,6 +144,7 @@ class _Axis:
     r_diag: np.ndarray | None  # Cholesky factor of U^T U (upper bidiagonal) ...
     r_super: np.ndarray | None
     r_dense: np.ndarray | None  # ... or, when U^T U is singular (downsampling), U's QR factor
+    identity: bool  # n_out == n_in: U = I exactly (R = I: its step is skipped, bit-identically)
 
 
 @functools.lru_cache(maxsize=64)
@@ -165,7 +166,8 @@ def _axis(n_out: int, n_in: int) -> _Axis:
         # Downsampling: U^T U is singular; U's own QR factor keeps ||R B|| accurate even for
         # maps in (or near) U's null space, which the dead-unit rule must recognise.
         r_dense = np.linalg.qr(u, mode="r")
-    return _Axis(n_out, n_in, i0, i1, w0, w1, u.sum(axis=0), r_diag, r_super, r_dense)
+    identity = bool(n_out == n_in and np.array_equal(u, np.eye(n_in)))
+    return _Axis(n_out, n_in, i0, i1, w0, w1, u.sum(axis=0), r_diag, r_super, r_dense, identity)
 
 
 def _apply_r(ax: _Axis, x: np.ndarray, dim: int) -> np.ndarray:
@@ -187,16 +189,32 @@ def _apply_r(ax: _Axis, x: np.ndarray, dim: int) -> np.ndarray:
 
 
 def _as_unit_maps(unit_maps, check_finite: bool = True) -> np.ndarray:
-    """``C x h x w`` float64 numpy array from numpy or torch; finite values only."""
+    """``C x h x w`` C-ordered float64 numpy array from numpy or torch; finite values only."""
+    return _as_float64(_as_stack(unit_maps), check_finite)
+
+
+def _as_stack(unit_maps) -> np.ndarray:
+    """``C x h x w`` numpy array of any real dtype (a CPU tensor's own memory, not a copy)."""
     if isinstance(unit_maps, torch.Tensor):
-        arr = unit_maps.detach().to(device="cpu", dtype=torch.float64).numpy()
+        unit_maps = unit_maps.detach()
+        if unit_maps.device.type != "cpu" or unit_maps.dtype not in (torch.float32, torch.float64):
+            unit_maps = unit_maps.to(device="cpu", dtype=torch.float64)
+        arr = unit_maps.numpy()
     else:
-        arr = np.asarray(unit_maps, dtype=np.float64)
+        arr = np.asarray(unit_maps)
+        if arr.dtype.kind not in "fiub":
+            arr = arr.astype(np.float64)
     if arr.ndim != 3 or arr.shape[1] < 1 or arr.shape[2] < 1:
         raise ValueError(
             f"unit_maps must be a C x h x w stack (one map per unit), got shape {tuple(arr.shape)}; "
             "index one image of a batch first"
         )
+    return arr
+
+
+def _as_float64(arr: np.ndarray, check_finite: bool = True) -> np.ndarray:
+    # C order whatever the input's layout (a channels-last activation would make every pass strided).
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
     if check_finite and not np.all(np.isfinite(arr)):
         raise ValueError(_NOT_FINITE)
     return arr
@@ -333,12 +351,21 @@ def _sum_squares_band(centred: np.ndarray, ay: _Axis, ax: _Axis, weights: tuple,
     d_row, e_row, d_col, e_col = weights
     x = centred.reshape(-1)
     t1, t2, tmp = (b[:m] for b in bufs)
-    np.multiply(x, d_row[:m], out=t1)
-    np.multiply(x[w:], e_row[:m - w], out=tmp[:m - w])
-    t1[:m - w] += tmp[:m - w]
-    np.multiply(t1, d_col[:m], out=t2)
-    np.multiply(t1[1:], e_col[:m - 1], out=tmp[:m - 1])
-    t2[:m - 1] += tmp[:m - 1]
+    # An identity axis (map as large as the image along it) has R = I: d = 1, e = 0, and
+    # x * 1 + 0 * y == x exactly (up to the sign of a zero, which squaring drops), so its step
+    # is skipped without changing a bit.
+    if ay.identity:
+        t1 = x
+    else:
+        np.multiply(x, d_row[:m], out=t1)
+        np.multiply(x[w:], e_row[:m - w], out=tmp[:m - w])
+        t1[:m - w] += tmp[:m - w]
+    if ax.identity:
+        t2 = t1
+    else:
+        np.multiply(t1, d_col[:m], out=t2)
+        np.multiply(t1[1:], e_col[:m - 1], out=tmp[:m - 1])
+        t2[:m - 1] += tmp[:m - 1]
     t = t2.reshape(n, h * w)
     return np.einsum("ij,ij->i", t, t)
 
@@ -427,7 +454,7 @@ def _as_pixel_groups(extra_groups, shape: tuple[int, int]):
     """
     height, width = shape
     n_pix = height * width
-    flats, set_group = [], []
+    rows, cols, set_group = [], [], []
     for e, group in enumerate(extra_groups):
         for item in group:
             try:
@@ -438,18 +465,24 @@ def _as_pixel_groups(extra_groups, shape: tuple[int, int]):
             xs = np.asarray(xs, dtype=np.int64).reshape(-1)
             if ys.shape != xs.shape:
                 raise ValueError(f"extra group {e}: a pixel set with {ys.size} rows but {xs.size} cols")
-            if ys.size and (ys.min() < 0 or ys.max() >= height or xs.min() < 0 or xs.max() >= width):
-                raise ValueError(f"extra group {e} has pixels outside the {height} x {width} image; rescale it first")
             if ys.size:
-                flats.append((len(set_group)) * n_pix + ys * width + xs)
+                rows.append(ys)
+                cols.append(xs)
                 set_group.append(e)
     n_groups = len(extra_groups)
     set_group = np.array(set_group, dtype=np.int64)
     counts = np.bincount(set_group, minlength=n_groups).astype(np.int64)
-    if not flats:
+    if not rows:
         empty = np.zeros(0, dtype=np.int64)
         return (empty, empty, empty, np.zeros(0)), counts
-    keys = np.unique(np.concatenate(flats))  # sorted by set, then pixel: duplicates within a set collapse
+    sizes = np.array([r.size for r in rows])
+    ys, xs = np.concatenate(rows), np.concatenate(cols)
+    outside = (ys < 0) | (ys >= height) | (xs < 0) | (xs >= width)  # one check for all sets
+    if outside.any():
+        e = set_group[np.searchsorted(np.cumsum(sizes), int(np.argmax(outside)), side="right")]
+        raise ValueError(f"extra group {e} has pixels outside the {height} x {width} image; rescale it first")
+    set_of = np.repeat(np.arange(sizes.size, dtype=np.int64), sizes)
+    keys = np.unique(set_of * n_pix + ys * width + xs)  # sorted by set, then pixel: duplicates within a set collapse
     set_id, pixel = np.divmod(keys, n_pix)
     ys, xs = np.divmod(pixel, width)
     weight = 1.0 / np.bincount(set_id, minlength=set_group.size)[set_id]
@@ -606,13 +639,20 @@ class RegionScorer:
         """
         if self._shape is None:
             raise ValueError("RegionScorer has no regions yet; call set_regions(masks, fixation_map) first")
-        arr = _as_unit_maps(unit_maps, check_finite=False)
-        n_units, h, w = arr.shape
+        raw = _as_stack(unit_maps)
+        n_units, h, w = raw.shape
         divisor, multiplicity = self.column_weights()
-        flat = arr.reshape(n_units, h * w)
-        hi, lo = flat.max(axis=1, initial=-np.inf), flat.min(axis=1, initial=np.inf)
-        if not (np.all(np.isfinite(hi)) and np.all(np.isfinite(lo))):  # NaN and inf reach max/min
+        # Max and min on the maps' own dtype (float32 activations: half the bytes; the float64
+        # conversion is exact, so the values are the same). NaN and inf reach max/min.
+        arr = None if raw.flags.c_contiguous else _as_float64(raw, check_finite=False)  # reshape would copy
+        raw_flat = (raw if arr is None else arr).reshape(n_units, h * w)
+        hi = raw_flat.max(axis=1, initial=-np.inf).astype(np.float64)
+        lo = raw_flat.min(axis=1, initial=np.inf).astype(np.float64)
+        if not (np.all(np.isfinite(hi)) and np.all(np.isfinite(lo))):
             raise ValueError(_NOT_FINITE)
+        if arr is None:
+            arr = _as_float64(raw, check_finite=False)
+        flat = arr.reshape(n_units, h * w)
         if divisor.size == 0 or n_units == 0:
             return np.full((n_units, divisor.size), np.nan)
         ay, ax = _axis(self._shape[0], h), _axis(self._shape[1], w)
