@@ -29,7 +29,7 @@ from dissect.dissection import preprocess
 from dissect.hooks import resolve_layer
 from dissect.models import IMAGENET_MEAN, IMAGENET_STD, model_device
 from dissect.resize import resize_map
-from probes.metrics import is_constant
+from probes.metrics import is_constant, prepare
 from probes.gaze import (
     CEILING,
     FLOOR,
@@ -324,6 +324,9 @@ def run_attention_study(
                 other = (other_images_fixations(pool, pos, shape, n_other=n_other, seed=seed)
                          if len(usable) > 1 else None)
                 bias = center_bias_map(shape)
+                # The human maps are validated once per image, not once per method and metric.
+                fix, density, bias = prepare(fix, "fixation_map"), prepare(density, "density"), prepare(bias, "baseline")
+                other = None if other is None else prepare(other, "other_fixation_map")
                 for (method, label), m in maps.items():
                     if not bool(torch.isfinite(m[k]).all()):
                         n_nonfinite[method] += 1

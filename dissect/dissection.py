@@ -375,12 +375,16 @@ def _load_batch(dataset, start: int, stop: int, image_size: int | None, bank: _R
     return records, preprocess([s.image for s in samples], image_size)
 
 
-def _score_batch(scorer: RegionScorer, records, activations: dict, layer_names, categories, stop: int,
-                 settings: dict):
-    """Score one batch into a fresh accumulator (merged by the caller, in order)."""
+def _score_batch(scorer: RegionScorer, records, activations: dict, layer_names, acc: UnitScoreAccumulator,
+                 stop: int, settings: dict):
+    """Score one batch into the run's accumulator ``acc``; return its counts.
+
+    The caller runs one batch at a time and touches ``acc`` (checkpoints) only between batches,
+    so no batch-sized accumulator is built and merged (with a bootstrap that was ~90 MB a batch
+    for six VGG16 layers). A batch that fails half-way leaves ``acc`` partly updated, but the
+    run then stops without saving it: the checkpoint on disk stays at the last whole batch.
+    """
     t0 = time.perf_counter()
-    batch_acc = UnitScoreAccumulator(categories=categories, n_null=settings["null"],
-                                     n_bootstrap=settings["bootstrap"], seed=settings["seed"])
     first = stop - len(records)
     counts = {"n_images": 0, "n_images_without_regions": 0, "n_regions_scored": 0,
               "n_regions_empty": 0, "n_regions_unfixated": 0, "n_fixations_clamped": 0, "n_fixations_dropped": 0,
@@ -407,12 +411,12 @@ def _score_batch(scorer: RegionScorer, records, activations: dict, layer_names, 
             # in a second OpenMP team next to the forward's.
             maps = activations[name][i]
             scores = scorer.score(maps.numpy() if maps.device.type == "cpu" else maps)
-            batch_acc.add(name, scores[:, :n_real], rec.categories, image=first + i,
+            acc.add(name, scores[:, :n_real], rec.categories, image=first + i,
                           null_scores=scores[:, n_real:] if groups else None,
                           null_categories=null_cats, null_replicates=null_reps, null_sizes=sizes)
         if rec.ceiling is not None:
-            batch_acc.add_ceiling(rec.ceiling, rec.categories)
-    return batch_acc, counts, stop, time.perf_counter() - t0
+            acc.add_ceiling(rec.ceiling, rec.categories)
+    return counts, stop, time.perf_counter() - t0
 
 
 class _AllRecorded(Exception):
@@ -610,9 +614,8 @@ def run_dissection(
     index = start
 
     def land(job) -> None:
-        """Merge a scored batch; the checkpoint then moves to that batch's end."""
-        batch_acc, batch_counts, stop, seconds = job.result()
-        acc.merge(batch_acc)
+        """Count a scored batch in; the checkpoint then moves to that batch's end."""
+        batch_counts, stop, seconds = job.result()  # its scores are in acc already
         for key, value in batch_counts.items():
             counts[key] = counts.get(key, 0) + value
         timings["scoring"] += seconds
@@ -622,9 +625,9 @@ def run_dissection(
                                        "metric": metric, "complete": stop >= end})
 
     # A three-stage pipeline: while the model runs batch k, one worker thread scores batch k-1
-    # and another loads batch k+1 (torch and numpy release the GIL in their kernels). Batches
-    # land in the accumulator in order and only when complete, so an interrupt leaves the state
-    # at a batch boundary.
+    # and another loads batch k+1 (torch and numpy release the GIL in their kernels). The scoring
+    # thread adds into ``acc`` one batch at a time, and the checkpoint is written only between
+    # batches (after a batch is complete), so an interrupt leaves the state at a batch boundary.
     scored = None
     try:
         modules = [module for _, module in resolved]
@@ -661,8 +664,8 @@ def run_dissection(
                     if scored is not None:
                         job, scored = scored, None  # cleared first: a job must never land twice
                         land(job)
-                    scored = scorer_pool.submit(_score_batch, scorer, samples, activations, layer_names,
-                                                acc_categories, stop, settings)
+                    scored = scorer_pool.submit(_score_batch, scorer, samples, activations, layer_names, acc,
+                                                stop, settings)
                     index = stop
                 if scored is not None:
                     job, scored = scored, None

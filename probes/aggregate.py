@@ -137,7 +137,8 @@ class _Layer:
 
     def abs_bound(self) -> float:
         if self.bound is None:
-            self.bound = float(max((float(np.abs(a).max()) if a.size else 0.0)
+            # max(max, -min): no |a| temporary (sums stay below 2**62, so -min cannot overflow)
+            self.bound = float(max((float(max(a.max(), -a.min())) if a.size else 0.0)
                                    for a in (self.sums, self.null_sums, self.boot_sums)))
         return self.bound
 
@@ -207,18 +208,17 @@ def _group_sums(values: np.ndarray, groups: np.ndarray, n_groups: int) -> tuple[
 
 
 def _as_slice(index):
-    """A run of consecutive ascending integers as a slice (else the index unchanged)."""
-    if isinstance(index, np.ndarray) and index.ndim == 1 and index.size and index[-1] - index[0] == index.size - 1 \
-            and (index.size < 3 or np.all(np.diff(index) == 1)):
+    """Strictly ascending integers without a gap as a slice (else the index unchanged)."""
+    if isinstance(index, np.ndarray) and index.ndim == 1 and index.size and index[-1] - index[0] == index.size - 1:
         return slice(int(index[0]), int(index[-1]) + 1)
     return index
 
 
 def _add_into(a: np.ndarray, at: tuple, inc: np.ndarray) -> None:
-    """``a[at] += inc`` for unique indices, without fancy-indexed read-modify-write copies where
-    a slice does: runs of consecutive indices become slices, and the null's two index arrays
-    (``(:, replicate, category)``) one flat index on a ``C x (P K)`` view. Integer arithmetic,
-    so the result is the same whichever way it is indexed."""
+    """``a[at] += inc`` for STRICTLY ASCENDING index arrays (as :func:`_group_sums` gives), without
+    fancy-indexed read-modify-write copies where a slice does: an index without gaps becomes a
+    slice, and the null's two index arrays (``(:, replicate, category)``) one flat index on a
+    ``C x (P K)`` view. Integer arithmetic, so the result is the same whichever way it is indexed."""
     arrays = [i for i, x in enumerate(at) if isinstance(x, np.ndarray)]
     if arrays == [1, 2] and a.ndim == 3 and a.flags.c_contiguous and isinstance(at[0], slice) and at[0] == slice(None):
         at = (slice(None), at[1] * a.shape[2] + at[2])
@@ -558,8 +558,11 @@ class UnitScoreAccumulator:
         if not isinstance(other, UnitScoreAccumulator):
             raise ValueError(f"can only merge another UnitScoreAccumulator, got {type(other).__name__}")
         self._check_compatible(other)
-        # Snapshot first, so that a.merge(a) doubles and a failed merge leaves self untouched.
-        incoming = [(name, {key: a.copy() for key, a in st.arrays().items()}) for name, st in other._layers.items()]
+        # Snapshot a.merge(a) first, so that it doubles; another accumulator is only read (a
+        # failed merge still leaves self untouched: everything is checked before any change).
+        incoming = [(name, {key: a.copy() if other is self else a for key, a in st.arrays().items()})
+                    for name, st in other._layers.items()]
+        bounds = {name: st.abs_bound() for name, st in other._layers.items()}
         ceiling = (other._ceiling_sums.copy(), other._ceiling_counts.copy())
         other_cats = list(other._categories)
         if self._fixed:
@@ -579,18 +582,21 @@ class UnitScoreAccumulator:
         new, index = self._new_categories(other_cats)
         cols = np.array([index[c] for c in other_cats], dtype=np.int64)
         for name, arrays in incoming:
-            if name in self._layers:
+            # Elementwise only when the two bounds together could reach the limit (as in add).
+            if name in self._layers and self._layers[name].abs_bound() + bounds[name] >= _SUM_LIMIT / 2:
                 for key in ("sums", "null_sums", "boot_sums"):
                     current = self._padded(name, key, arrays["sums"].shape[0], len(index))[..., cols]
                     _check_sums(current, np.abs(arrays[key]).astype(np.float64), name)
         for c in new:
             self._category_index(c)
+        at = _as_slice(cols) if cols.size and np.all(np.diff(cols) > 0) else cols  # in place, no copies
         for name, arrays in incoming:
+            known = self._layers[name].bound if name in self._layers else 0.0
             st = self._layer(name, arrays["sums"].shape[0])
             st.grow(len(self._categories))
             for key, a in arrays.items():
-                getattr(st, key)[..., cols] += a
-            st.bound = None
+                getattr(st, key)[..., at] += a
+            st.bound = None if known is None else known + bounds[name]  # |a + b| <= |a| + |b|
         self._ceiling_sums[cols] += ceiling[0]
         self._ceiling_counts[cols] += ceiling[1]
         return self
@@ -759,6 +765,12 @@ class UnitScoreAccumulator:
         order, ``sums, counts, n_regions, null_sums, null_counts, boot_sums, boot_counts,
         boot_n_regions``. A generic merger adds every array of two states elementwise.
         """
+        return self._state(copy=True)
+
+    def _state(self, copy: bool) -> dict:
+        """:meth:`state_dict`; with ``copy=False`` the arrays are the live ones (read them, never
+        keep them: :meth:`save` writes them out without a ~90 MB copy per checkpoint)."""
+        take = np.copy if copy else (lambda a: a)
         state = {
             "format": _FORMAT,
             "version": _VERSION,
@@ -769,11 +781,11 @@ class UnitScoreAccumulator:
             "n_bootstrap": self.n_bootstrap,
             "seed": self.seed,
             "layers": list(self._layers),
-            "ceiling_sums": self._ceiling_sums.copy(),
-            "ceiling_counts": self._ceiling_counts.copy(),
+            "ceiling_sums": take(self._ceiling_sums),
+            "ceiling_counts": take(self._ceiling_counts),
         }
         for key in _LAYER_KEYS:
-            state[key] = [getattr(st, key).copy() for st in self._layers.values()]
+            state[key] = [take(getattr(st, key)) for st in self._layers.values()]
         return state
 
     @classmethod
@@ -851,7 +863,7 @@ class UnitScoreAccumulator:
         folder = path.parent if str(path.parent) else Path(".")
         if not folder.is_dir():
             raise FileNotFoundError(f"folder {folder} does not exist; create it before saving {path.name}")
-        state = self.state_dict()
+        state = self._state(copy=False)
         arrays = {
             "format": np.array(state["format"]),
             "version": np.array(state["version"], dtype=np.int64),

@@ -85,7 +85,9 @@ CEILING = "human_loso"
 
 
 def _min_value(x: Any) -> float:
-    """Smallest value of an array or torch tensor (validation is left to :mod:`probes.metrics`)."""
+    """Smallest value of an array, torch tensor or prepared map (validation is left to :mod:`probes.metrics`)."""
+    if hasattr(x, "lo") and hasattr(x, "constant"):  # metrics.prepare(): known without a pass
+        return float(x.lo)
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, without importing torch
         x = x.detach().cpu().double().numpy()
     return float(np.min(np.asarray(x, dtype=np.float64)))
@@ -176,6 +178,13 @@ def gaze_scores(
         ValueError: maps that are not 2-D, non-finite or of different shapes; an empty fixation
             map; an empty ``other_fixation_map``; a fixation map covering every pixel.
     """
+    # Each map is validated once for all the metrics (metrics.prepare: the same results).
+    saliency = metrics.prepare(saliency, "saliency")
+    fixation_map = metrics.prepare(fixation_map, "fixation_map")
+    density = metrics.prepare(density, "density")
+    other_fixation_map = None if other_fixation_map is None else metrics.prepare(other_fixation_map,
+                                                                                 "other_fixation_map")
+    baseline = None if baseline is None else metrics.prepare(baseline, "baseline")
     by_map = _map_scores(saliency, density)
     by_fix = _fixation_scores(saliency, fixation_map, other_fixation_map, baseline, seed, borji)
     keys = GAZE_METRICS + (("auc_borji",) if borji else ())

@@ -297,3 +297,54 @@ def test_sum_overflow_through_merge_raises_and_leaves_state():
     acc.merge(small)
     assert acc.categories == ["b", "a", "c"]
     assert acc.unit_table().set_index("category").score.to_dict() == {"b": 1.0, "a": 2.0 ** 20, "c": 3.0}
+
+
+def test_in_place_adds_equal_fancy_indexed_adds(rng):
+    """_add_into turns gap-free index runs into slices and the null's two index arrays into one flat
+    index; the sums must be those of plain ``a[at] += inc``."""
+    from probes.aggregate import _add_into
+
+    for _ in range(50):
+        a = rng.integers(-50, 50, (4, 6, 5))
+        ref = a.copy()
+        p = np.sort(rng.choice(6, int(rng.integers(1, 7)), replace=False))
+        k = np.sort(rng.choice(5, int(rng.integers(1, 6)), replace=False))
+        rows = np.repeat(p, k.size)
+        cols = np.tile(k, p.size)
+        flat_order = np.argsort(rows * 5 + cols)  # strictly ascending flat index, as _group_sums gives
+        rows, cols = rows[flat_order], cols[flat_order]
+        inc = rng.integers(-9, 9, (4, rows.size))
+        ref[:, rows, cols] += inc
+        _add_into(a, (slice(None), rows, cols), inc)
+        assert np.array_equal(a, ref)
+        b = rng.integers(-50, 50, (4, 3, 5))
+        ref_b = b.copy()
+        inc_b = rng.integers(-9, 9, (4, 3, k.size))
+        ref_b[:, :, k] += inc_b
+        _add_into(b, (slice(None), slice(None), k), inc_b)
+        assert np.array_equal(b, ref_b)
+
+
+def test_merge_reads_the_other_accumulator_without_changing_it(rng):
+    from probes.aggregate import UnitScoreAccumulator
+
+    def filled(offset):
+        acc = UnitScoreAccumulator(categories=["a", "b", "c"], n_null=3, n_bootstrap=4, seed=1)
+        for i in range(3):
+            acc.add("l", rng.standard_normal((5, 2)), ["c", "a"], image=offset + i,
+                    null_scores=rng.standard_normal((5, 3)), null_categories=["b", "a", "b"],
+                    null_replicates=[0, 2, 1])
+        return acc
+
+    one, two = filled(0), filled(3)
+    keys = ("sums", "counts", "n_regions", "null_sums", "null_counts", "boot_sums", "boot_counts")
+    before, summed = two.state_dict(), one.state_dict()  # copies
+    one.merge(two)
+    after_two, merged = two.state_dict(), one.state_dict()
+    for key in keys:
+        assert all(np.array_equal(x, y) for x, y in zip(before[key], after_two[key]))
+        assert all(np.array_equal(m, s + t) for m, s, t in zip(merged[key], summed[key], before[key]))
+    doubled = filled(6)
+    ref = doubled.state_dict()
+    doubled.merge(doubled)
+    assert all(np.array_equal(m, 2 * r) for m, r in zip(doubled.state_dict()["boot_sums"], ref["boot_sums"]))

@@ -83,3 +83,16 @@ def test_region_cache_off_without_a_folder(tmp_path, rng, monkeypatch):
     masks, _ = cached_fixation_clusters(_fix(rng), sigma=4.0)
     assert len(masks) == 2
     assert not list(tmp_path.iterdir())
+
+
+def test_binary_map_fast_path_equals_the_float_path(rng):
+    fix = np.zeros((60, 80), dtype=bool)
+    fix[rng.integers(0, 60, 25), rng.integers(0, 80, 25)] = True
+    for normalize in (True, False):
+        assert np.array_equal(density_map(fix, 6.0, normalize=normalize),
+                              density_map(fix.astype(np.float64), 6.0, normalize=normalize))
+    dense = rng.random((20, 30)) < 0.5  # every row fixated: scipy blurs it
+    assert np.array_equal(density_map(dense, 2.0, normalize=False),
+                          ndimage.gaussian_filter(dense.astype(np.float64), 2.0, mode="constant", truncate=3.5))
+    with pytest.raises(ValueError, match="fixation map is empty"):
+        density_map(np.zeros((5, 5), dtype=bool))

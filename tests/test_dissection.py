@@ -242,3 +242,31 @@ def test_resume_fingerprint_identifies_models_outside_the_zoo(dataset, tmp_path)
     with pytest.raises(ValueError, match="different run"):
         run_dissection(other, "relu1", dataset, image_size=32, checkpoint_dir=tmp_path, resume=True,
                        progress=False)
+
+
+def test_a_batch_failing_half_way_leaves_the_checkpoint_at_the_last_whole_batch(dataset, tmp_path, monkeypatch):
+    """The scoring thread adds into the run's accumulator directly (no per-batch copy to merge):
+    a batch that fails after some of its images were added must never reach the checkpoint."""
+    import dissect.dissection as engine
+
+    model = TinyNet().eval()
+    full = run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, progress=False)
+    calls = []
+
+    class FailingScorer(engine.RegionScorer):
+        def score(self, unit_maps):
+            calls.append(1)
+            if len(calls) == 4:  # the 2nd image of the 2nd batch (one layer): its 1st image is in
+                raise RuntimeError("scoring failed")
+            return super().score(unit_maps)
+
+    monkeypatch.setattr(engine, "RegionScorer", FailingScorer)
+    with pytest.raises(RuntimeError, match="scoring failed"):
+        run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, checkpoint_dir=tmp_path,
+                       progress=False)
+    monkeypatch.undo()
+    resumed = run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, checkpoint_dir=tmp_path,
+                             resume=True, progress=False)
+    assert resumed.info["resumed_from_image"] == 2
+    pd.testing.assert_frame_equal(resumed.units, full.units, check_exact=True)
+    pd.testing.assert_frame_equal(resumed.summary, full.summary, check_exact=True)

@@ -398,3 +398,31 @@ def test_summarize_against_pandas(rng):
             assert row[f"{m}_se"] == pytest.approx(vals.std(ddof=1) / math.sqrt(vals.size), rel=1e-12)
     with pytest.raises(ValueError, match="lacks column"):
         gaze.summarize_gaze(df.drop(columns="sim"))
+
+
+def test_prepared_maps_give_the_same_bits_as_arrays(rng):
+    """gaze_scores validates each map once (metrics.prepare); every metric must give exactly what it
+    gives on the raw arrays, and a prepared map must be left unchanged by all of them."""
+    from probes import metrics
+
+    fix = np.zeros((30, 40), dtype=bool)
+    fix[rng.integers(0, 30, 25), rng.integers(0, 40, 25)] = True
+    other = np.zeros_like(fix)
+    other[rng.integers(0, 30, 60), rng.integers(0, 40, 60)] = True
+    sal = rng.random((30, 40)).astype(np.float32)
+    dens = rng.random((30, 40))
+    base = rng.random((30, 40))
+    raw = {"nss": metrics.nss(sal, fix), "cc": metrics.cc(sal, dens), "kld": metrics.kld(sal, dens),
+           "sim": metrics.sim(sal, dens), "mae": metrics.mae(sal, dens), "auc_judd": metrics.auc_judd(sal, fix),
+           "sauc": metrics.sauc(sal, fix, other), "ig": metrics.info_gain(sal, fix, base)}
+    s, f, d, o, b = (metrics.prepare(x) for x in (sal, fix, dens, other, base))
+    kept = s.values.copy()
+    prepared = {"nss": metrics.nss(s, f), "cc": metrics.cc(s, d), "kld": metrics.kld(s, d), "sim": metrics.sim(s, d),
+                "mae": metrics.mae(s, d), "auc_judd": metrics.auc_judd(s, f), "sauc": metrics.sauc(s, f, o),
+                "ig": metrics.info_gain(s, f, b)}
+    assert prepared == raw
+    assert np.array_equal(s.values, kept) and np.array_equal(sal, s.raw)
+    assert gaze.gaze_scores(sal, fix, dens, other_fixation_map=other, baseline=base) == \
+        gaze.gaze_scores(s, f, d, other_fixation_map=o, baseline=b)
+    with pytest.raises(ValueError, match="saliency contains NaN"):
+        metrics.prepare(np.full((3, 3), np.nan), "saliency")

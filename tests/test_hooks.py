@@ -251,3 +251,24 @@ def test_foreign_module_and_bad_types_are_rejected(vgg16):
         ActivationRecorder(vgg16, [])
     with pytest.raises(ValueError, match="on_repeat must be one of"):
         ActivationRecorder(vgg16, "conv5_3", on_repeat="mean")
+
+
+def test_copies_are_c_ordered_whatever_layout_the_layer_outputs():
+    """oneDNN convolutions on channels-last input output channels-last; the stored copy is C-ordered
+    (each unit's map one contiguous block, what the scorer reads) with the same values."""
+    import torch.nn as nn
+
+    from dissect.hooks import ActivationRecorder
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(4, 2, 3)).eval()
+    x = torch.randn(2, 3, 9, 11).contiguous(memory_format=torch.channels_last)
+    seen = {}
+    handle = model[1].register_forward_hook(lambda m, i, o: seen.setdefault("relu", o.detach().clone()))
+    with ActivationRecorder(model, ["1"]) as rec, torch.inference_mode():
+        model(x)
+    handle.remove()
+    stored = rec.activations["1"]
+    assert seen["relu"].is_contiguous(memory_format=torch.channels_last)  # the layout the layer gave
+    assert stored.is_contiguous() and stored[0].numpy().flags.c_contiguous
+    assert torch.equal(stored, seen["relu"])

@@ -188,3 +188,51 @@ def test_bad_input_raises(rng):
         unit_nmm(maps, masks * 0.5)
     with pytest.raises(ValueError, match="set_regions"):
         RegionScorer().score(maps)
+
+
+# --------------------------------------------------------------------------- fast paths, bit for bit
+
+
+@pytest.mark.parametrize("image, maps", [((28, 28), (28, 28)), ((28, 40), (28, 14)), ((50, 9), (12, 9)),
+                                          ((224, 224), (224, 224))])
+def test_identity_axis_is_skipped_without_changing_a_bit(image, maps, rng):
+    """A map as large as the image along an axis has R = I there; skipping its step must give the
+    very same std as applying d = 1, e = 0 (what the general path does)."""
+    import dataclasses
+
+    from probes import regions
+
+    arr = np.maximum(rng.standard_normal((5, *maps)), 0) * 3.7
+    flat = arr.reshape(5, -1)
+    mean, hi, lo = flat.mean(axis=1), flat.max(axis=1), flat.min(axis=1)
+    ay, ax = regions._axis(image[0], maps[0]), regions._axis(image[1], maps[1])
+    assert ay.identity == (image[0] == maps[0]) and ax.identity == (image[1] == maps[1])
+    fast = regions._moments(arr, mean, hi, lo, ay, ax)
+    general = regions._moments(arr, mean, hi, lo, dataclasses.replace(ay, identity=False),
+                               dataclasses.replace(ax, identity=False))
+    assert np.array_equal(fast[0], general[0]) and np.array_equal(fast[1], general[1])
+
+
+def test_layout_and_float32_input_give_the_same_bits(rng):
+    """Channels-last (non-contiguous) and float32 maps score exactly as the C-ordered float64 copy."""
+    masks = np.zeros((2, 40, 50), dtype=bool)
+    masks[0, 5:20, 5:30] = True
+    masks[1, 22:38, 10:45] = True
+    scorer = RegionScorer(masks)
+    maps32 = np.maximum(rng.standard_normal((6, 14, 18)), 0).astype(np.float32)
+    maps32[2] = 0.25  # a dead unit: max == min must be seen on the float32 values too
+    ref = scorer.score(maps32.astype(np.float64))
+    channels_last = np.ascontiguousarray(maps32.transpose(1, 2, 0)).transpose(2, 0, 1)
+    assert not channels_last.flags.c_contiguous
+    for maps in (maps32, channels_last, torch.from_numpy(maps32),
+                 torch.from_numpy(maps32)[None].contiguous(memory_format=torch.channels_last)[0]):
+        out = scorer.score(maps)
+        assert np.array_equal(out, ref, equal_nan=True)
+    assert np.isnan(ref[2]).all() and np.isfinite(ref[[0, 1, 3, 4, 5]]).all()
+
+
+def test_extra_group_outside_the_image_names_the_group():
+    masks = np.ones((1, 10, 12), dtype=bool)
+    inside = (np.array([1, 2]), np.array([3, 4]))
+    with pytest.raises(ValueError, match="extra group 2 has pixels outside the 10 x 12 image"):
+        RegionScorer().set_regions(masks, extra_groups=[[inside], [inside, inside], [inside, (np.array([10]), np.array([0]))]])
