@@ -7,6 +7,8 @@ density (sigma 24), both at the image's own 800 x 600; ``other`` is the union of
 of 10 other images. For every metric the two implementations run back to back on the same image,
 image after image, and the whole loop is repeated; we quote the median over repeats of the total
 time and the ratio ours / pysaliency (the machine is shared: compare ratios, not seconds).
+``gaze_scores_all_metrics``: one :func:`probes.gaze.gaze_scores` call (each map validated once,
+:func:`probes.metrics.prepare`) against the same seven metrics called one by one.
 pysaliency peers: NSS, CC, SIM, MIT_KLDiv, and roc.general_roc for AUC-Judd (negatives: the
 non-fixated pixels) and s-AUC (negatives: the other images' fixated pixels, exact ROC; ours
 draws 100 splits of negatives as MIT does, a different estimator of the same quantity). The
@@ -71,6 +73,9 @@ def _pairs(pm, roc):
         "sim": (lambda it: metrics.sim(it[0], it[1]), lambda it: pm.SIM(it[0], it[1])),
         "auc_judd": (lambda it: metrics.auc_judd(it[0], it[2]), lambda it: judd_peer(it[0], it[2])),
         "sauc": (lambda it: metrics.sauc(it[0], it[2], it[3]), lambda it: sauc_peer(it[0], it[2], it[3])),
+        # the same estimator as the peer: every other-image fixation a negative, exact ROC
+        "sauc_exact": (lambda it: metrics.sauc(it[0], it[2], it[3], exact=True),
+                       lambda it: sauc_peer(it[0], it[2], it[3])),
     }
 
 
@@ -90,7 +95,7 @@ def main(argv=None):
     warnings.simplefilter("ignore", RuntimeWarning)  # pysaliency's log(0) in MIT_KLDiv
     items = _maps(args.data_root, args.images)
     pairs = _pairs(pm, roc)
-    names = args.metric or list(pairs)
+    names = [n for n in (args.metric or list(pairs)) if n in pairs]
     times = {name: ([], []) for name in names}
     for name in names:  # warm-up: numba compilation, caches
         for fn in pairs[name]:
@@ -108,6 +113,33 @@ def main(argv=None):
                 t_ours += t1 - t0
             times[name][0].append(t_ours)
             times[name][1].append(t_peer)
+    # The batched form: one gaze_scores call (each map validated once, metrics.prepare) against the
+    # same metrics called one by one on the arrays (each validating its maps again).
+    if args.metric is None or "gaze_scores" in args.metric:
+        from probes.gaze import gaze_scores
+
+        def separate(it):
+            sal, dens, fix, other = it[0], it[1], it[2], it[3]
+            return (metrics.mae(sal, dens), metrics.cc(sal, dens), metrics.kld(sal, dens), metrics.sim(sal, dens),
+                    metrics.nss(sal, fix), metrics.auc_judd(sal, fix), metrics.sauc(sal, fix, other))
+
+        batched_t, separate_t = [], []
+        for _ in range(args.repeats):
+            t_b = t_s = 0.0
+            for it in items:
+                t0 = time.perf_counter()
+                gaze_scores(it[0], it[2], it[1], other_fixation_map=it[3])
+                t1 = time.perf_counter()
+                separate(it)
+                t_s += time.perf_counter() - t1
+                t_b += t1 - t0
+            batched_t.append(t_b)
+            separate_t.append(t_s)
+        gaze_row = {"batched_ms_per_image": round(1000 * statistics.median(batched_t) / len(items), 3),
+                    "separate_ms_per_image": round(1000 * statistics.median(separate_t) / len(items), 3),
+                    "ratio": round(statistics.median(batched_t) / statistics.median(separate_t), 2)}
+    else:
+        gaze_row = None
     report = {"images": len(items), "shape": list(items[0][0].shape), "repeats": args.repeats,
               "data": args.data_root or "synthetic", "metrics": {}}
     for name, (ours, peer) in times.items():
@@ -115,6 +147,8 @@ def main(argv=None):
         report["metrics"][name] = {"ours_ms_per_image": round(1000 * mo / len(items), 3),
                                    "pysaliency_ms_per_image": round(1000 * mp / len(items), 3),
                                    "ratio": round(mo / mp, 2)}
+    if gaze_row is not None:
+        report["gaze_scores_all_metrics"] = gaze_row
     print(json.dumps(report, indent=2))
 
 

@@ -57,7 +57,7 @@ from dissect.models import IMAGENET_MEAN, IMAGENET_STD, model_device
 from dissect.reports import atomic_write_json
 from dissect.shards import SHARD_FILE, shard_images
 from probes.aggregate import UnitScoreAccumulator, check_dead_unit_policy, null_permutation
-from probes.ceiling import region_loso_nss
+from probes.ceiling import region_loso_nss_at
 from probes.labels import unit_labels
 from probes.regions import RegionScorer
 from probes.regions_torch import TorchRegionScorer
@@ -244,8 +244,8 @@ class _Prepared:
     ``None``; ``ceiling`` = the regions' leave-one-subject-out NSS (or ``None``).
     """
 
-    __slots__ = ("image_id", "shape", "categories", "sets", "fix", "n_empty", "n_unfixated", "n_clamped",
-                 "n_dropped", "n_fixations", "ceiling", "groups")
+    __slots__ = ("image_id", "shape", "categories", "sets", "fix", "member", "n_empty", "n_unfixated",
+                 "n_clamped", "n_dropped", "n_fixations", "ceiling", "groups")
 
     def __init__(self, sample, ceiling_sigma: float | None) -> None:
         keep, self.n_empty, self.n_unfixated = valid_regions(sample)
@@ -256,17 +256,22 @@ class _Prepared:
         self.n_fixations = int(sample.meta.get("n_fixations", 0))
         self.fix = None if sample.fixation_map is None else np.nonzero(sample.fixation_map)
         self.sets = []
+        self.member = None  # region NSS: R x n, which fixated pixels each kept region holds
         if self.fix is None:  # NMM: a region averages over its whole mask
             for k in keep:
                 ys, xs = np.nonzero(sample.masks[k])
                 self.sets.append((ys.astype(np.int32), xs.astype(np.int32)))
         else:  # region NSS: over its fixated pixels, read from the masks at those pixels only
             fy, fx = self.fix
-            for inside in sample.masks[keep][:, fy, fx]:
+            self.member = sample.masks[:, fy, fx][keep]  # gathered first: R x n, not a copy of R x H x W
+            for inside in self.member:
                 self.sets.append((fy[inside].astype(np.int32), fx[inside].astype(np.int32)))
         self.ceiling = None
         if ceiling_sigma is not None and keep.size and sample.fixations is not None:
-            self.ceiling = region_loso_nss(sample.fixations, sample.shape, sample.masks[keep], sigma=ceiling_sigma)
+            # The kept masks read at the subjects' pixels only (no copy of R x H x W masks[keep]).
+            flat = sample.masks.reshape(sample.masks.shape[0], -1)
+            self.ceiling = region_loso_nss_at(sample.fixations, sample.shape, lambda px: flat[:, px][keep],
+                                              keep.size, sigma=ceiling_sigma)
         # The permutation null's view: this image's regions grouped by category (first-seen order).
         self.groups: dict[str, list] = {}
         for (ys, xs), cat in zip(self.sets, self.categories):
@@ -403,7 +408,10 @@ def _score_batch(scorer: RegionScorer, records, activations: dict, layer_names, 
             if not groups:
                 continue
         counts["n_regions_scored"] += len(rec.sets)
-        scorer.set_regions(rec.masks(), rec.fixation_map, extra_groups=groups)
+        if rec.fix is None:
+            scorer.set_regions(rec.masks(), None, extra_groups=groups)
+        else:  # the fixated pixels and which region holds each: no dense R x H x W masks to rebuild
+            scorer.set_point_regions(rec.shape, *rec.fix, rec.member, extra_groups=groups)
         n_real, sizes = scorer.n_regions, scorer.extra_sizes
         for name in layer_names:
             # NaN marks a constant (dead) map; the dead-unit policy is applied at table time.

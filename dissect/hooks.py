@@ -99,7 +99,9 @@ class ActivationRecorder:
     """Context manager that stores copies of layer outputs during forward passes.
 
     After each forward, ``rec.activations[name]`` holds the layer's output (``N x C x h x w``
-    for conv layers) as a copy on ``device``: with ``keep=False`` the latest forward's tensor
+    for conv layers) as a copy on ``device``, in the standard contiguous layout whatever layout
+    the layer produced (torch keeps a channels-last input channels-last through the network):
+    with ``keep=False`` the latest forward's tensor
     (replaced each forward, nothing accumulates in a loop); with ``keep=True`` a list with one
     tensor per forward. Stored tensors are ordinary tensors (not inference tensors), also when
     the forward runs under ``torch.inference_mode()``, and never require grad.
@@ -227,8 +229,8 @@ class ActivationRecorder:
                     return
             # Copy now: an in-place op later in the graph (ReLU(inplace=True)) would rewrite a
             # stored view. inference_mode(False) makes the copy an ordinary tensor. The copy is
-            # in the standard contiguous layout (oneDNN convolutions on CPU output channels-last),
-            # so a unit's map is one contiguous block and ``.numpy()`` is C-ordered.
+            # in the standard contiguous layout (a channels-last batch, as preprocess makes from
+            # HWC images, stays channels-last), so a unit's map is one contiguous block.
             with torch.inference_mode(False):
                 out = output.detach()
                 copy = out.to(self.device if self.device is not None else out.device, copy=True,

@@ -30,7 +30,7 @@ from scipy import ndimage
 
 from datasets.fixations import fixation_pixels
 
-__all__ = ["region_loso_nss", "region_loso_nss_naive"]
+__all__ = ["region_loso_nss", "region_loso_nss_at", "region_loso_nss_naive"]
 
 
 @functools.lru_cache(maxsize=8)
@@ -74,19 +74,30 @@ def region_loso_nss(fixations, shape, masks, sigma: float = 24.0, truncate: floa
     """
     shape = (int(shape[0]), int(shape[1]))
     masks = np.asarray(masks, dtype=bool).reshape(-1, *shape)
-    out = np.full(masks.shape[0], np.nan)
+    flat_masks = masks.reshape(masks.shape[0], -1)
+    return region_loso_nss_at(fixations, shape, lambda pixels: flat_masks[:, pixels], masks.shape[0], sigma, truncate)
+
+
+def region_loso_nss_at(fixations, shape, masks_at, n_regions: int, sigma: float = 24.0,
+                       truncate: float = 3.5) -> np.ndarray:
+    """:func:`region_loso_nss` reading the masks only where it needs them (the subjects' pixels).
+
+    ``masks_at(pixels)`` returns the ``R x n`` bool masks at flat (row-major) pixel indices, e.g.
+    gathered from a larger stack and then row-selected, so no ``R x H x W`` copy is made.
+    """
+    shape = (int(shape[0]), int(shape[1]))
+    out = np.full(int(n_regions), np.nan)
     per_subject = _subject_pixels(fixations, shape)
-    if per_subject is None or masks.shape[0] == 0:
+    if per_subject is None or n_regions == 0:
         return out
     height, width = shape
     gy, cy, gram_y = _filter_matrix(height, float(sigma), float(truncate))
     gx, cx, gram_x = _filter_matrix(width, float(sigma), float(truncate))
-    flat_masks = masks.reshape(masks.shape[0], -1)
-    totals = np.zeros(masks.shape[0])
-    n_subjects = np.zeros(masks.shape[0], dtype=np.int64)
+    totals = np.zeros(int(n_regions))
+    n_subjects = np.zeros(int(n_regions), dtype=np.int64)
     n_pix = float(height) * float(width)
     for s, held in enumerate(per_subject):
-        inside = flat_masks[:, held]  # R x n_held
+        inside = masks_at(held)  # R x n_held
         if not inside.any():
             continue
         others = np.unique(np.concatenate([p for t, p in enumerate(per_subject) if t != s]))

@@ -540,25 +540,58 @@ class RegionScorer:
                 an extra pixel set outside the image.
         """
         masks = _as_masks(masks)
-        self._shape = (int(masks.shape[1]), int(masks.shape[2]))
-        self._kernels = {}
+        shape = (int(masks.shape[1]), int(masks.shape[2]))
         if fixation_map is not None:
-            fix = _as_fixation_map(fixation_map, self._shape)
-            ys, xs = np.divmod(np.flatnonzero(fix), self._shape[1])  # faster than np.nonzero
-            member = masks[:, ys, xs]
-            self._points = (ys, xs, member)
-            self._masks = self._boxes = None
-            self._n_pixels = member.sum(axis=1).astype(np.int64)
-        else:
-            self._points = None
-            self._masks = masks
-            self._boxes = _bounding_boxes(masks)
-            self._n_pixels = np.array([np.count_nonzero(m) for m in masks], dtype=np.int64)
+            fix = _as_fixation_map(fixation_map, shape)
+            ys, xs = np.divmod(np.flatnonzero(fix), shape[1])  # faster than np.nonzero
+            return self.set_point_regions(shape, ys, xs, masks[:, ys, xs], extra_groups)
+        self._shape = shape
+        self._kernels = {}
+        self._points = None
+        self._masks = masks
+        self._boxes = _bounding_boxes(masks)
+        self._n_pixels = np.array([np.count_nonzero(m) for m in masks], dtype=np.int64)
+        return self._set_extra(extra_groups)
+
+    def _set_extra(self, extra_groups) -> "RegionScorer":
         if extra_groups is not None and len(extra_groups):
             self._extra, self._n_extra = _as_pixel_groups(extra_groups, self._shape)
         else:
             self._extra, self._n_extra = None, np.zeros(0, dtype=np.int64)
         return self
+
+    def set_point_regions(self, shape, ys, xs, member, extra_groups=None) -> "RegionScorer":
+        """:meth:`set_regions` with a fixation map, given without dense masks (region NSS).
+
+        Args:
+            shape: the image's ``(H, W)``.
+            ys, xs: the unique fixated pixels, in raster order (``np.nonzero(fixation_map)``).
+            member: ``R x n`` bool, ``member[r, p]``: pixel ``(ys[p], xs[p])`` is inside mask ``r``
+                (``masks[:, ys, xs]``).
+            extra_groups: as in :meth:`set_regions`.
+
+        Returns:
+            ``self``; the same kernels, bit for bit, as ``set_regions(masks, fixation_map)``.
+
+        Raises:
+            ValueError: lengths that do not match, pixels outside the image.
+        """
+        shape = (int(shape[0]), int(shape[1]))
+        ys, xs = np.asarray(ys, dtype=np.int64).reshape(-1), np.asarray(xs, dtype=np.int64).reshape(-1)
+        member = np.asarray(member, dtype=bool)
+        if member.ndim == 1:
+            member = member[None]
+        if ys.shape != xs.shape or member.ndim != 2 or member.shape[1] != ys.size:
+            raise ValueError(f"set_point_regions: {ys.size} rows, {xs.size} cols and member of shape "
+                             f"{member.shape}; member must be R x n for the n fixated pixels")
+        if ys.size and (ys.min() < 0 or ys.max() >= shape[0] or xs.min() < 0 or xs.max() >= shape[1]):
+            raise ValueError(f"set_point_regions: fixated pixels outside the {shape[0]} x {shape[1]} image")
+        self._shape = shape
+        self._kernels = {}
+        self._points = (ys, xs, member)
+        self._masks = self._boxes = None
+        self._n_pixels = member.sum(axis=1).astype(np.int64)
+        return self._set_extra(extra_groups)
 
     @property
     def n_pixels(self) -> np.ndarray:

@@ -58,6 +58,11 @@ class TorchRegionScorer:
         self.scorer.set_regions(masks, fixation_map, **options)
         return self
 
+    def set_point_regions(self, shape, ys, xs, member, **options) -> "TorchRegionScorer":
+        """:meth:`RegionScorer.set_point_regions` of the wrapped scorer; returns ``self``."""
+        self.scorer.set_point_regions(shape, ys, xs, member, **options)
+        return self
+
     def _on_device(self, h: int, w: int, device: torch.device):
         """Kernel matrix, pixel counts and std factors on ``device`` (cached per kernel matrix)."""
         k = self.scorer.kernel_matrix(h, w)

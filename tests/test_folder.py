@@ -219,3 +219,21 @@ def test_load_dataset_passes_and_checks_options(tmp_path, rng):
     assert load_dataset("folder", root, one_based=True).one_based
     with pytest.raises(ValueError, match=r"'folder' does not take option\(s\) seed; it takes one_based, name"):
         load_dataset("folder", root, seed=0)
+
+
+def test_instance_masks_box_path_equals_whole_map_comparison():
+    """Compact regions are compared inside their bounding boxes only; the masks must be those of
+    comparing the whole label map with every id (also when the boxes are large: that path)."""
+    from datasets.folder import instance_masks
+
+    rng = np.random.default_rng(3)
+    compact = np.zeros((60, 80), dtype=np.int32)
+    for i in range(1, 12):
+        y, x = rng.integers(0, 50), rng.integers(0, 70)
+        compact[y:y + rng.integers(2, 10), x:x + rng.integers(2, 10)] = i
+    compact[compact == 5] = 0  # a missing id
+    scattered = rng.integers(0, 9, (60, 80)).astype(np.uint16)
+    for lab in (compact, scattered):
+        ids, masks = instance_masks(lab)
+        assert np.array_equal(ids, np.unique(lab[lab != 0]))
+        assert masks.dtype == bool and np.array_equal(masks, lab[None] == ids[:, None, None])

@@ -236,3 +236,20 @@ def test_extra_group_outside_the_image_names_the_group():
     inside = (np.array([1, 2]), np.array([3, 4]))
     with pytest.raises(ValueError, match="extra group 2 has pixels outside the 10 x 12 image"):
         RegionScorer().set_regions(masks, extra_groups=[[inside], [inside, inside], [inside, (np.array([10]), np.array([0]))]])
+
+
+def test_point_regions_equal_dense_masks_bit_for_bit(rng):
+    """The engine hands the scorer the fixated pixels and which region holds each (no dense masks)."""
+    masks = rng.random((4, 30, 41)) < 0.3
+    fix = rng.random((30, 41)) < 0.05
+    groups = [[(np.array([1, 2, 2]), np.array([3, 4, 4]))], [(np.array([29]), np.array([40]))]]
+    maps = np.maximum(rng.standard_normal((7, 9, 11)), 0)
+    dense = RegionScorer().set_regions(masks, fix, extra_groups=groups)
+    ys, xs = np.nonzero(fix)
+    points = RegionScorer().set_point_regions(fix.shape, ys, xs, masks[:, ys, xs], extra_groups=groups)
+    assert np.array_equal(points.score(maps), dense.score(maps), equal_nan=True)
+    assert np.array_equal(points.n_pixels, dense.n_pixels) and np.array_equal(points.extra_sizes, dense.extra_sizes)
+    with pytest.raises(ValueError, match="member must be R x n"):
+        RegionScorer().set_point_regions(fix.shape, ys, xs, masks[:, ys[:-1], xs[:-1]])
+    with pytest.raises(ValueError, match="outside the 30 x 41 image"):
+        RegionScorer().set_point_regions((30, 41), [30], [0], [[True]])

@@ -252,6 +252,15 @@ def test_human_ceiling_equals_blurred_leave_one_out_maps():
     for c, cat in enumerate(["face", "text"]):
         got = result.summary.loc[result.summary.category == cat, "human_region_nss"].iloc[0]
         assert got == pytest.approx(np.nanmean(values[:, c]), abs=1e-9)
+    # The engine reads the kept masks at the subjects' pixels only: the same bits as on masks[keep].
+    from probes.ceiling import region_loso_nss_at
+
+    for s in data:
+        keep = np.array([1])
+        flat = s.masks.reshape(len(s.masks), -1)
+        np.testing.assert_array_equal(
+            region_loso_nss_at(s.fixations, s.shape, lambda px: flat[:, px][keep], keep.size, sigma=5.0),
+            region_loso_nss(s.fixations, s.shape, s.masks[keep], sigma=5.0))
     # no subjects (one observer, or pop-out arrays): NaN, documented
     one = ListDataset([_noise_sample(rng, 0, 24, 24)])
     assert run_dissection(WideNet(4), "relu", one, image_size=24, null=0, bootstrap=0,
