@@ -280,13 +280,35 @@ def _flat_points_kernels(region: np.ndarray, ys: np.ndarray, xs: np.ndarray, wei
     h, w = ay.n_in, ax.n_in
     if region.size == 0:
         return np.zeros((n_regions, h, w), dtype=np.float64)
+    idx, wts = _flat_points_entries(region, ys, xs, weight, ay, ax)
+    k = np.bincount(idx, weights=wts, minlength=n_regions * h * w)
+    return k.reshape(n_regions, h, w)
+
+
+def _flat_points_entries(region: np.ndarray, ys: np.ndarray, xs: np.ndarray, weight: np.ndarray,
+                         ay: _Axis, ax: _Axis) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(flat index, weight)`` entries whose ``bincount`` is :func:`_flat_points_kernels`."""
+    h, w = ay.n_in, ax.n_in
     base = region.astype(np.int64) * (h * w)
     rows = ((ay.i0[ys], ay.w0[ys]), (ay.i1[ys], ay.w1[ys]))
     cols = ((ax.i0[xs], ax.w0[xs]), (ax.i1[xs], ax.w1[xs]))
     idx = np.concatenate([base + iy * w + ix for iy, _ in rows for ix, _ in cols])
     wts = np.concatenate([wy * wx * weight for _, wy in rows for _, wx in cols])
-    k = np.bincount(idx, weights=wts, minlength=n_regions * h * w)
-    return k.reshape(n_regions, h, w)
+    return idx, wts
+
+
+# The extra columns are multiplied on the map cells some column touches when those are at most
+# this fraction of the map (a gather of those cells, then a smaller BLAS product).
+_USED_CELLS_FRACTION = 0.5
+
+
+def _extra_sums(flat: np.ndarray, extra) -> np.ndarray:
+    """``flat @ K_extra^T`` (``C x E``): dense rows, or ``(used cells, E x n_used)`` of
+    :meth:`RegionScorer._split_kernels` (the zero cells left out)."""
+    if isinstance(extra, np.ndarray):
+        return flat @ extra.T
+    used, kernels = extra
+    return flat[:, used] @ kernels.T
 
 
 def _mask_kernels(masks: np.ndarray, boxes: list, ay: _Axis, ax: _Axis) -> np.ndarray:
@@ -658,6 +680,49 @@ class RegionScorer:
             self._kernels[key] = np.concatenate(parts)
         return self._kernels[key]
 
+    def _split_kernels(self, h: int, w: int):
+        """What :meth:`score` multiplies by, per map size (cached): the ``(R + 1) x hw`` dense rows
+        (real kernels and the mean row) and the extra columns, sparse where that is cheaper.
+
+        The extra columns (the permutation null: other images' few fixated pixels, or their
+        target masks) touch few cells of a large map, so the dense ``C x hw x E`` product mostly
+        multiplies zeros. When the cells any extra column touches are at most half the map, the
+        extra kernels are kept on those cells only (``(used, E x n_used)``, the same values as
+        the dense rows: one ``bincount`` in the same pixel order) and the maps are gathered
+        there. A product over fewer cells, or with fewer columns, sums in another order than the
+        one dense product did, so scores can differ from it in the last bits (~1e-16); the
+        accumulator's 2**-32 fixed point absorbs that (the CSVs of the checks in the issue notes
+        were byte-identical).
+        """
+        key = ("split", int(h), int(w))
+        if key not in self._kernels:
+            dense = self._extended_kernels(h, w) if self._extra is None else None
+            if dense is None:
+                hw = int(h) * int(w)
+                ay, ax = _axis(self._shape[0], int(h)), _axis(self._shape[1], int(w))
+                real = (_points_kernels(*self._points, ay, ax) if self._points is not None
+                        else _mask_kernels(self._masks, self._boxes, ay, ax)).reshape(-1, hw)
+                mean_row = (np.outer(ay.colsum, ax.colsum) / (float(ay.n_out) * float(ax.n_out))).reshape(1, -1)
+                n_cols = self._n_extra.size
+                idx, wts = _flat_points_entries(*self._extra, ay, ax)
+                keys, inverse = np.unique(idx, return_inverse=True)
+                values = np.bincount(inverse.reshape(-1), weights=wts, minlength=keys.size)
+                nonzero = values != 0
+                keys, values = keys[nonzero], values[nonzero]
+                columns, cells = np.divmod(keys, hw)
+                used = np.unique(cells)
+                if used.size <= _USED_CELLS_FRACTION * hw:  # only the cells some column touches
+                    extra = np.zeros((n_cols, used.size))
+                    extra[columns, np.searchsorted(used, cells)] = values
+                    extra = (used, extra)
+                else:
+                    extra = np.zeros((n_cols, hw))
+                    extra[columns, cells] = values
+                self._kernels[key] = (np.concatenate([real, mean_row]), extra)
+            else:  # no extra columns: the (R + 1)-row matrix itself
+                self._kernels[key] = (dense, None)
+        return self._kernels[key]
+
     def score(self, unit_maps) -> np.ndarray:
         """``C x (R + E)`` float64 scores of every unit on every region (then every extra column).
 
@@ -689,8 +754,17 @@ class RegionScorer:
         if divisor.size == 0 or n_units == 0:
             return np.full((n_units, divisor.size), np.nan)
         ay, ax = _axis(self._shape[0], h), _axis(self._shape[1], w)
-        # Step 1: one product gives every column's pixel sum and the map's mean (last column).
-        proj = flat @ self._extended_kernels(h, w).T
+        # Step 1: the products give every column's pixel sum and the map's mean (last column).
+        rows, extra = self._split_kernels(h, w)
+        base = flat @ rows.T  # real columns ..., mean
+        if extra is None:
+            proj = base
+        else:
+            n_real = rows.shape[0] - 1
+            proj = np.empty((n_units, divisor.size + 1))
+            proj[:, :n_real] = base[:, :n_real]
+            proj[:, -1] = base[:, -1]
+            proj[:, n_real:-1] = _extra_sums(flat, extra)
         std, dead = _moments(arr, proj[:, -1], hi, lo, ay, ax)
         # Step 2: He et al. 2019, eq. 1 / eq. 4: mean of z(up(A)) over the column's pixels.
         return scores_from_projection(proj, divisor, multiplicity, std, dead)

@@ -253,3 +253,31 @@ def test_point_regions_equal_dense_masks_bit_for_bit(rng):
         RegionScorer().set_point_regions(fix.shape, ys, xs, masks[:, ys[:-1], xs[:-1]])
     with pytest.raises(ValueError, match="outside the 30 x 41 image"):
         RegionScorer().set_point_regions((30, 41), [30], [0], [[True]])
+
+
+def test_extra_columns_on_the_used_cells_equal_the_dense_product(rng):
+    """The null's extra columns are multiplied on the map cells they touch only; their scores
+    equal the dense (R + E + 1)-row product up to summation order, and the real columns do not
+    depend on whether extra columns are there."""
+    from probes import regions
+
+    masks = rng.random((3, 90, 120)) < 0.2
+    fix = rng.random((90, 120)) < 0.02
+
+    def pset():
+        y, x = int(rng.integers(0, 80)), int(rng.integers(0, 110))
+        return rng.integers(y, y + 10, 5), rng.integers(x, x + 10, 5)
+
+    groups = [[pset() for _ in range(2)] for _ in range(40)]
+    maps = np.maximum(rng.standard_normal((64, 45, 60)), 0)
+    with_null = RegionScorer().set_regions(masks, fix, extra_groups=groups)
+    assert isinstance(with_null._split_kernels(45, 60)[1], tuple)  # few cells used: the gathered form
+    got = with_null.score(maps)
+    flat = maps.reshape(64, -1)
+    proj = flat @ with_null.kernel_matrix(45, 60).T  # the dense product
+    ay, ax = regions._axis(90, 45), regions._axis(120, 60)
+    std, dead = regions._moments(maps, proj[:, -1], flat.max(axis=1), flat.min(axis=1), ay, ax)
+    dense = regions.scores_from_projection(proj, *with_null.column_weights(), std, dead)
+    np.testing.assert_allclose(got, dense, rtol=1e-13, atol=1e-13)
+    alone = RegionScorer().set_regions(masks, fix).score(maps)
+    assert np.array_equal(got[:, :3], alone, equal_nan=True)
