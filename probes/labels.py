@@ -43,16 +43,20 @@ def unit_labels(units: pd.DataFrame) -> pd.DataFrame:
     ordered = usable.sort_values(["score", "_order"], ascending=[False, True], kind="stable")
     best = ordered.drop_duplicates("_key").set_index("_key")
     totals = usable.groupby("_key")["score"].agg(["sum", "count"])
-    rows = []
-    for key, layer, unit in zip(firsts["_key"], firsts["layer"], firsts["unit"]):
-        if key in best.index:
-            b = best.loc[key]
-            total, count = totals.at[key, "sum"], totals.at[key, "count"]
-            others = (total - b["score"]) / (count - 1) if count > 1 else np.nan
-            rows.append({"layer": layer, "unit": int(unit), "best_category": b["category"],
-                         "score": float(b["score"]), "q_value": float(b["q_value"]),
-                         "selectivity": float(b["score"] - others), "n_valid": int(b["n_valid"])})
-        else:
-            rows.append({"layer": layer, "unit": int(unit), "best_category": "", "score": np.nan,
-                         "q_value": np.nan, "selectivity": np.nan, "n_valid": 0})
-    return pd.DataFrame(rows, columns=LABEL_COLUMNS)
+    # One row per unit, all units at once (a per-unit .loc loop took ~0.5 s for VGG16's 4224 units).
+    keys = firsts["_key"].to_numpy()
+    has = np.isin(keys, best.index.to_numpy())
+    b, t = best.reindex(keys), totals.reindex(keys)
+    score = b["score"].to_numpy(dtype=float)
+    count = t["count"].to_numpy(dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        others = np.where(count > 1, (t["sum"].to_numpy(dtype=float) - score) / (count - 1), np.nan)
+    return pd.DataFrame({
+        "layer": firsts["layer"].to_numpy(),
+        "unit": firsts["unit"].to_numpy().astype(np.int64),
+        "best_category": np.where(has, b["category"].to_numpy(dtype=object), ""),
+        "score": np.where(has, score, np.nan),
+        "q_value": np.where(has, b["q_value"].to_numpy(dtype=float), np.nan),
+        "selectivity": np.where(has, score - others, np.nan),
+        "n_valid": np.where(has, b["n_valid"].fillna(0).to_numpy(), 0).astype(np.int64),
+    }, columns=LABEL_COLUMNS)

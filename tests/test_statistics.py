@@ -310,6 +310,35 @@ def test_labels_by_hand():
     assert labels["n_valid"].tolist() == [5, 1, 7, 0]
 
 
+def test_labels_equal_a_unit_by_unit_reference():
+    rng = np.random.default_rng(4)
+    n = 60
+    units = pd.DataFrame({
+        "layer": np.repeat(["L", "M"], [36 * 4, (n - 36) * 4]),
+        "unit": np.concatenate([np.repeat(np.arange(36), 4), np.repeat(np.arange(n - 36), 4)]),
+        "category": ["a", "b", "c", "d"] * n,
+        "score": np.round(rng.normal(size=n * 4), 1),  # rounded: ties
+        "n_valid": rng.integers(0, 9, n * 4),
+        "ranked": rng.random(n * 4) < 0.6,  # some units ranked on one category only, some nowhere
+        "q_value": rng.random(n * 4),
+    })
+    units.loc[5, "score"] = np.nan
+    got = unit_labels(units)
+    for i, ((layer, unit), rows) in enumerate(units.groupby(["layer", "unit"], sort=False)):
+        ok = rows[rows["ranked"] & rows["score"].notna()]
+        row = got.iloc[i]
+        assert (row["layer"], row["unit"]) == (layer, unit)
+        if ok.empty:
+            assert row["best_category"] == "" and np.isnan(row["score"]) and row["n_valid"] == 0
+            continue
+        best = ok.loc[ok["score"].idxmax()]  # idxmax: the first of tied maxima, in table order
+        others = ok.drop(best.name)["score"]
+        assert row["best_category"] == best["category"] and row["score"] == best["score"]
+        assert row["q_value"] == best["q_value"] and row["n_valid"] == best["n_valid"]
+        want = best["score"] - others.mean() if len(others) else np.nan
+        np.testing.assert_allclose(row["selectivity"], want, rtol=1e-12, atol=1e-12)
+
+
 # --------------------------------------------------------------------------- console and figures
 
 
