@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import sys
 import time
@@ -1284,16 +1285,36 @@ _COMMANDS = {
 def _enable_region_cache() -> None:
     """Fixation-cluster regions are cached in ``<data dir>/regions`` unless
     ``$SALIENCY_DISSECT_REGION_CACHE`` says otherwise (empty: off)."""
-    import os
-
     from datasets.download import default_data_dir
     from datasets.regions_from_fixations import CACHE_ENV
 
     os.environ.setdefault(CACHE_ENV, str(default_data_dir() / "regions"))
 
 
+_M_ARENA_MAX = -8  # glibc mallopt parameter
+
+
+def _limit_malloc_arenas() -> bool:
+    """One malloc arena for the process (glibc only; ``$MALLOC_ARENA_MAX`` wins when it is set).
+
+    The engine's loader and scoring threads would each get an arena of their own, and a freed
+    buffer stays in the arena it came from: one arena took ~70 MB off the peak RSS of a 6-layer
+    VGG16 run on 80 images (bench/dissect_speed.py --memory), at no measurable cost in time.
+    Returns whether the limit was set.
+    """
+    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, 1))
+    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _limit_malloc_arenas()
     original = warnings.formatwarning
     if not args.debug:
         warnings.formatwarning = _one_line_warning

@@ -204,3 +204,14 @@ def test_dissect_a_fine_tuned_saliency_model(tmp_path, capsys):
     assert code == 0, err
     run = json.loads((out / "run.json").read_text())
     assert run["model"]["arch"] == "saliency_vgg16" and run["model"]["weights"] == "file"
+
+
+def test_malloc_arenas_are_limited_unless_the_user_chose(monkeypatch):
+    import sys as _sys
+
+    import cli
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert cli._limit_malloc_arenas() is False  # the user's setting stands
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    assert cli._limit_malloc_arenas() is _sys.platform.startswith("linux")
