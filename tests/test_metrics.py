@@ -692,3 +692,40 @@ def test_against_pysaliency(pysal_metrics, shape, seed):
     # pysaliency's SIM does not min-max; on maps whose minimum is 0 both definitions coincide.
     s0, d0 = sal - sal.min(), den - den.min()
     assert M.sim(s0, d0) == pytest.approx(float(pm.SIM(s0, d0)), abs=TOL)
+
+
+def test_nss_fast_path_equals_the_validated_path():
+    """nss/nmm on a float64 map and a bool region skip the validation passes when the mean and
+    std prove them unnecessary; the value must be the validated path's bit for bit (a uint8
+    region takes that path), and near-constant, huge, tiny or broken maps must still get the
+    validated path's NaN or error."""
+    from probes import metrics as m
+
+    rng = np.random.default_rng(11)
+    used = 0
+    for trial in range(200):
+        h, w = int(rng.integers(1, 50)), int(rng.integers(1, 50))
+        s = rng.standard_normal((h, w)) * 10.0 ** rng.uniform(-40, 40)
+        if trial % 4 == 1:
+            s = s + 1e12 * abs(s).max()  # variation far below the mean
+        if trial % 4 == 2:
+            s = np.full((h, w), 3.0)
+            s.flat[0] = np.nextafter(3.0, 4.0)  # constant within 16 ulps: NaN
+        fix = rng.random((h, w)) < 0.3
+        if not fix.any():
+            fix.flat[0] = True
+        used += m._mean_z_fast(s, fix) is not None
+        for fn in (m.nss, m.nmm):
+            a, b = fn(s, fix), fn(s, fix.astype(np.uint8))
+            assert (math.isnan(a) and math.isnan(b)) or a == b, (trial, a, b)
+    assert used > 50  # ordinary maps (half the trials, most within 2**±100) take the fast path
+    bad = np.ones((4, 4))
+    bad[1, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        m.nss(bad, np.eye(4, dtype=bool))
+    with pytest.raises(ValueError, match="is empty"):
+        m.nss(np.arange(16.0).reshape(4, 4), np.zeros((4, 4), dtype=bool))
+    with pytest.raises(ValueError, match="shape"):
+        m.nss(np.arange(16.0).reshape(4, 4), np.ones((4, 5), dtype=bool))
+    huge = rng.standard_normal((8, 8)) * 1e300  # rescaled on the validated path: same value as scaled down
+    assert m.nss(huge, np.eye(8, dtype=bool)) == m.nss(huge / 2.0 ** 997, np.eye(8, dtype=bool))
