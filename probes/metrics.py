@@ -336,7 +336,8 @@ def _mean_z_fast(saliency: Any, region: Any) -> float | None:
             and saliency.size and type(region) is np.ndarray and region.dtype == np.bool_
             and region.shape == saliency.shape):
         return None
-    mean, std = _mean_and_std(saliency)
+    with np.errstate(over="ignore", invalid="ignore"):  # NaN, inf or overflow: the validated path says why
+        mean, std = _mean_and_std(saliency)
     mean, std = float(mean), float(std)
     if not (math.isfinite(mean) and math.isfinite(std)):
         return None

@@ -694,6 +694,7 @@ def test_against_pysaliency(pysal_metrics, shape, seed):
     assert M.sim(s0, d0) == pytest.approx(float(pm.SIM(s0, d0)), abs=TOL)
 
 
+@pytest.mark.filterwarnings("error")  # huge maps overflow in the fast path's std: silently, then validated
 def test_nss_fast_path_equals_the_validated_path():
     """nss/nmm on a float64 map and a bool region skip the validation passes when the mean and
     std prove them unnecessary; the value must be the validated path's bit for bit (a uint8
