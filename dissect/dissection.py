@@ -420,8 +420,8 @@ def _score_batch(scorer: RegionScorer, records, activations: dict, layer_names, 
             maps = activations[name][i]
             scores = scorer.score(maps.numpy() if maps.device.type == "cpu" else maps)
             acc.add(name, scores[:, :n_real], rec.categories, image=first + i,
-                          null_scores=scores[:, n_real:] if groups else None,
-                          null_categories=null_cats, null_replicates=null_reps, null_sizes=sizes)
+                    null_scores=scores[:, n_real:] if groups else None,
+                    null_categories=null_cats, null_replicates=null_reps, null_sizes=sizes)
         if rec.ceiling is not None:
             acc.add_ceiling(rec.ceiling, rec.categories)
     return counts, stop, time.perf_counter() - t0
