@@ -1298,7 +1298,7 @@ def _limit_malloc_arenas() -> bool:
     """One malloc arena for the process (glibc only; ``$MALLOC_ARENA_MAX`` wins when it is set).
 
     The engine's loader and scoring threads would each get an arena of their own, and a freed
-    buffer stays in the arena it came from: one arena took ~70 MB off the peak RSS of a 6-layer
+    buffer stays in the arena it came from: one arena took 40-65 MB off the peak RSS of a 6-layer
     VGG16 run on 80 images (bench/dissect_speed.py --memory), at no measurable cost in time.
     Returns whether the limit was set.
     """
