@@ -80,6 +80,22 @@ def _pairs(pm, roc):
     }
 
 
+def _interleaved(a, b, items, repeat: int) -> tuple[float, float]:
+    """Seconds of ``a`` and of ``b`` over ``items``, back to back image by image; who goes first
+    alternates (the second call finds the image's maps in cache: always going first would bias it)."""
+    t_a = t_b = 0.0
+    for k, it in enumerate(items):
+        first, second = (a, b) if (k + repeat) % 2 == 0 else (b, a)
+        t0 = time.perf_counter()
+        first(it)
+        t1 = time.perf_counter()
+        second(it)
+        t2 = time.perf_counter()
+        t_a += (t1 - t0) if first is a else (t2 - t1)
+        t_b += (t2 - t1) if first is a else (t1 - t0)
+    return t_a, t_b
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", default=None, help="a folder in the OSIE layout (real data)")
@@ -103,19 +119,7 @@ def main(argv=None):
             fn(items[0])
     for r in range(args.repeats):
         for name in names:
-            ours, peer = pairs[name]
-            t_ours = t_peer = 0.0
-            for k, it in enumerate(items):  # interleaved image by image, who goes first alternating
-                # (the second call finds the image's maps in cache: always going first would bias it)
-                first, second = (ours, peer) if (k + r) % 2 == 0 else (peer, ours)
-                t0 = time.perf_counter()
-                first(it)
-                t1 = time.perf_counter()
-                second(it)
-                t2 = time.perf_counter()
-                t_a, t_b = t1 - t0, t2 - t1
-                t_ours += t_a if first is ours else t_b
-                t_peer += t_b if first is ours else t_a
+            t_ours, t_peer = _interleaved(*pairs[name], items, r)
             times[name][0].append(t_ours)
             times[name][1].append(t_peer)
     # The batched form: one gaze_scores call (each map validated once, metrics.prepare) against the
@@ -131,16 +135,7 @@ def main(argv=None):
         batched_t, separate_t = [], []
         batched = lambda it: gaze_scores(it[0], it[2], it[1], other_fixation_map=it[3])  # noqa: E731
         for r in range(args.repeats):
-            t_b = t_s = 0.0
-            for k, it in enumerate(items):
-                first, second = (batched, separate) if (k + r) % 2 == 0 else (separate, batched)
-                t0 = time.perf_counter()
-                first(it)
-                t1 = time.perf_counter()
-                second(it)
-                t2 = time.perf_counter()
-                t_b += (t1 - t0) if first is batched else (t2 - t1)
-                t_s += (t2 - t1) if first is batched else (t1 - t0)
+            t_b, t_s = _interleaved(batched, separate, items, r)
             batched_t.append(t_b)
             separate_t.append(t_s)
         gaze_row = {"batched_ms_per_image": round(1000 * statistics.median(batched_t) / len(items), 3),

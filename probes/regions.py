@@ -666,19 +666,24 @@ class RegionScorer:
             raise ValueError("RegionScorer has no regions yet; call set_regions(masks, fixation_map) first")
         key = (int(h), int(w))
         if key not in self._kernels:
-            ay, ax = _axis(self._shape[0], key[0]), _axis(self._shape[1], key[1])
-            if self._points is not None:
-                k = _points_kernels(*self._points, ay, ax)
-            else:
-                k = _mask_kernels(self._masks, self._boxes, ay, ax)
-            parts = [k.reshape(-1, key[0] * key[1])]
+            real, mean_row, ay, ax = self._real_and_mean_rows(*key)
+            parts = [real]
             if self._extra is not None:
                 extra = _flat_points_kernels(*self._extra, self._n_extra.size, ay, ax)
                 parts.append(extra.reshape(-1, key[0] * key[1]))
-            mean_row = np.outer(ay.colsum, ax.colsum) / (float(ay.n_out) * float(ax.n_out))
-            parts.append(mean_row.reshape(1, -1))
+            parts.append(mean_row)
             self._kernels[key] = np.concatenate(parts)
         return self._kernels[key]
+
+    def _real_and_mean_rows(self, h: int, w: int):
+        """``(R x hw real kernels, 1 x hw mean row, ay, ax)`` for maps of size ``h x w``."""
+        ay, ax = _axis(self._shape[0], h), _axis(self._shape[1], w)
+        if self._points is not None:
+            real = _points_kernels(*self._points, ay, ax)
+        else:
+            real = _mask_kernels(self._masks, self._boxes, ay, ax)
+        mean_row = np.outer(ay.colsum, ax.colsum) / (float(ay.n_out) * float(ax.n_out))
+        return real.reshape(-1, h * w), mean_row.reshape(1, -1), ay, ax
 
     def _split_kernels(self, h: int, w: int):
         """What :meth:`score` multiplies by, per map size (cached): the ``(R + 1) x hw`` dense rows
@@ -699,10 +704,7 @@ class RegionScorer:
             dense = self._extended_kernels(h, w) if self._extra is None else None
             if dense is None:
                 hw = int(h) * int(w)
-                ay, ax = _axis(self._shape[0], int(h)), _axis(self._shape[1], int(w))
-                real = (_points_kernels(*self._points, ay, ax) if self._points is not None
-                        else _mask_kernels(self._masks, self._boxes, ay, ax)).reshape(-1, hw)
-                mean_row = (np.outer(ay.colsum, ax.colsum) / (float(ay.n_out) * float(ax.n_out))).reshape(1, -1)
+                real, mean_row, ay, ax = self._real_and_mean_rows(int(h), int(w))
                 n_cols = self._n_extra.size
                 idx, wts = _flat_points_entries(*self._extra, ay, ax)
                 keys, inverse = np.unique(idx, return_inverse=True)
