@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 
 from datasets.base import as_rgb_uint8, first
 from dissect.checks import check_count, check_device
-from dissect.hooks import ActivationRecorder, unique_layers
+from dissect.hooks import ActivationRecorder, CopyBuffers, unique_layers
 from dissect.models import IMAGENET_MEAN, IMAGENET_STD, model_device
 from dissect.reports import atomic_write_json
 from dissect.shards import SHARD_FILE, shard_images
@@ -621,9 +621,11 @@ def run_dissection(
                dynamic_ncols=True)
     index = start
 
-    def land(job) -> None:
+    def land(job, activations) -> None:
         """Count a scored batch in; the checkpoint then moves to that batch's end."""
         batch_counts, stop, seconds = job.result()  # its scores are in acc already
+        if buffers is not None:  # scored: the next forward copies into this batch's memory
+            buffers.give_back(activations)
         for key, value in batch_counts.items():
             counts[key] = counts.get(key, 0) + value
         timings["scoring"] += seconds
@@ -636,11 +638,14 @@ def run_dissection(
     # and another loads batch k+1 (torch and numpy release the GIL in their kernels). The scoring
     # thread adds into ``acc`` one batch at a time, and the checkpoint is written only between
     # batches (after a batch is complete), so an interrupt leaves the state at a batch boundary.
+    # On CPU the activation copies of batch k+1 reuse the memory of batch k-1 once it is scored
+    # (two batches' worth in rotation; fresh memory of that size page-faults on every write).
     scored = None
     try:
         modules = [module for _, module in resolved]
         on_device = device.type != "cpu"
-        with ActivationRecorder(model, layer_names, device=None if on_device else "cpu") as rec, \
+        buffers = None if on_device else CopyBuffers()
+        with ActivationRecorder(model, layer_names, device=None if on_device else "cpu", buffers=buffers) as rec, \
                 _stop_when_recorded(modules) as arm, \
                 threadpool_limits(limits=1, user_api="blas"), \
                 ThreadPoolExecutor(1, thread_name_prefix="dissect-load") as loader, \
@@ -671,18 +676,18 @@ def run_dissection(
                     activations = {name: rec.activations[name] for name in layer_names}
                     if scored is not None:
                         job, scored = scored, None  # cleared first: a job must never land twice
-                        land(job)
-                    scored = scorer_pool.submit(_score_batch, scorer, samples, activations, layer_names, acc,
-                                                stop, settings)
+                        land(*job)
+                    scored = (scorer_pool.submit(_score_batch, scorer, samples, activations, layer_names, acc,
+                                                 stop, settings), activations)
                     index = stop
                 if scored is not None:
                     job, scored = scored, None
-                    land(job)
+                    land(*job)
             except BaseException:
                 # Keep the batch that was being scored when the run stopped (Ctrl-C, a bad
                 # image further on): finished work is never thrown away.
-                if scored is not None and scored.exception() is None:
-                    land(scored)
+                if scored is not None and scored[0].exception() is None:
+                    land(*scored)
                 raise
     finally:
         bar.close()

@@ -18,7 +18,7 @@ from torch import nn
 
 from dissect.models import layer_aliases
 
-__all__ = ["resolve_layer", "unique_layers", "ActivationRecorder", "record_activations"]
+__all__ = ["resolve_layer", "unique_layers", "ActivationRecorder", "CopyBuffers", "record_activations"]
 
 LayerSpec = Union[str, nn.Module]
 _REPEAT_POLICIES = ("error", "last", "first")
@@ -95,6 +95,57 @@ def unique_layers(model: nn.Module, layers) -> tuple[list[tuple[str, nn.Module]]
     return kept, dropped
 
 
+class CopyBuffers:
+    """Memory that :class:`ActivationRecorder`'s copies reuse, handed back by the caller.
+
+    A loop that is done with a forward's activations gives them back (:meth:`give_back`); the
+    next forward copies into that memory instead of fresh memory. On CPU a fresh tensor of more
+    than 32 MB (VGG16 conv1 at batch 8: 103 MB) is a new mapping whose every page faults on
+    first write: the copy into it took 35 ms, into reused memory 15 ms. Values are the same:
+    a copy is a copy. Only memory given back is reused, so a caller that keeps its tensors (in
+    a list, say) never sees them overwritten.
+
+    Only tensors of at least ``min_bytes`` are kept: glibc's malloc serves smaller ones (up to
+    its 32 MB mmap ceiling) from memory it already holds, and keeping them aside made ResNet50's
+    dissection slower (1.25x vs 1.19x the forward: the forward's own tensors then needed fresh
+    pages). Each layer keeps at most ``per_layer`` free tensors; a batch smaller than a free
+    tensor (the last of a dataset) gets a leading slice of it.
+    """
+
+    def __init__(self, per_layer: int = 2, min_bytes: int = 32 << 20) -> None:
+        self.per_layer = int(per_layer)
+        self.min_bytes = int(min_bytes)
+        self._free: dict[str, list[torch.Tensor]] = {}
+
+    def take(self, name: str, like: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """A contiguous tensor shaped like ``like`` on ``device``: reused memory when it fits."""
+        free = self._free.get(name, []) if like.numel() * like.element_size() >= self.min_bytes else []
+        n, rest = like.shape[:1], like.shape[1:]
+        for k, buf in enumerate(free):
+            if (buf.dtype == like.dtype and buf.device == device and buf.dim() == like.dim() and buf.dim() > 0
+                    and buf.shape[1:] == rest and buf.shape[0] >= n[0]):
+                del free[k]
+                return buf[:n[0]]
+        return torch.empty(like.shape, dtype=like.dtype, device=device)
+
+    def give_back(self, activations: dict[str, torch.Tensor]) -> None:
+        """Hand back one forward's ``{name: tensor}`` (the caller no longer reads them)."""
+        for name, tensor in activations.items():
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            base = tensor if tensor._base is None else tensor._base
+            if base.numel() * base.element_size() < self.min_bytes:
+                continue
+            free = self._free.setdefault(name, [])
+            if all(b is not base for b in free):
+                free.append(base)
+                del free[:-self.per_layer]  # the newest ones
+
+    def clear(self) -> None:
+        """Free every kept tensor."""
+        self._free.clear()
+
+
 class ActivationRecorder:
     """Context manager that stores copies of layer outputs during forward passes.
 
@@ -127,9 +178,12 @@ class ActivationRecorder:
         eval_mode: put the model in eval mode on enter and restore every submodule's previous
             train/eval mode on exit.
         on_repeat: ``"error"``, ``"last"`` or ``"first"``, for a module called twice per forward.
+        buffers: a :class:`CopyBuffers` to copy into memory given back from earlier forwards
+            (the dissection engine's loop); not with ``keep=True``.
 
     Raises:
-        ValueError: unknown layer, empty ``layers`` or unknown ``on_repeat``.
+        ValueError: unknown layer, empty ``layers``, unknown ``on_repeat``, or ``buffers``
+            with ``keep=True``.
     """
 
     def __init__(
@@ -141,9 +195,13 @@ class ActivationRecorder:
         keep: bool = False,
         eval_mode: bool = True,
         on_repeat: Literal["error", "last", "first"] = "error",
+        buffers: CopyBuffers | None = None,
     ) -> None:
         if on_repeat not in _REPEAT_POLICIES:
             raise ValueError(f"on_repeat must be one of {_REPEAT_POLICIES}, got {on_repeat!r}")
+        if buffers is not None and keep:
+            raise ValueError("buffers reuse memory a later forward overwrites; keep=True keeps every "
+                             "forward's copy: pass one or the other")
         layers = _layer_list(layers)
         resolved: dict[str, nn.Module] = {}
         for layer in layers:
@@ -157,6 +215,7 @@ class ActivationRecorder:
         self.keep = keep
         self.eval_mode = eval_mode
         self.on_repeat = on_repeat
+        self.buffers = buffers
         self.activations: dict[str, torch.Tensor | list[torch.Tensor]] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._modes: dict[nn.Module, bool] = {}
@@ -233,8 +292,12 @@ class ActivationRecorder:
             # HWC images, stays channels-last), so a unit's map is one contiguous block.
             with torch.inference_mode(False):
                 out = output.detach()
-                copy = out.to(self.device if self.device is not None else out.device, copy=True,
-                              memory_format=torch.contiguous_format)
+                device = self.device if self.device is not None else out.device
+                if self.buffers is None:
+                    copy = out.to(device, copy=True, memory_format=torch.contiguous_format)
+                else:
+                    copy = self.buffers.take(name, out, device)
+                    copy.copy_(out)
             if not self.keep:
                 self.activations[name] = copy
             elif repeat:

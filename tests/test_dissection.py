@@ -270,3 +270,32 @@ def test_a_batch_failing_half_way_leaves_the_checkpoint_at_the_last_whole_batch(
     assert resumed.info["resumed_from_image"] == 2
     pd.testing.assert_frame_equal(resumed.units, full.units, check_exact=True)
     pd.testing.assert_frame_equal(resumed.summary, full.summary, check_exact=True)
+
+
+def test_reused_activation_memory_gives_the_same_bits(dataset, monkeypatch):
+    # The engine hands each scored batch's copies back for a later forward to copy into. Forced
+    # on for these small maps (the default keeps only tensors of >= 32 MB), the tables must be
+    # the same bits as with fresh copies: memory is reused only once its batch is scored.
+    import dissect.dissection as engine
+    from dissect.hooks import CopyBuffers
+
+    model = TinyNet().eval()
+    layers = ["relu1", "relu2"]
+    fresh = run_dissection(model, layers, dataset, image_size=32, batch_size=2, progress=False)
+    lent = []
+
+    class Eager(CopyBuffers):
+        def __init__(self):
+            super().__init__(min_bytes=0)
+            lent.append(self)
+
+        def take(self, name, like, device):
+            out = super().take(name, like, device)
+            self.n_reused = getattr(self, "n_reused", 0) + (out._base is not None)
+            return out
+
+    monkeypatch.setattr(engine, "CopyBuffers", Eager)
+    reused = run_dissection(model, layers, dataset, image_size=32, batch_size=2, progress=False)
+    assert lent and lent[0].n_reused >= 4  # 4 batches (2, 2, 2, 1 images): batches 3 and 4 reused memory
+    pd.testing.assert_frame_equal(reused.units, fresh.units, check_exact=True)
+    pd.testing.assert_frame_equal(reused.summary, fresh.summary, check_exact=True)

@@ -272,3 +272,49 @@ def test_copies_are_c_ordered_whatever_layout_the_layer_outputs():
     assert seen["relu"].is_contiguous(memory_format=torch.channels_last)  # the layout the layer gave
     assert stored.is_contiguous() and stored[0].numpy().flags.c_contiguous
     assert torch.equal(stored, seen["relu"])
+
+
+def test_copy_buffers_reuse_memory_given_back_and_never_memory_still_held():
+    from dissect.hooks import CopyBuffers
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(4, 2, 3)).eval()
+    batches = [torch.randn(n, 3, 9, 9).contiguous(memory_format=torch.channels_last) for n in (4, 4, 4, 3)]
+    with ActivationRecorder(model, ["0", "2"]) as rec, torch.inference_mode():
+        expected = []
+        for x in batches:
+            model(x)
+            expected.append({k: v.clone() for k, v in rec.activations.items()})
+    buffers = CopyBuffers(min_bytes=0)
+    held, ptrs = [], []
+    with ActivationRecorder(model, ["0", "2"], buffers=buffers) as rec, torch.inference_mode():
+        for k, x in enumerate(batches):
+            model(x)
+            acts = dict(rec.activations)
+            ptrs.append(acts["0"].data_ptr())
+            held.append(acts)
+            if k >= 1:  # the loop is done with batch k-1: its memory may be reused from batch k+1 on
+                buffers.give_back(held[k - 1])
+    for k in (0, 1):  # batches 2 and 3 (the smaller last one: a leading slice) reused 0 and 1's memory
+        assert ptrs[k + 2] == ptrs[k]
+    assert len(set(ptrs[:2])) == 2
+    for got, want in zip(held[2:], expected[2:]):  # batches not overwritten since: the same bits
+        for name in want:
+            assert got[name].is_contiguous() and torch.equal(got[name], want[name])
+    assert torch.equal(held[3]["0"], expected[3]["0"]) and held[3]["0"].shape[0] == 3
+
+
+def test_copy_buffers_leave_small_tensors_to_malloc_and_refuse_keep():
+    from dissect.hooks import CopyBuffers
+
+    model = _tiny_cnn()
+    buffers = CopyBuffers()  # default 32 MB floor: these tensors are never kept
+    with ActivationRecorder(model, "0", buffers=buffers) as rec:
+        model(X)
+        first = rec.activations["0"]
+        buffers.give_back({"0": first})
+        model(X)
+        assert rec.activations["0"].data_ptr() != first.data_ptr()
+        assert torch.equal(rec.activations["0"], PRE_RELU)
+    with pytest.raises(ValueError, match="keep=True"):
+        ActivationRecorder(model, "0", keep=True, buffers=buffers)
