@@ -372,12 +372,25 @@ def _null_groups(bank: _RegionBank | None, permutations: np.ndarray | None, imag
 
 
 def _load_batch(dataset, start: int, stop: int, image_size: int | None, bank: _RegionBank | None,
-                ceiling_sigma: float | None):
+                ceiling_sigma: float | None, threads: int = 1):
+    """One batch's records and network input; ``threads`` > 1 reads its images in parallel.
+
+    The first batch of a run is read with several threads: nothing else runs yet (the model
+    waits for it), while later batches are read by one thread during the previous forward.
+    """
     if bank is not None and bank.inputs is not None:  # read once, by the region bank
         return bank.records[start:stop], preprocess(bank.inputs[start:stop], image_size)
-    samples = [dataset[i] for i in range(start, stop)]
-    records = bank.records[start:stop] if bank is not None else [_Prepared(s, ceiling_sigma) for s in samples]
-    return records, preprocess([s.image for s in samples], image_size)
+
+    def read(i: int):
+        sample = dataset[i]
+        return sample, (bank.records[i] if bank is not None else _Prepared(sample, ceiling_sigma))
+
+    if threads > 1 and stop - start > 1:
+        with ThreadPoolExecutor(min(threads, stop - start), thread_name_prefix="dissect-load-first") as pool:
+            read_in_order = list(pool.map(read, range(start, stop)))  # in image order
+    else:
+        read_in_order = [read(i) for i in range(start, stop)]
+    return [r for _, r in read_in_order], preprocess([s.image for s, _ in read_in_order], image_size)
 
 
 def _score_batch(scorer: RegionScorer, records, activations: dict, layer_names, acc: UnitScoreAccumulator,
@@ -653,9 +666,9 @@ def run_dissection(
             scorer = RegionScorer()  # used by the single scoring thread only
             if on_device:  # kernels built by the numpy scorer, the products on the device
                 scorer = TorchRegionScorer(scorer, device)
-            if index < end:
+            if index < end:  # the model waits for this one: read with the bank's threads
                 loading = loader.submit(_load_batch, dataset, index, min(index + batch_size, end),
-                                        image_size, settings["bank"], ceiling_sigma)
+                                        image_size, settings["bank"], ceiling_sigma, _BANK_THREADS)
             try:
                 while index < end:
                     samples, batch = loading.result()

@@ -299,3 +299,27 @@ def test_reused_activation_memory_gives_the_same_bits(dataset, monkeypatch):
     assert lent and lent[0].n_reused >= 4  # 4 batches (2, 2, 2, 1 images): batches 3 and 4 reused memory
     pd.testing.assert_frame_equal(reused.units, fresh.units, check_exact=True)
     pd.testing.assert_frame_equal(reused.summary, fresh.summary, check_exact=True)
+
+
+def test_first_batch_read_with_threads_is_the_serial_read(dataset):
+    # The first batch is read with several threads (the model waits for it): the same records,
+    # in image order, and the same network input as one thread reading it.
+    from dissect.dissection import _load_batch
+
+    serial = _load_batch(dataset, 1, 7, 32, None, 24.0, threads=1)
+    threaded = _load_batch(dataset, 1, 7, 32, None, 24.0, threads=3)
+    assert [r.image_id for r in threaded[0]] == [f"img{i}" for i in range(1, 7)]
+    assert [r.image_id for r in serial[0]] == [r.image_id for r in threaded[0]]
+    for a, b in zip(serial[0], threaded[0]):
+        assert a.categories == b.categories and np.array_equal(a.member, b.member)
+        assert a.sets and all(np.array_equal(x, y) for sa, sb in zip(a.sets, b.sets) for x, y in zip(sa, sb))
+    assert torch.equal(serial[1], threaded[1])
+
+    class Broken(ListDataset):
+        def __getitem__(self, index):
+            if index == 3:
+                raise ValueError("image 3 is damaged")
+            return super().__getitem__(index)
+
+    with pytest.raises(ValueError, match="image 3 is damaged"):
+        _load_batch(Broken(list(dataset)), 0, 6, 32, None, None, threads=3)
