@@ -690,6 +690,7 @@ def run_dissection(
                     if scored is not None:
                         job, scored = scored, None  # cleared first: a job must never land twice
                         land(*job)
+                        del job  # else it would hold that batch's activations through the next forward
                     scored = (scorer_pool.submit(_score_batch, scorer, samples, activations, layer_names, acc,
                                                  stop, settings), activations)
                     index = stop
