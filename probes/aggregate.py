@@ -204,6 +204,8 @@ def _group_sums(values: np.ndarray, groups: np.ndarray, n_groups: int) -> tuple[
     order = np.argsort(groups, kind="stable")
     g = groups[order]
     starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    if starts.size == g.size:  # one column per group (the null's columns are): no sums to take
+        return g, (values if np.array_equal(order, np.arange(order.size)) else values[:, order])
     return g[starts], np.add.reduceat(values[:, order], starts, axis=1)
 
 
@@ -224,6 +226,14 @@ def _add_into(a: np.ndarray, at: tuple, inc: np.ndarray) -> None:
         at = (slice(None), at[1] * a.shape[2] + at[2])
         a = a.reshape(a.shape[0], -1)  # a view (C-contiguous)
     at = tuple(_as_slice(x) for x in at)
+    arrays = [i for i, x in enumerate(at) if isinstance(x, np.ndarray)]
+    if len(arrays) == 1 and all(x == slice(None) for i, x in enumerate(at) if i != arrays[0]):
+        # One index array, whole slices elsewhere: np.take reads the entries ~7x faster than the
+        # fancy read of ``a[at] += inc`` (the null's C x n scattered columns: 2.5 -> 0.4 ms).
+        part = np.take(a, at[arrays[0]], axis=arrays[0])
+        part += inc
+        a[at] = part
+        return
     a[at] += inc
 
 

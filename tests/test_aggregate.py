@@ -348,3 +348,28 @@ def test_merge_reads_the_other_accumulator_without_changing_it(rng):
     ref = doubled.state_dict()
     doubled.merge(doubled)
     assert all(np.array_equal(m, 2 * r) for m, r in zip(doubled.state_dict()["boot_sums"], ref["boot_sums"]))
+
+
+def test_group_sums_and_add_into_equal_a_literal_loop():
+    # The accumulator's two index helpers against per-element loops: _group_sums with repeated
+    # and with unique groups (the null's columns; then no sum is taken, only a reorder), and
+    # _add_into for slices, one index array (np.take path) and the null's (replicate, category).
+    from probes.aggregate import _add_into, _group_sums
+
+    rng = np.random.default_rng(4)
+    values = rng.integers(-10**9, 10**9, (5, 12))
+    for groups in (rng.integers(0, 6, 12), rng.permutation(40)[:12], np.arange(3, 15)):
+        present, sums = _group_sums(values, groups, 40)
+        assert list(present) == sorted(set(groups.tolist()))
+        for j, g in enumerate(present):
+            np.testing.assert_array_equal(sums[:, j], values[:, groups == g].sum(axis=1))
+    for at, shape in [((slice(None), np.array([1, 2, 3])), (5, 7)), ((slice(None), np.array([0, 4, 6])), (5, 7)),
+                      ((np.array([1, 5]),), (7,)), ((slice(None), slice(None), np.array([0, 3])), (5, 4, 6)),
+                      ((slice(None), np.array([0, 2, 3]), np.array([1, 0, 5])), (5, 4, 6))]:
+        for dtype in (np.int64, np.int32):
+            a = rng.integers(-1000, 1000, shape).astype(dtype)
+            want = a.copy()
+            inc = rng.integers(-1000, 1000, a[at].shape).astype(dtype)
+            np.add.at(want, at, inc)
+            _add_into(a, at, inc)
+            np.testing.assert_array_equal(a, want)
