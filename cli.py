@@ -56,6 +56,7 @@ class DissectConfig:
     ray: str | None = None
     shards: int | None = None
     ray_cpus: float = 1.0
+    checkpoint_seconds: float = 30.0
 
     def out_dir(self) -> Path:
         """``--out``, or a default folder under ``runs/`` that names every option that changes the
@@ -226,7 +227,7 @@ def _dissect_into(cfg: DissectConfig, out: Path) -> int:
                                 max_images=cfg.max_images, dead_units=cfg.dead_units,
                                 null=cfg.null, bootstrap=cfg.bootstrap, seed=cfg.seed, min_valid=cfg.min_valid,
                                 run_key={"dataset_options": options, "data_root": cfg.data_root},
-                                shard=_shard_of(cfg.shard))
+                                shard=_shard_of(cfg.shard), checkpoint_seconds=cfg.checkpoint_seconds)
     except KeyboardInterrupt:
         where = f"finished batches are saved in {out}; rerun the same command with --resume" if saved_now() \
             else "no batch had finished, nothing to resume"
@@ -1115,6 +1116,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bootstrap replicates over images for the 95%% intervals; 0 = off (default 200)")
     d.add_argument("--resume", action="store_true", help="continue the interrupted run in --out (same options)")
     d.add_argument("--overwrite", action="store_true", help="discard a previous run in --out and start again")
+    d.add_argument("--checkpoint-seconds", type=float, default=30.0, metavar="S",
+                   help="save the resumable state at most every S seconds, after the last batch and on Ctrl-C "
+                        "(default 30; 0 = after every batch; a hard kill loses at most the last S seconds)")
     d.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_shard_args(d)
 
@@ -1209,7 +1213,7 @@ def _config_from_args(args) -> DissectConfig:
                          overwrite=args.overwrite, max_images=args.max_images, progress=not args.no_progress,
                          dead_units=args.dead_units, null=args.null, bootstrap=args.bootstrap,
                          min_valid=args.min_valid, shard=args.shard, ray=args.ray, shards=args.shards,
-                         ray_cpus=args.ray_cpus, **_flags_of(args))
+                         ray_cpus=args.ray_cpus, checkpoint_seconds=args.checkpoint_seconds, **_flags_of(args))
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:

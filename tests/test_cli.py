@@ -215,3 +215,14 @@ def test_malloc_arenas_are_limited_unless_the_user_chose(monkeypatch):
     assert cli._limit_malloc_arenas() is False  # the user's setting stands
     monkeypatch.delenv("MALLOC_ARENA_MAX")
     assert cli._limit_malloc_arenas() is _sys.platform.startswith("linux")
+
+
+def test_checkpoint_seconds_flag(tmp_path, capsys):
+    code, _, err = _run(["dissect", "--layer", "conv5_3", "--out", str(tmp_path / "r"), "--checkpoint-seconds", "-1",
+                         *FAST], capsys)
+    _assert_one_line_error(code, err, "checkpoint_seconds", ">= 0")
+    out = tmp_path / "ok"
+    code, _, err = _run(["dissect", "--layer", "conv5_3", "--out", str(out), "--checkpoint-seconds", "0", *FAST],
+                        capsys)
+    assert code == 0, err
+    assert json.loads((out / "run.json").read_text())["config"]["checkpoint_seconds"] == 0

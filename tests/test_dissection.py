@@ -217,11 +217,12 @@ def test_interrupt_while_checkpointing_never_counts_a_batch_twice(dataset, tmp_p
     monkeypatch.setattr(engine, "_save_progress", save_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, checkpoint_dir=tmp_path,
-                       progress=False)
+                       progress=False, checkpoint_seconds=0)
+    assert len(calls) == 3  # on the way out the interrupted save was done again (the 2nd batch counted once)
     monkeypatch.setattr(engine, "_save_progress", real_save)
     resumed = run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, checkpoint_dir=tmp_path,
                              resume=True, progress=False)
-    assert resumed.info["resumed_from_image"] == 2
+    assert resumed.info["resumed_from_image"] == 4
     assert resumed.info["n_images"] == len(dataset)
     pd.testing.assert_frame_equal(resumed.units, full.units, check_exact=True)
 
@@ -263,7 +264,7 @@ def test_a_batch_failing_half_way_leaves_the_checkpoint_at_the_last_whole_batch(
     monkeypatch.setattr(engine, "RegionScorer", FailingScorer)
     with pytest.raises(RuntimeError, match="scoring failed"):
         run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, checkpoint_dir=tmp_path,
-                       progress=False)
+                       progress=False, checkpoint_seconds=0)
     monkeypatch.undo()
     resumed = run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, checkpoint_dir=tmp_path,
                              resume=True, progress=False)
@@ -323,3 +324,87 @@ def test_first_batch_read_with_threads_is_the_serial_read(dataset):
 
     with pytest.raises(ValueError, match="image 3 is damaged"):
         _load_batch(Broken(list(dataset)), 0, 6, 32, None, None, threads=3)
+
+
+def _count_saves(monkeypatch):
+    import dissect.dissection as engine
+
+    real, saved = engine._save_progress, []
+
+    def counting(ckpt, acc, progress):
+        saved.append(progress["next_index"])
+        real(ckpt, acc, progress)
+
+    monkeypatch.setattr(engine, "_save_progress", counting)
+    return saved
+
+
+def test_checkpoints_wait_for_the_interval_but_come_after_the_last_batch(dataset, tmp_path, monkeypatch):
+    model = TinyNet().eval()
+    full = run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, progress=False)
+    saved = _count_saves(monkeypatch)
+    every = run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, checkpoint_dir=tmp_path / "a",
+                           progress=False, checkpoint_seconds=0)
+    assert saved == [2, 4, 6, 7]  # after every batch
+    saved.clear()
+    rare = run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, checkpoint_dir=tmp_path / "b",
+                          progress=False, checkpoint_seconds=3600)
+    assert saved == [7]  # only after the last batch
+    for result in (every, rare):
+        pd.testing.assert_frame_equal(result.units, full.units, check_exact=True)
+    again = run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, checkpoint_dir=tmp_path / "b",
+                           resume=True, progress=False)
+    assert again.info["resumed_from_image"] == 7
+    for bad in (-1, float("nan"), "30", True):
+        with pytest.raises(ValueError, match="checkpoint_seconds"):
+            run_dissection(model, "relu2", dataset, checkpoint_seconds=bad, progress=False)
+
+
+def test_ctrl_c_saves_every_batch_counted_in_although_the_interval_is_not_up(dataset, tmp_path, monkeypatch):
+    model = TinyNet().eval()
+    full = run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, progress=False)
+    forwards = []
+
+    def interrupt_third(module, args):
+        forwards.append(1)
+        if len(forwards) == 3:  # Ctrl-C during the 3rd forward: batch 2 is being scored, 1 is counted in
+            raise KeyboardInterrupt
+
+    handle = model.conv1.register_forward_pre_hook(interrupt_third)
+    saved = _count_saves(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, checkpoint_dir=tmp_path,
+                       progress=False, checkpoint_seconds=3600)
+    handle.remove()
+    assert saved == [4]  # one save, on the way out: batch 1 and the batch that was being scored
+    resumed = run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, checkpoint_dir=tmp_path,
+                             resume=True, progress=False)
+    assert resumed.info["resumed_from_image"] == 4
+    pd.testing.assert_frame_equal(resumed.units, full.units, check_exact=True)
+
+
+def test_a_batch_failing_in_scoring_saves_nothing_past_the_last_save(dataset, tmp_path, monkeypatch):
+    import dissect.dissection as engine
+
+    model = TinyNet().eval()
+    full = run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, progress=False)
+    calls = []
+
+    class FailingScorer(engine.RegionScorer):
+        def score(self, unit_maps):
+            calls.append(1)
+            if len(calls) == 6:  # the 2nd image of the 3rd batch: acc holds part of that batch
+                raise RuntimeError("scoring failed")
+            return super().score(unit_maps)
+
+    monkeypatch.setattr(engine, "RegionScorer", FailingScorer)
+    saved = _count_saves(monkeypatch)
+    with pytest.raises(RuntimeError, match="scoring failed"):
+        run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, checkpoint_dir=tmp_path,
+                       progress=False, checkpoint_seconds=3600)
+    assert saved == []  # batches 1 and 2 were counted in, but acc now holds half of batch 3
+    monkeypatch.undo()
+    resumed = run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, checkpoint_dir=tmp_path,
+                             resume=True, progress=False)
+    assert resumed.info["resumed_from_image"] == 0
+    pd.testing.assert_frame_equal(resumed.units, full.units, check_exact=True)

@@ -362,6 +362,8 @@ def _shard_that_dies_once(folder, shard, marker):
 
     torch.set_num_threads(1)
     kw = {key: 4 for key in ("null", "bootstrap") if key in inspect.signature(run_dissection).parameters}
+    if "checkpoint_seconds" in inspect.signature(run_dissection).parameters:
+        kw["checkpoint_seconds"] = 0  # a save after every batch: the kill then lands mid-shard
     torch.manual_seed(0)  # the same weights as _dissect's TinyNet
     model = TinyNet().eval()
     if shard[0] == 1:
