@@ -146,23 +146,50 @@ class _Layer:
     def empty(cls, n_units: int, k: int, n_null: int, n_boot: int) -> "_Layer":
         return cls(np.zeros((n_units, k), np.int64), np.zeros((n_units, k), np.int64), np.zeros(k, np.int64),
                    np.zeros((n_units, n_null, k), np.int64), np.zeros((n_units, n_null, k), np.int32),
-                   np.zeros((n_units, n_boot, k), np.int64), np.zeros((n_units, n_boot, k), np.int32),
+                   _boot_array(n_units, n_boot, k, np.int64), _boot_array(n_units, n_boot, k, np.int32),
                    np.zeros((n_boot, k), np.int64))
 
     def arrays(self) -> dict:
         return {key: getattr(self, key) for key in _LAYER_KEYS}
+
+    def set(self, key: str, a: np.ndarray) -> None:
+        """Store a copy of ``a`` as ``key`` (the bootstrap arrays in their memory layout)."""
+        if key in _BOOT_KEYS:
+            setattr(self, key, _boot_array(*a.shape, a.dtype, values=a))
+        else:
+            setattr(self, key, a.copy())
 
     def grow(self, n_categories: int) -> None:
         extra = n_categories - self.n_regions.size
         if extra > 0:
             for key in _LAYER_KEYS:
                 a = getattr(self, key)
-                setattr(self, key, np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, extra)]))
+                if key in _BOOT_KEYS:
+                    grown = _boot_array(a.shape[0], a.shape[1], n_categories, a.dtype)
+                    grown[..., :a.shape[2]] = a
+                    setattr(self, key, grown)
+                else:
+                    setattr(self, key, np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, extra)]))
+
+
+def _boot_array(n_units: int, n_boot: int, k: int, dtype, values: np.ndarray | None = None) -> np.ndarray:
+    """A ``C x B x K`` bootstrap array (zeros, or a copy of ``values``) whose memory is ``C x K x B``.
+
+    An image adds to a few categories for every replicate: in this layout each unit's ``B``
+    replicates of a category are one contiguous run, where ``C x B x K`` memory would touch one
+    cache line per entry (8 categories: 8x the memory traffic). Everything reads it as the
+    ``C x B x K`` view; saved states are ``C x B x K`` as before.
+    """
+    out = np.zeros((n_units, k, n_boot), dtype).transpose(0, 2, 1)
+    if values is not None:
+        out[...] = values
+    return out
 
 
 _LAYER_KEYS = ("sums", "counts", "n_regions", "null_sums", "null_counts", "boot_sums", "boot_counts",
                "boot_n_regions")
 _LAYER_DTYPES = {"null_counts": np.int32, "boot_counts": np.int32}
+_BOOT_KEYS = ("boot_sums", "boot_counts")
 
 
 def _check_sums(sums: np.ndarray, increment_bound: np.ndarray, layer: str) -> None:
@@ -847,7 +874,7 @@ class UnitScoreAccumulator:
                 if a.shape != getattr(st, key).shape:
                     raise ValueError(f"inconsistent state for layer {name!r}: {key} has shape {a.shape}, "
                                      f"expected {getattr(st, key).shape}")
-                setattr(st, key, a.copy())
+                st.set(key, a)
             st.bound = None
             acc._layers[name] = st
         for attr, value in zip(("_ceiling_sums", "_ceiling_counts"), ceiling):

@@ -373,3 +373,34 @@ def test_group_sums_and_add_into_equal_a_literal_loop():
             np.add.at(want, at, inc)
             _add_into(a, at, inc)
             np.testing.assert_array_equal(a, want)
+
+
+def test_bootstrap_state_survives_save_load_and_new_categories(tmp_path):
+    # The bootstrap arrays live in C x K x B memory behind their C x B x K view; a save, a load
+    # and a category first seen after the load must give the same state as one pass, and the
+    # arrays must keep that memory layout (else every add touches one cache line per entry).
+    rng = np.random.default_rng(8)
+    adds = [(rng.standard_normal((6, 2)), [["a", "b"], ["b", "c"], ["c", "a"], ["d", "a"]][i]) for i in range(4)]
+    one = UnitScoreAccumulator(n_null=0, n_bootstrap=5, seed=2)
+    for i, (scores, cats) in enumerate(adds):
+        one.add("L", scores, cats, image=i)
+    two = UnitScoreAccumulator(n_null=0, n_bootstrap=5, seed=2)
+    for i, (scores, cats) in enumerate(adds[:2]):
+        two.add("L", scores, cats, image=i)
+    two = UnitScoreAccumulator.load(two.save(tmp_path / "state.npz"))
+    for i, (scores, cats) in enumerate(adds[2:], start=2):  # "d" is new after the load: the arrays grow
+        two.add("L", scores, cats, image=i)
+    a, b = one.state_dict(), two.state_dict()
+    assert a["categories"] == b["categories"] == ["a", "b", "c", "d"]
+    for key in ("sums", "counts", "boot_sums", "boot_counts", "boot_n_regions"):
+        np.testing.assert_array_equal(a[key][0], b[key][0], err_msg=key)
+        assert a[key][0].shape == b[key][0].shape
+    boot = two._layers["L"].boot_sums
+    assert boot.shape == (6, 5, 4) and boot.strides[1] == boot.itemsize  # replicates innermost in memory
+    reference = np.zeros((6, 5, 4), np.int64)
+    from probes.aggregate import SCALE_BITS, bootstrap_weights
+    for i, (scores, cats) in enumerate(adds):
+        w = bootstrap_weights(2, i, 5)
+        for j, cat in enumerate(cats):
+            reference[:, :, "abcd".index(cat)] += np.rint(scores[:, j] * 2.0 ** SCALE_BITS).astype(np.int64)[:, None] * w
+    np.testing.assert_array_equal(b["boot_sums"][0], reference)
