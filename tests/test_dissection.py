@@ -245,9 +245,13 @@ def test_resume_fingerprint_identifies_models_outside_the_zoo(dataset, tmp_path)
                        progress=False)
 
 
-def test_a_batch_failing_half_way_leaves_the_checkpoint_at_the_last_whole_batch(dataset, tmp_path, monkeypatch):
+@pytest.mark.parametrize("seconds, fail_at, resumed_from", [(0, 4, 2), (3600, 6, 0)])
+def test_a_batch_failing_half_way_leaves_the_checkpoint_at_the_last_save(dataset, tmp_path, monkeypatch, seconds,
+                                                                         fail_at, resumed_from):
     """The scoring thread adds into the run's accumulator directly (no per-batch copy to merge):
-    a batch that fails after some of its images were added must never reach the checkpoint."""
+    a batch that fails after some of its images were added must never reach the checkpoint.
+    Saving after every batch (0 s), the state stays at the last whole batch; with a long
+    interval nothing was saved, although two batches had been counted in."""
     import dissect.dissection as engine
 
     model = TinyNet().eval()
@@ -257,18 +261,20 @@ def test_a_batch_failing_half_way_leaves_the_checkpoint_at_the_last_whole_batch(
     class FailingScorer(engine.RegionScorer):
         def score(self, unit_maps):
             calls.append(1)
-            if len(calls) == 4:  # the 2nd image of the 2nd batch (one layer): its 1st image is in
+            if len(calls) == fail_at:  # the 2nd image of batch 2 (or 3), one layer: its 1st image is in
                 raise RuntimeError("scoring failed")
             return super().score(unit_maps)
 
     monkeypatch.setattr(engine, "RegionScorer", FailingScorer)
+    saved = _count_saves(monkeypatch)
     with pytest.raises(RuntimeError, match="scoring failed"):
         run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, checkpoint_dir=tmp_path,
-                       progress=False, checkpoint_seconds=0)
+                       progress=False, checkpoint_seconds=seconds)
+    assert saved == ([2] if seconds == 0 else [])
     monkeypatch.undo()
     resumed = run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, checkpoint_dir=tmp_path,
                              resume=True, progress=False)
-    assert resumed.info["resumed_from_image"] == 2
+    assert resumed.info["resumed_from_image"] == resumed_from
     pd.testing.assert_frame_equal(resumed.units, full.units, check_exact=True)
     pd.testing.assert_frame_equal(resumed.summary, full.summary, check_exact=True)
 
@@ -380,31 +386,4 @@ def test_ctrl_c_saves_every_batch_counted_in_although_the_interval_is_not_up(dat
     resumed = run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, checkpoint_dir=tmp_path,
                              resume=True, progress=False)
     assert resumed.info["resumed_from_image"] == 4
-    pd.testing.assert_frame_equal(resumed.units, full.units, check_exact=True)
-
-
-def test_a_batch_failing_in_scoring_saves_nothing_past_the_last_save(dataset, tmp_path, monkeypatch):
-    import dissect.dissection as engine
-
-    model = TinyNet().eval()
-    full = run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, progress=False)
-    calls = []
-
-    class FailingScorer(engine.RegionScorer):
-        def score(self, unit_maps):
-            calls.append(1)
-            if len(calls) == 6:  # the 2nd image of the 3rd batch: acc holds part of that batch
-                raise RuntimeError("scoring failed")
-            return super().score(unit_maps)
-
-    monkeypatch.setattr(engine, "RegionScorer", FailingScorer)
-    saved = _count_saves(monkeypatch)
-    with pytest.raises(RuntimeError, match="scoring failed"):
-        run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, checkpoint_dir=tmp_path,
-                       progress=False, checkpoint_seconds=3600)
-    assert saved == []  # batches 1 and 2 were counted in, but acc now holds half of batch 3
-    monkeypatch.undo()
-    resumed = run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, checkpoint_dir=tmp_path,
-                             resume=True, progress=False)
-    assert resumed.info["resumed_from_image"] == 0
     pd.testing.assert_frame_equal(resumed.units, full.units, check_exact=True)
