@@ -646,7 +646,7 @@ def run_dissection(
                dynamic_ncols=True)
     index = start
 
-    saves = {"counted": set(), "through": start, "saved": start, "at": time.perf_counter()}
+    saves = {"last": None, "through": start, "saved": start, "at": time.perf_counter()}
 
     def save() -> None:
         """Write the state of every batch counted in so far."""
@@ -657,8 +657,8 @@ def run_dissection(
     def land(job, activations) -> None:
         """Count a scored batch in (once, also if called again); save when the interval is up."""
         batch_counts, stop, seconds = job.result()  # its scores are in acc already
-        if job not in saves["counted"]:
-            saves["counted"].add(job)
+        if job is not saves["last"]:  # batches land in order: only the last one can come twice
+            saves["last"] = job
             if buffers is not None:  # scored: the next forward copies into this batch's memory
                 buffers.give_back(activations)
             for key, value in batch_counts.items():
@@ -713,7 +713,7 @@ def run_dissection(
                     activations = {name: rec.activations[name] for name in layer_names}
                     if scored is not None:
                         land(*scored)
-                        scored = None  # else it would hold that batch's activations through the next forward
+                        scored = None  # counted in: nothing left for the except branch to land
                     scored = (scorer_pool.submit(_score_batch, scorer, samples, activations, layer_names, acc,
                                                  stop, settings), activations)
                     index = stop

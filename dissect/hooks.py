@@ -141,10 +141,6 @@ class CopyBuffers:
                 free.append(base)
                 del free[:-self.per_layer]  # the newest ones
 
-    def clear(self) -> None:
-        """Free every kept tensor."""
-        self._free.clear()
-
 
 class ActivationRecorder:
     """Context manager that stores copies of layer outputs during forward passes.
