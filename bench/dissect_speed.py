@@ -6,6 +6,7 @@
     python bench/dissect_speed.py --dataset osie-like --regions-per-image 64 --images 24
     python bench/dissect_speed.py --dataset osie --data-root ../shared/data/osie --images 80   # real OSIE
     python bench/dissect_speed.py --memory --startup               # peak RSS and start-up of the CLI
+    python bench/dissect_speed.py --layers all --images 40 --cli 3 --no-timing   # the CLI end to end
     python bench/dissect_speed.py --device cuda                    # a GPU machine (bench/gpu_check.sh)
 
 Per repeat, back to back on the same images and batches (the order rotates between repeats, so
@@ -159,6 +160,22 @@ def peak_rss_mb(n_images, batch_size, out):
     return float(res.stdout.strip().splitlines()[-1])
 
 
+def cli_wall_s(args, out):
+    """Wall seconds of one ``cli.py dissect`` run end to end, as a user runs it: start-up, the
+    null's region pass, checkpoints (the library timings above write none) and the CSVs."""
+    layers = {None: "conv4_1:conv5_3", "all": "conv1_1:conv5_3"}.get(args.layers, args.layers)
+    cmd = _cli(["--model", args.model, "--layers", layers, "--weights", "random", "--max-images", str(args.images),
+                "--batch-size", str(args.batch_size), "--null", str(args.null), "--bootstrap", str(args.bootstrap),
+                "--out", str(out), "--overwrite", "--no-progress"])
+    if args.dataset == "osie":
+        cmd += ["--dataset", "osie", "--data-root", str(args.data_root), "--regions", "clusters"]
+    elif args.dataset != "popout":
+        raise SystemExit("--cli runs the pop-out arrays or --dataset osie")
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    return time.perf_counter() - t0
+
+
 def startup_s(out):
     """Seconds from process start to the first forward pass of ``cli.py dissect`` (VGG16 conv5_3, pop-out)."""
     code = (
@@ -205,7 +222,10 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--memory", action="store_true", help="peak RSS of the CLI's 6-layer VGG16 dissect")
     parser.add_argument("--startup", action="store_true", help="CLI start-up to the first forward (3 runs)")
-    parser.add_argument("--no-timing", action="store_true", help="only --memory / --startup")
+    parser.add_argument("--cli", type=int, default=0, metavar="N",
+                        help="also time N end-to-end runs of cli.py dissect with these options (checkpoints "
+                             "included; --layers all = conv1_1:conv5_3; the region cache as the user's)")
+    parser.add_argument("--no-timing", action="store_true", help="only --memory / --startup / --cli")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -252,6 +272,9 @@ def main(argv=None):
         if args.memory:
             report["cli_peak_rss_mb"] = {str(k): round(peak_rss_mb(k, args.batch_size, Path(tmp) / f"m{k}"), 1)
                                          for k in (16, 80)}
+        if args.cli:
+            runs = [cli_wall_s(args, Path(tmp) / "cli") for _ in range(args.cli)]
+            report["cli_wall_s"] = {"median": round(statistics.median(runs), 2), "all": [round(x, 2) for x in runs]}
         if args.startup:
             runs = [startup_s(Path(tmp) / "startup") for _ in range(3)]
             report["cli_startup_to_first_forward_s"] = {"median": round(statistics.median(runs), 2),
