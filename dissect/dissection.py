@@ -153,23 +153,30 @@ def valid_regions(sample) -> tuple[np.ndarray, int, int]:
     Returns:
         ``(keep, n_empty, n_unfixated)``.
     """
+    return _valid_regions_at_fixations(sample)[:3]
+
+
+def _valid_regions_at_fixations(sample):
+    """:func:`valid_regions`, plus the fixated pixels ``(ys, xs)`` (raster order) and the ``R x n``
+    masks read there, or ``None`` twice without fixations (the engine reads them only once)."""
     masks = sample.masks
-    if masks.shape[0] == 0:
-        return np.zeros(0, dtype=np.int64), 0, 0
     if sample.fixation_map is None:
-        fixated = np.ones(masks.shape[0], dtype=bool)
+        if masks.shape[0] == 0:
+            return np.zeros(0, dtype=np.int64), 0, 0, None, None
         nonempty = masks.reshape(masks.shape[0], -1).any(axis=1)
-    else:
-        # Read the masks at the fixated pixels only (R x n, not R x H x W); a fixated region is
-        # non-empty, so only the unfixated ones need a look at their whole mask.
-        fix = np.asarray(sample.fixation_map)
-        ys, xs = np.divmod(np.flatnonzero(fix), fix.shape[1])
-        fixated = masks[:, ys, xs].any(axis=1)
-        nonempty = fixated.copy()
-        for r in np.flatnonzero(~fixated):
-            nonempty[r] = masks[r].any()
+        keep = np.flatnonzero(nonempty)
+        return keep, int((~nonempty).sum()), 0, None, None
+    # Read the masks at the fixated pixels only (R x n, not R x H x W); a fixated region is
+    # non-empty, so only the unfixated ones need a look at their whole mask.
+    fix = np.asarray(sample.fixation_map)
+    pixels = np.divmod(np.flatnonzero(fix), fix.shape[1])
+    at_fixations = masks[:, pixels[0], pixels[1]]
+    fixated = at_fixations.any(axis=1)
+    nonempty = fixated.copy()
+    for r in np.flatnonzero(~fixated):
+        nonempty[r] = masks[r].any()
     keep = np.flatnonzero(nonempty & fixated)
-    return keep, int((~nonempty).sum()), int((nonempty & ~fixated).sum())
+    return keep, int((~nonempty).sum()), int((nonempty & ~fixated).sum()), pixels, at_fixations
 
 
 def _fingerprint(layer_names, dataset, image_size, model, run_key) -> dict:
@@ -251,13 +258,13 @@ class _Prepared:
                  "n_clamped", "n_dropped", "n_fixations", "ceiling", "groups")
 
     def __init__(self, sample, ceiling_sigma: float | None) -> None:
-        keep, self.n_empty, self.n_unfixated = valid_regions(sample)
+        keep, self.n_empty, self.n_unfixated, pixels, at_fixations = _valid_regions_at_fixations(sample)
         self.image_id, self.shape = sample.image_id, tuple(sample.shape)
         self.categories = [sample.categories[k] for k in keep]
         self.n_clamped = int(sample.meta.get("n_clamped", 0))
         self.n_dropped = int(sample.meta.get("n_dropped", 0))
         self.n_fixations = int(sample.meta.get("n_fixations", 0))
-        self.fix = None if sample.fixation_map is None else np.nonzero(sample.fixation_map)
+        self.fix = pixels  # the fixated pixels (ys, xs), or None
         self.sets = []
         self.member = None  # region NSS: R x n, which fixated pixels each kept region holds
         if self.fix is None:  # NMM: a region averages over its whole mask
@@ -266,7 +273,7 @@ class _Prepared:
                 self.sets.append((ys.astype(np.int32), xs.astype(np.int32)))
         else:  # region NSS: over its fixated pixels, read from the masks at those pixels only
             fy, fx = self.fix
-            self.member = sample.masks[:, fy, fx][keep]  # gathered first: R x n, not a copy of R x H x W
+            self.member = at_fixations[keep]  # R x n, read by valid_regions: no copy of R x H x W
             for inside in self.member:
                 self.sets.append((fy[inside].astype(np.int32), fx[inside].astype(np.int32)))
         self.ceiling = None
@@ -403,7 +410,7 @@ def _score_batch(scorer: RegionScorer, records, activations: dict, layer_names, 
     The caller runs one batch at a time and touches ``acc`` (checkpoints) only between batches,
     so no batch-sized accumulator is built and merged (with a bootstrap that was ~90 MB a batch
     for six VGG16 layers). A batch that fails half-way leaves ``acc`` partly updated, but the
-    run then stops without saving it: the checkpoint on disk stays at the last whole batch.
+    run then stops without saving it: the checkpoint on disk stays at the last save.
     """
     t0 = time.perf_counter()
     first = stop - len(records)
@@ -762,8 +769,7 @@ def run_dissection(
                          "fingerprint": fingerprint, "counts": dict(counts)}
         if ckpt is not None:
             if first_index == end:  # an empty shard (more shards than batches) still leaves its state
-                _save_progress(ckpt, acc, {"fingerprint": fingerprint, "next_index": end, "counts": counts,
-                                           "metric": metric, "complete": True})
+                save()  # next_index = end, complete
             atomic_write_json(ckpt / SHARD_FILE, {"kind": "dissect", "info": info})
     return result_from_accumulator(acc, info)
 

@@ -387,3 +387,24 @@ def test_ctrl_c_saves_every_batch_counted_in_although_the_interval_is_not_up(dat
                              resume=True, progress=False)
     assert resumed.info["resumed_from_image"] == 4
     pd.testing.assert_frame_equal(resumed.units, full.units, check_exact=True)
+
+
+def test_valid_regions_equal_their_definition(rng):
+    # A region is scored when its mask covers something and (with fixations) a fixation falls in it.
+    from dissect.dissection import valid_regions
+
+    for with_fix in (True, False):
+        s = _sample(rng, 0, 30, 40, 6, with_fix=with_fix, empty_region=True)
+        s.masks[1] = False
+        s.masks[2] = False
+        s.masks[2, 0, 0] = True  # one pixel, unfixated
+        if with_fix:
+            s.fixation_map[0, 0] = False
+        nonempty = s.masks.reshape(6, -1).any(axis=1)
+        fixated = (s.masks & s.fixation_map).reshape(6, -1).any(axis=1) if with_fix else np.ones(6, bool)
+        keep, n_empty, n_unfixated = valid_regions(s)
+        assert list(keep) == list(np.flatnonzero(nonempty & fixated))
+        assert (n_empty, n_unfixated) == (int((~nonempty).sum()), int((nonempty & ~fixated).sum()))
+        assert n_empty >= 2 and (n_unfixated >= 1 or not with_fix)
+    empty = _sample(rng, 1, 30, 40, 0)
+    assert [len(x) if hasattr(x, "__len__") else x for x in valid_regions(empty)] == [0, 0, 0]
