@@ -236,25 +236,28 @@ def density_map(
         # float64 copy of the whole map is only needed if scipy has to blur it.
         ys, xs = np.divmod(np.flatnonzero(raw), raw.shape[1])
         if ys.size == 0:
-            raise ValueError("fixation map is empty (no fixated pixel with positive weight); a density map needs one")
+            raise ValueError(_EMPTY_FIXATIONS)
         d = _sparse_gaussian_density(raw.shape, ys, xs, np.ones(ys.size), sigma, truncate)
         if d is None:
             d = ndimage.gaussian_filter(raw.astype(np.float64), sigma, mode=mode, cval=0.0, truncate=truncate)
-        return _minmax(d) if normalize else d
-    f = np.asarray(raw, dtype=np.float64)
-    if weights is not None:
-        wts = np.asarray(weights, dtype=np.float64)
-        if wts.shape != f.shape:
-            raise ValueError(f"weights have shape {wts.shape} but fixations {f.shape}; pass an H x W map")
-        if not np.all(np.isfinite(wts)) or np.any(wts < 0):
-            raise ValueError("weights must be finite and non-negative")
-        f = f * wts
-    if not np.all(np.isfinite(f)) or np.any(f < 0):
-        raise ValueError("fixations must be finite and non-negative (a binary, count or weight map)")
-    if not np.any(f > 0):
-        raise ValueError("fixation map is empty (no fixated pixel with positive weight); a density map needs one")
-    d = _gaussian_density(f, sigma, truncate, mode)
+    else:
+        f = np.asarray(raw, dtype=np.float64)
+        if weights is not None:
+            wts = np.asarray(weights, dtype=np.float64)
+            if wts.shape != f.shape:
+                raise ValueError(f"weights have shape {wts.shape} but fixations {f.shape}; pass an H x W map")
+            if not np.all(np.isfinite(wts)) or np.any(wts < 0):
+                raise ValueError("weights must be finite and non-negative")
+            f = f * wts
+        if not np.all(np.isfinite(f)) or np.any(f < 0):
+            raise ValueError("fixations must be finite and non-negative (a binary, count or weight map)")
+        if not np.any(f > 0):
+            raise ValueError(_EMPTY_FIXATIONS)
+        d = _gaussian_density(f, sigma, truncate, mode)
     return _minmax(d) if normalize else d
+
+
+_EMPTY_FIXATIONS = "fixation map is empty (no fixated pixel with positive weight); a density map needs one"
 
 
 def _gaussian_kernel(sigma: float, truncate: float) -> np.ndarray:

@@ -701,8 +701,9 @@ class RegionScorer:
         """
         key = ("split", int(h), int(w))
         if key not in self._kernels:
-            dense = self._extended_kernels(h, w) if self._extra is None else None
-            if dense is None:
+            if self._extra is None:  # no extra columns: the (R + 1)-row matrix itself
+                self._kernels[key] = (self._extended_kernels(h, w), None)
+            else:
                 hw = int(h) * int(w)
                 real, mean_row, ay, ax = self._real_and_mean_rows(int(h), int(w))
                 n_cols = self._n_extra.size
@@ -721,8 +722,6 @@ class RegionScorer:
                     extra = np.zeros((n_cols, hw))
                     extra[columns, cells] = values
                 self._kernels[key] = (np.concatenate([real, mean_row]), extra)
-            else:  # no extra columns: the (R + 1)-row matrix itself
-                self._kernels[key] = (dense, None)
         return self._kernels[key]
 
     def score(self, unit_maps) -> np.ndarray:
