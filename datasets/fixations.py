@@ -74,6 +74,17 @@ def _minmax(a: np.ndarray) -> np.ndarray:
     return (a - lo) / (hi - lo)
 
 
+def _rounded_pixels(x, y, shape, one_based: bool) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """``(H, W, rows, cols)``: 0-based pixel indices by MATLAB rounding, not yet clamped."""
+    h, w = _shape(shape)
+    x, y = _points(x, y)
+    offset = 1 if one_based else 0
+    # MATLAB round == floor(v + 0.5) for v >= -0.5; np.round would round half to even.
+    col = np.floor(x + 0.5).astype(np.int64) - offset
+    row = np.floor(y + 0.5).astype(np.int64) - offset
+    return h, w, row, col
+
+
 def fixation_pixels(
     x: Sequence[float],
     y: Sequence[float],
@@ -101,12 +112,7 @@ def fixation_pixels(
     Raises:
         ValueError: mismatched lengths, NaN/inf coordinates, or a non-positive shape.
     """
-    h, w = _shape(shape)
-    x, y = _points(x, y)
-    offset = 1 if one_based else 0
-    # MATLAB round == floor(v + 0.5) for v >= -0.5; np.round would round half to even.
-    col = np.floor(x + 0.5).astype(np.int64) - offset
-    row = np.floor(y + 0.5).astype(np.int64) - offset
+    h, w, row, col = _rounded_pixels(x, y, shape, one_based)
     outside = (col < 0) | (col > w - 1) | (row < 0) | (row > h - 1)
     return np.clip(row, 0, h - 1), np.clip(col, 0, w - 1), int(outside.sum())
 
@@ -133,11 +139,7 @@ def fixations_in_image(
     Raises:
         ValueError: as in :func:`fixation_pixels`.
     """
-    h, w = _shape(shape)
-    x, y = _points(x, y)
-    offset = 1 if one_based else 0
-    col = np.floor(x + 0.5).astype(np.int64) - offset
-    row = np.floor(y + 0.5).astype(np.int64) - offset
+    h, w, row, col = _rounded_pixels(x, y, shape, one_based)
     keep = (col >= -1) & (col <= w) & (row >= -1) & (row <= h)
     col, row = col[keep], row[keep]
     clamped = (col < 0) | (col > w - 1) | (row < 0) | (row > h - 1)

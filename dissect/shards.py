@@ -34,12 +34,16 @@ import pickle
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from dissect.reports import atomic_write_json
+
+if TYPE_CHECKING:  # imported lazily at run time (the engines import this module)
+    from dissect.dissection import DissectionResult
+    from dissect.evaluation import EvaluationResult
 
 __all__ = ["SHARD_FILE", "parse_shard", "shard_batches", "shard_images", "save_table", "load_table",
            "check_parts", "merge_dissections", "run_table_shard", "merge_table_shards", "merge_counts",
@@ -243,7 +247,7 @@ def shard_folder_kind(folder: str | os.PathLike) -> str:
 # --------------------------------------------------------------------------- dissections
 
 
-def merge_dissections(items: Sequence) -> "DissectionResult":  # noqa: F821
+def merge_dissections(items: Sequence) -> DissectionResult:
     """Merge the shards of one dissection into the result a single run gives.
 
     Args:
@@ -634,7 +638,7 @@ def run_evaluation_shard(dataset, sources, folder: str | os.PathLike, shard, *, 
     return record
 
 
-def merge_evaluation(folders: Sequence[str | os.PathLike]) -> "EvaluationResult":  # noqa: F821
+def merge_evaluation(folders: Sequence[str | os.PathLike]) -> EvaluationResult:
     """The :class:`dissect.evaluation.EvaluationResult` of the whole run from its shard folders."""
     from dissect import evaluation
 

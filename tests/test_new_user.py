@@ -382,7 +382,7 @@ def test_item9_resume_flags_and_edited_progress(tmp_path, capsys, monkeypatch):
 # ----------------------------------------------------------------------------- 10. library argument checks
 def test_item10_library_arguments_are_named():
     from dissect.attention_study import run_attention_study
-    from dissect.dissection import preprocess, run_dissection
+    from dissect.dissection import run_dissection
     from dissect.hooks import ActivationRecorder
 
     model, data = Tiny(), ListDataset(_samples())
