@@ -12,7 +12,8 @@ time and the ratio ours / pysaliency (the machine is shared: compare ratios, not
 :func:`probes.metrics.prepare`) against the same seven metrics called one by one.
 pysaliency peers: NSS, CC, SIM, MIT_KLDiv, and roc.general_roc for AUC-Judd (negatives: the
 non-fixated pixels) and s-AUC (negatives: the other images' fixated pixels, exact ROC; ours
-draws 100 splits of negatives as MIT does, a different estimator of the same quantity). The
+draws 100 splits of negatives as MIT does, a different estimator of the same quantity, and
+``sauc_exact`` is ours with pysaliency's estimator). The
 first call of the numba ROC (its compilation) is made before timing.
 Without --data-root, synthetic 600 x 800 maps are used.
 """

@@ -144,7 +144,7 @@ def gaze_scores(
     * ``sim``: histogram intersection of the min-maxed, sum-normalised maps;
     * ``auc_judd``: fixated pixels vs all other pixels;
     * ``sauc``: fixated pixels vs ``other_fixation_map`` (other images' fixations), 100 splits,
-      permutations seeded with ``seed``;
+      draws seeded with ``seed`` (:func:`probes.metrics.sauc`);
     * ``ig``: bits per fixated pixel over ``baseline`` (the study passes the centre-bias map).
 
     NaN marks a value that is not computable, never a silent 0:
@@ -167,7 +167,7 @@ def gaze_scores(
         other_fixation_map: ``H x W`` binary map of other images' fixations for s-AUC
             (:func:`other_images_fixations`), or None.
         baseline: ``H x W`` baseline map for IG (:func:`datasets.fixations.center_bias_map`), or None.
-        seed: seed of the s-AUC permutations (and of the AUC-Borji draws).
+        seed: seed of the s-AUC draws (and of the AUC-Borji draws).
         borji: also return ``auc_borji`` (:func:`probes.metrics.auc_borji`, 100 splits of
             uniformly random negatives seeded with ``seed``; NaN for a single fixated pixel).
 
@@ -329,7 +329,7 @@ def leave_one_subject_out(
         sigma: Gaussian standard deviation of the density maps, in pixels.
         other_fixation_map: other images' fixations for s-AUC, or None (then ``sauc`` is NaN).
         baseline: IG baseline map, or None (then ``ig`` is NaN).
-        seed: seed of the s-AUC permutations and of the split-half draws.
+        seed: seed of the s-AUC draws and of the split-half draws.
         duration_weighted: build the densities with Ebrahimpour et al.'s duration weights.
         n_half_splits: number of random split-half draws averaged for ``mae, cc, sim`` (>= 1).
         borji: also estimate ``auc_borji`` (a fixation metric: leave one subject out).

@@ -99,15 +99,19 @@ def _lit_auc_judd(s, fix):
 
 
 def _lit_sauc(s, fix, other, seed, n_splits=100, step=0.1):
-    # MIT AUC_shuffled.m with the documented draws (probes.metrics.sauc docstring).
+    # MIT AUC_shuffled.m with the documented draws (probes.metrics.sauc docstring): per split,
+    # how many of the n negatives fall in each threshold bin (multivariate hypergeometric over
+    # the other map's pixels per bin), that many of each bin's pixels, MIT's ROC loop.
     s = _mm(s).ravel()
     sth = s[fix.ravel()]
-    ind = np.flatnonzero(other)
-    n = min(sth.size, ind.size)
-    rng = np.random.default_rng(seed)
+    negs = s[other.ravel()]
+    n = min(sth.size, negs.size)
+    grid = np.arange(math.floor(1 / step + 1e-9) + 1) * step
+    bins = [[v for v in negs if np.count_nonzero(v >= grid) == j] for j in range(grid.size + 1)]
+    counts = np.random.default_rng(seed).multivariate_hypergeometric([len(b) for b in bins], n, size=n_splits)
     aucs = []
-    for _ in range(n_splits):
-        cur = s[ind[rng.permutation(ind.size)[:n]]]
+    for row in counts:
+        cur = np.array([v for b, c in zip(bins, row) for v in b[:c]])
         top = max(sth.max(), cur.max())
         thr = [k * step for k in range(math.floor(top / step + 1e-10) + 1)][::-1]
         tp = [0.0] + [float((sth >= t).mean()) for t in thr] + [1.0]

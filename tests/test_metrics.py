@@ -154,19 +154,28 @@ def ref_auc_borji(sal, fix, n_splits=100, step=0.1, seed=0):
 
 
 def ref_sauc(sal, fix, other, n_splits=100, step=0.1, seed=0):
-    # AUC_shuffled.m with the documented draws: ind = flatnonzero(other); split k takes
-    # ind[rng.permutation(len(ind))[:min(Nfix, Nother)]].
+    # AUC_shuffled.m with the documented draws: each split takes n = min(Nfix, Nother) of the
+    # other map's fixated pixels without replacement. numpy draws how many of them fall in each
+    # threshold bin (multivariate hypergeometric; colors = the other map's pixels per bin, bins
+    # ascending), and the split takes that many of each bin's pixels (which ones cannot change a
+    # split's ROC, whose thresholds are the bin edges). The ROC itself is MIT's literal loop.
     S = _minmax_list(_pixels(sal))
     sth = [v for v, f in zip(S, _pixels(fix)) if f != 0]
-    ind = [i for i, o in enumerate(_pixels(other)) if o != 0]
-    n = min(len(sth), len(ind))
-    rng = np.random.default_rng(seed)
-    aucs = []
-    for _ in range(n_splits):
-        perm = rng.permutation(len(ind))
-        curfix = [S[ind[j]] for j in perm[:n]]
-        aucs.append(_borji_split_auc(sth, curfix, step))
+    negs = [S[i] for i, o in enumerate(_pixels(other)) if o != 0]
+    n = min(len(sth), len(negs))
+    grid = _colon(step, 1.0)
+    bins = [[] for _ in range(len(grid) + 1)]
+    for v in negs:
+        bins[sum(1 for t in grid if v >= t)].append(v)
+    counts = np.random.default_rng(seed).multivariate_hypergeometric([len(b) for b in bins], n, size=n_splits)
+    aucs = [_borji_split_auc(sth, [v for b, c in zip(bins, row) for v in b[:c]], step) for row in counts]
     return _mean(aucs)
+
+
+def ref_sauc_permutation_split(S, sth, ind, rng, step=0.1):
+    # One split of AUC_shuffled.m as MATLAB draws it: randperm of the other map's pixels, first n.
+    n = min(len(sth), len(ind))
+    return _borji_split_auc(sth, [S[ind[j]] for j in rng.permutation(len(ind))[:n]], step)
 
 
 def ref_exact_roc(pos, neg):
@@ -378,6 +387,44 @@ def test_auc_borji_hand_with_documented_draws():
     # negatives (0.25, 0.65); step 0.5 -> thresholds 1, 0.5, 0:
     # (0,0) (fp 0, tp 1/2) (1/2, 1) (1, 1) (1, 1) -> 0 + 3/8 + 1/2 = 0.875.
     assert M.auc_borji(s, f, n_splits=1, step=0.5, seed=1) == pytest.approx(0.875, abs=1e-15)
+
+
+def test_sauc_splits_are_the_permutation_estimator_in_distribution():
+    # Drawing each bin's count (multivariate hypergeometric) instead of the locations must give
+    # MIT's randperm estimator: the same mean and variance of one split's AUC. 40 negatives, 20 per
+    # split: drawing with replacement would double the variance ((N - 1) / (N - n) = 1.95), and
+    # counting in the wrong bins would move the mean.
+    rng = np.random.default_rng(5)
+    sal = rng.random((8, 10))
+    fix = np.zeros((8, 10), dtype=bool)
+    fix.flat[rng.choice(80, 20, replace=False)] = True
+    other = np.zeros((8, 10), dtype=bool)
+    other.flat[rng.choice(80, 40, replace=False)] = True
+    S = _minmax_list(_pixels(sal))
+    sth = [v for v, f in zip(S, _pixels(fix)) if f != 0]
+    ind = [i for i, o in enumerate(_pixels(other)) if o != 0]
+    perm_rng = np.random.default_rng(6)
+    literal = np.array([ref_sauc_permutation_split(S, sth, ind, perm_rng) for _ in range(3000)])
+    ours = np.array([M.sauc(sal, fix, other, n_splits=1, seed=k) for k in range(3000)])
+    se = math.sqrt(literal.var() / literal.size + ours.var() / ours.size)
+    assert abs(ours.mean() - literal.mean()) < 4 * se
+    assert 0.85 < ours.var() / literal.var() < 1.15  # relative SE of each variance ~2.6%
+
+
+def test_sauc_taking_every_negative_is_deterministic():
+    # n = Nother: every split holds all the other map's pixels, whatever the seed: the grid ROC
+    # of all of them (MIT's loop), for the permutation estimator and ours alike.
+    rng = np.random.default_rng(7)
+    sal = rng.random((9, 11))
+    fix = rng.random((9, 11)) < 0.4
+    other = ~fix & (rng.random((9, 11)) < 0.3)
+    S = _minmax_list(_pixels(sal))
+    sth = [v for v, f in zip(S, _pixels(fix)) if f != 0]
+    negs = [v for v, o in zip(S, _pixels(other)) if o != 0]
+    assert len(sth) >= len(negs)
+    want = _borji_split_auc(sth, negs, 0.1)
+    for seed in (0, 1, 2):
+        assert M.sauc(sal, fix, other, n_splits=3, seed=seed) == pytest.approx(want, abs=1e-14)
 
 
 def test_sauc_hand():
