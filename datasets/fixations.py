@@ -74,7 +74,8 @@ def _minmax(a: np.ndarray) -> np.ndarray:
     return (a - lo) / (hi - lo)
 
 
-def _rounded_pixels(x, y, shape, one_based: bool) -> tuple[int, int, np.ndarray, np.ndarray]:
+def _rounded_pixels(x: Sequence[float], y: Sequence[float], shape: Sequence[int],
+                    one_based: bool) -> tuple[int, int, np.ndarray, np.ndarray]:
     """``(H, W, rows, cols)``: 0-based pixel indices by MATLAB rounding, not yet clamped."""
     h, w = _shape(shape)
     x, y = _points(x, y)
