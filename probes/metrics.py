@@ -574,16 +574,16 @@ def _split_aucs(pos: np.ndarray, neg: np.ndarray, step: float) -> np.ndarray:
         step: threshold step on [0, 1].
     """
     thr = _step_thresholds(step)[::-1]  # descending, as MATLAB's fliplr
-    return _split_aucs_from_counts(pos, _threshold_bin_counts(neg, thr), neg.shape[0], step)
+    return _split_aucs_from_counts(pos, _threshold_bin_counts(neg, thr), neg.shape[0], thr)
 
 
-def _split_aucs_from_counts(pos: np.ndarray, neg_counts: np.ndarray, n_neg: int, step: float) -> np.ndarray:
+def _split_aucs_from_counts(pos: np.ndarray, neg_counts: np.ndarray, n_neg: int, thr: np.ndarray) -> np.ndarray:
     """:func:`_split_aucs` given each split's negatives only as counts per threshold bin.
 
-    ``neg_counts``: ``n_splits x (T + 1)`` (:func:`_threshold_bin_counts`): the FP rate at a
-    threshold depends on a split's negatives only through how many lie in each bin.
+    ``neg_counts``: ``n_splits x (T + 1)`` (:func:`_threshold_bin_counts` with the descending
+    thresholds ``thr``): the FP rate at a threshold depends on a split's negatives only through
+    how many lie in each bin.
     """
-    thr = _step_thresholds(step)[::-1]
     tp = _fraction_at_or_above(pos[:, None], thr)[:, 0]  # (T,)
     fp = _at_or_above(neg_counts, n_neg)  # (T, n_splits)
     n_splits = neg_counts.shape[0]
@@ -798,9 +798,10 @@ def sauc(
     if exact:
         return _exact_auc(pos, neg)
     n = min(pos.size, neg.size)
-    colors = _threshold_bin_counts(neg[:, None], _step_thresholds(step)[::-1])[0]
+    thr = _step_thresholds(step)[::-1]
+    colors = _threshold_bin_counts(neg[:, None], thr)[0]
     counts = np.random.default_rng(seed).multivariate_hypergeometric(colors, n, size=int(n_splits))
-    return float(_split_aucs_from_counts(pos, counts, n, step).mean())
+    return float(_split_aucs_from_counts(pos, counts, n, thr).mean())
 
 
 # --------------------------------------------------------------------------- information gain
