@@ -2,7 +2,7 @@
 
     python bench/attention_speed.py --images 8 --batch-size 4 --repeats 3
 
-``dissect.attention.attention_maps(model, x, method)`` with ``target=None`` (the top-1 class,
+``dissect.attribution.attention_maps(model, x, method)`` with ``target=None`` (the top-1 class,
 which it must find itself) against captum's own attribution given the precomputed top-1 target
 (``LayerGradCam(..., relu_attributions=True)``, ``GuidedBackprop``, ``GuidedGradCam`` with
 bilinear upsampling), on VGG16 (random weights: the cost does not depend on them) at 224 px,
@@ -26,8 +26,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from datasets.popout import PopoutDataset  # noqa: E402
-from dissect.attention import attention_maps  # noqa: E402
-from dissect.dissection import preprocess  # noqa: E402
+from dissect.attribution import attention_maps  # noqa: E402
+from dissect.models.inputs import preprocess  # noqa: E402
 from dissect.models import load_model  # noqa: E402
 
 METHODS = ("gradcam", "guided_backprop", "guided_gradcam")

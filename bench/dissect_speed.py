@@ -49,8 +49,9 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from dissect.dissection import preprocess, run_dissection  # noqa: E402
-from dissect.hooks import ActivationRecorder  # noqa: E402
+from dissect.models.inputs import preprocess  # noqa: E402
+from dissect.studies.dissection import run_dissection  # noqa: E402
+from dissect.models.hooks import ActivationRecorder  # noqa: E402
 from dissect.models import layer_aliases, load_model  # noqa: E402
 from probes.regions import RegionScorer, unit_nmm_naive, unit_region_nss_naive  # noqa: E402
 

@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets import load_dataset  # noqa: E402
 from datasets.base import first  # noqa: E402
-from dissect.dissection import run_dissection  # noqa: E402
+from dissect.studies.dissection import run_dissection  # noqa: E402
 from dissect.models import load_model  # noqa: E402
-from dissect.reports import write_dissection_reports  # noqa: E402
+from dissect.reports.dissection import write_dissection_reports  # noqa: E402
 
 LAYERS = ["conv4_1", "conv4_2", "conv4_3", "conv5_1", "conv5_2", "conv5_3"]
 

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dissect.attention import METHODS, attention_maps, dense_attention_maps, fit_cam_regression, top1
-from dissect.hooks import ActivationRecorder
+from dissect.attribution.methods import METHODS, attention_maps, dense_attention_maps, fit_cam_regression, top1
+from dissect.models.hooks import ActivationRecorder
 
 
 class TinyNet(nn.Module):
@@ -406,7 +406,7 @@ def test_errors():
 def test_supported_models_call_no_functional_relu(arch):
     import torchvision
 
-    from dissect.attention import _forward
+    from dissect.attribution.methods import _forward
 
     with torch.device("meta"):  # shapes only: no weights, no arithmetic
         model = getattr(torchvision.models, arch)().eval()

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from dissect.attention import attention_maps
+from dissect.attribution.methods import attention_maps
 
 
 def _net():

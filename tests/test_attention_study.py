@@ -17,10 +17,13 @@ from torch import nn  # noqa: E402
 
 from datasets.base import ListDataset, Sample  # noqa: E402
 from datasets.fixations import center_bias_map, fixation_map  # noqa: E402
-from dissect import attention_study as study  # noqa: E402
-from dissect.dissection import preprocess  # noqa: E402
+from dissect.attribution import fgsm  # noqa: E402
+from dissect.studies import attention_gaze as study  # noqa: E402
+from dissect.studies import robustness  # noqa: E402
+from dissect.models.inputs import preprocess  # noqa: E402
 from dissect.models import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from probes import attention_figures, gaze  # noqa: E402
+from dissect.reports import attention_figures
+from probes import gaze  # noqa: E402
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -218,7 +221,7 @@ def test_study_errors(monkeypatch, dataset, model, rng):
 
 def test_study_with_real_attention(dataset, model):
     # The real dissect.attention on every method: a complete, finite-where-defined table.
-    from dissect import attention
+    from dissect.attribution import methods as attention
 
     before = [(m.training, [p.requires_grad for p in m.parameters(recurse=False)]) for m in model.modules()]
     per_image, summary, info = study.run_attention_study(
@@ -254,8 +257,8 @@ def test_fooling_rate_epsilon_range(model, rng):
     ds = _pixel_dataset(rng, n=2)
     for eps in (-0.01, 1.5, float("nan"), "big"):
         with pytest.raises(ValueError, match="epsilon must be"):
-            study.fooling_rate(model, ds, eps, progress=False)
-    out = study.fooling_rate(model, ds, 0.0, image_size=None, progress=False)
+            robustness.fooling_rate(model, ds, eps, progress=False)
+    out = robustness.fooling_rate(model, ds, 0.0, image_size=None, progress=False)
     assert out == {"epsilon": 0.0, "n_images": 2, "n_changed": 0, "fooling_rate": 0.0}
 
 
@@ -272,7 +275,7 @@ def test_fooling_rate_linear_model_flips(rng):
     model = nn.Sequential(nn.Flatten(), lin)
     ds = ListDataset([Sample(f"g{i}", np.full((4, 4, 3), 128 - i, np.uint8), np.zeros((0, 4, 4), bool), [])
                       for i in range(3)])
-    out = study.fooling_rate(model, ds, 0.1, image_size=None, batch_size=2, progress=False)
+    out = robustness.fooling_rate(model, ds, 0.1, image_size=None, batch_size=2, progress=False)
     assert out["n_images"] == 3 and out["n_changed"] == 3 and out["fooling_rate"] == 1.0
 
 
@@ -280,7 +283,7 @@ def test_fgsm_matches_literal_step(model, rng):
     x = torch.from_numpy(rng.random((3, 3, 16, 16))).float()
     labels = torch.tensor([0, 3, 1])
     eps = 0.03
-    adv, lab = study.fgsm_perturb(model, x, eps, labels)
+    adv, lab = fgsm.fgsm_perturb(model, x, eps, labels)
     want, g = _literal_fgsm(model, x, eps, labels)
     assert torch.equal(lab, labels)
     big = g.abs() > 1e-6  # captum leaves elements with |gradient| <= 1e-6 unchanged
@@ -289,7 +292,7 @@ def test_fgsm_matches_literal_step(model, rng):
     assert big.float().mean() > 0.9  # the comparison covers most elements
     assert adv.min() >= 0 and adv.max() <= 1
     # default labels: the model's own top-1
-    _, own = study.fgsm_perturb(model, x, eps)
+    _, own = fgsm.fgsm_perturb(model, x, eps)
     assert torch.equal(own, model((x - MEAN) / STD).argmax(1))
 
 
@@ -300,7 +303,7 @@ def test_fooling_rate_matches_literal_and_restores_state(model, rng):
     model.fc.weight.requires_grad_(False)
     before = ([m.training for m in model.modules()], [p.requires_grad for p in model.parameters()])
     eps = 0.2
-    out = study.fooling_rate(model, ds, eps, image_size=None, batch_size=4, progress=False)
+    out = robustness.fooling_rate(model, ds, eps, image_size=None, batch_size=4, progress=False)
     assert before == ([m.training for m in model.modules()], [p.requires_grad for p in model.parameters()])
     model.eval()
     x = torch.from_numpy(np.stack([s.image for s in ds])).permute(0, 3, 1, 2).float() / 255
@@ -318,7 +321,7 @@ def test_fooling_rate_restores_state_after_error(rng):
     conv.train()
     ds = _pixel_dataset(rng, n=2, size=8)
     with pytest.raises(ValueError, match="N x K logits"):
-        study.fooling_rate(conv, ds, 0.1, image_size=None, progress=False)
+        robustness.fooling_rate(conv, ds, 0.1, image_size=None, progress=False)
     assert conv.training and all(p.requires_grad for p in conv.parameters())
 
 

@@ -194,7 +194,7 @@ def test_ctrl_c_outside_a_dissection_exits_130(monkeypatch, capsys):
 
 
 def test_dissect_a_fine_tuned_saliency_model(tmp_path, capsys):
-    from dissect.heads import SaliencyVGG
+    from dissect.models.heads import SaliencyVGG
     from dissect.models import save_checkpoint
 
     ckpt = save_checkpoint(SaliencyVGG(encoder_weights="random", seed=3), tmp_path / "finetuned.pt")

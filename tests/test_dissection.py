@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from datasets.base import ListDataset, Sample
-from dissect.dissection import preprocess, run_dissection
-from dissect.hooks import ActivationRecorder
+from dissect.models.inputs import preprocess
+from dissect.studies.dissection import run_dissection
+from dissect.models.hooks import ActivationRecorder
 from tests.helpers import TinyNet
 
 
@@ -202,7 +203,7 @@ def test_forward_stops_after_the_deepest_recorded_layer(dataset):
 
 
 def test_interrupt_while_checkpointing_never_counts_a_batch_twice(dataset, tmp_path, monkeypatch):
-    import dissect.dissection as engine
+    import dissect.runner.passes as engine
 
     model = TinyNet().eval()
     full = run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, progress=False)
@@ -252,7 +253,7 @@ def test_a_batch_failing_half_way_leaves_the_checkpoint_at_the_last_save(dataset
     a batch that fails after some of its images were added must never reach the checkpoint.
     Saving after every batch (0 s), the state stays at the last whole batch; with a long
     interval nothing was saved, although two batches had been counted in."""
-    import dissect.dissection as engine
+    import dissect.studies.dissection as engine
 
     model = TinyNet().eval()
     full = run_dissection(model, "relu2", dataset, image_size=32, batch_size=2, progress=False)
@@ -283,8 +284,8 @@ def test_reused_activation_memory_gives_the_same_bits(dataset, monkeypatch):
     # The engine hands each scored batch's copies back for a later forward to copy into. Forced
     # on for these small maps (the default keeps only tensors of >= 32 MB), the tables must be
     # the same bits as with fresh copies: memory is reused only once its batch is scored.
-    import dissect.dissection as engine
-    from dissect.hooks import CopyBuffers
+    import dissect.studies.dissection as engine
+    from dissect.models.hooks import CopyBuffers
 
     model = TinyNet().eval()
     layers = ["relu1", "relu2"]
@@ -311,7 +312,7 @@ def test_reused_activation_memory_gives_the_same_bits(dataset, monkeypatch):
 def test_first_batch_read_with_threads_is_the_serial_read(dataset):
     # The first batch is read with several threads (the model waits for it): the same records,
     # in image order, and the same network input as one thread reading it.
-    from dissect.dissection import _load_batch
+    from dissect.studies.image_regions import load_batch as _load_batch
 
     serial = _load_batch(dataset, 1, 7, 32, None, 24.0, threads=1)
     threaded = _load_batch(dataset, 1, 7, 32, None, 24.0, threads=3)
@@ -333,7 +334,7 @@ def test_first_batch_read_with_threads_is_the_serial_read(dataset):
 
 
 def _count_saves(monkeypatch):
-    import dissect.dissection as engine
+    import dissect.runner.passes as engine
 
     real, saved = engine._save_progress, []
 
@@ -391,7 +392,7 @@ def test_ctrl_c_saves_every_batch_counted_in_although_the_interval_is_not_up(dat
 
 def test_valid_regions_equal_their_definition(rng):
     # A region is scored when its mask covers something and (with fixations) a fixation falls in it.
-    from dissect.dissection import valid_regions
+    from dissect.studies.image_regions import valid_regions
 
     for with_fix in (True, False):
         s = _sample(rng, 0, 30, 40, 6, with_fix=with_fix, empty_region=True)

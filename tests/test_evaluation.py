@@ -12,9 +12,10 @@ import cli
 from datasets.base import ListDataset, Sample
 from datasets.fixations import center_bias_map, fixation_map
 from dissect import classical
-from dissect.attention_study import _Subset
-from dissect.evaluation import classical_source, maps_source, run_evaluation
-from dissect.resize import resize_map
+from datasets.base import Subset as _Subset
+from dissect.studies.evaluation import run_evaluation
+from dissect.studies.map_sources import classical_source, maps_source
+from datasets.fixations import resize_map
 from probes import gaze, metrics
 
 pytestmark = pytest.mark.usefixtures("no_figure_leak")
@@ -170,7 +171,7 @@ def test_save_maps_then_maps_gives_the_same_table(tmp_path, rng, capsys):
     assert {"model", "weights", "nss_mean", "nss_sem", "auc_borji_mean"} <= set(summary.columns)
     assert (tmp_path / "o1" / "example_maps.png").exists() and (tmp_path / "o1" / "metrics.png").exists()
     # stats --maps reads the same files
-    from dissect.stats_report import load_output_map
+    from dissect.studies.map_sources import load_output_map
     assert load_output_map(tmp_path / "m" / "itti", "a").shape == (48, 64)
 
     # bad input: one line, exit 2, the earlier results untouched
@@ -208,7 +209,7 @@ def test_maps_source_names_and_errors(tmp_path):
 def test_network_model_and_rows_that_depend_only_on_the_image(data):
     import warnings
 
-    from dissect.evaluation import network_source
+    from dissect.studies.map_sources import network_source
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random weights warn loudly

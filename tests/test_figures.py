@@ -8,7 +8,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from probes import figures  # noqa: E402
+from dissect.reports import figures  # noqa: E402
 
 
 # every test here must close the figures it opens (fixture in conftest.py)

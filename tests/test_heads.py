@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import dissect.models
-from dissect.heads import SaliencyVGG, SceneVGG, freeze_encoder, nss_loss
-from dissect.hooks import ActivationRecorder, resolve_layer
+from dissect.models.heads import SaliencyVGG, SceneVGG, freeze_encoder, nss_loss
+from dissect.models.hooks import ActivationRecorder, resolve_layer
 from dissect.models import layer_aliases, load_model, save_checkpoint
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from dissect.hooks import ActivationRecorder, record_activations, resolve_layer
+from dissect.models.hooks import ActivationRecorder, record_activations, resolve_layer
 from dissect.models import load_model
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -258,7 +258,7 @@ def test_copies_are_c_ordered_whatever_layout_the_layer_outputs():
     (each unit's map one contiguous block, what the scorer reads) with the same values."""
     import torch.nn as nn
 
-    from dissect.hooks import ActivationRecorder
+    from dissect.models.hooks import ActivationRecorder
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(4, 2, 3)).eval()
@@ -275,7 +275,7 @@ def test_copies_are_c_ordered_whatever_layout_the_layer_outputs():
 
 
 def test_copy_buffers_reuse_memory_given_back_and_never_memory_still_held():
-    from dissect.hooks import CopyBuffers
+    from dissect.models.hooks import CopyBuffers
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(4, 2, 3)).eval()
@@ -305,7 +305,7 @@ def test_copy_buffers_reuse_memory_given_back_and_never_memory_still_held():
 
 
 def test_copy_buffers_leave_small_tensors_to_malloc_and_refuse_keep():
-    from dissect.hooks import CopyBuffers
+    from dissect.models.hooks import CopyBuffers
 
     model = _tiny_cnn()
     buffers = CopyBuffers()  # default 32 MB floor: these tensors are never kept

@@ -7,8 +7,8 @@ import torch
 import torchvision
 from torch import nn
 
-from dissect.heads import SaliencyVGG, SceneVGG
-from dissect.hooks import resolve_layer
+from dissect.models.heads import SaliencyVGG, SceneVGG
+from dissect.models.hooks import resolve_layer
 from dissect.models import (
     ALL_MODEL_NAMES,
     HEAD_NAMES,

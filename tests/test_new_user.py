@@ -16,7 +16,7 @@ import cli
 from datasets.base import ListDataset, Sample, first, interleaved_order
 from datasets.fixations import dropped_fixations_message, fixation_map, fixations_in_image
 from datasets.popout import PopoutDataset
-from dissect import reports
+from dissect.runner import orchestrate as reports
 
 FAST = ["--weights", "random", "--image-size", "32", "--batch-size", "2", "--no-progress"]
 
@@ -157,7 +157,7 @@ def test_item1_figure_subtitles_name_model_weights_dataset_metric_k(made, tmp_pa
 
 
 def test_item1_comparing_two_runs_with_the_same_random_encoder_says_so():
-    from dissect.stats_report import _check_comparable
+    from dissect.studies.run_statistics import _check_comparable
 
     run = {"metric": "nmm", "top_k": 10, "threshold": 1.5, "dataset": "popout", "layers_resolved": ["conv5_3"]}
     a = {**run, "model": {"arch": "vgg16", "weights": "random", "weights_detail": "seed=0"}}
@@ -176,7 +176,7 @@ def test_item2_first_n_interleaves_the_categories():
 
 
 def test_item2_max_images_gives_no_unexplained_nan_row(made):
-    from dissect.dissection import run_dissection
+    from dissect.studies.dissection import run_dissection
 
     result = run_dissection(Tiny(), "conv1_2", PopoutDataset(), image_size=32, max_images=8, progress=False)
     assert (result.summary["n_regions"] > 0).all()  # every dimension seen in 8 images
@@ -217,7 +217,7 @@ def test_item3_cli_says_when_more_than_5_percent_are_dropped(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- 4. tiny images, top-k, layer twice
 def test_item4_one_pixel_image_is_an_error_not_all_dead():
-    from dissect.dissection import run_dissection
+    from dissect.studies.dissection import run_dissection
 
     tiny = Sample("dot", np.zeros((1, 1, 3), np.uint8), np.ones((1, 1, 1), bool), ["a"])
     with pytest.raises(ValueError, match="'dot' is 1 x 1 pixels"):
@@ -225,7 +225,7 @@ def test_item4_one_pixel_image_is_an_error_not_all_dead():
 
 
 def test_item4_top_k_above_the_number_of_units_is_said():
-    from dissect.dissection import run_dissection
+    from dissect.studies.dissection import run_dissection
 
     result = run_dissection(Tiny(), ["conv1_1"], ListDataset(_samples()), image_size=12, top_k=10, progress=False)
     lines = reports.explain_summary(result.summary, 10, 4)
@@ -233,7 +233,7 @@ def test_item4_top_k_above_the_number_of_units_is_said():
 
 
 def test_item4_same_layer_by_alias_and_path_is_scored_once(tmp_path, capsys):
-    from dissect.dissection import run_dissection
+    from dissect.studies.dissection import run_dissection
 
     with pytest.warns(UserWarning, match="features.3 is conv1_2"):
         result = run_dissection(Tiny(), ["conv1_2", "features.3"], ListDataset(_samples()), image_size=12,
@@ -381,9 +381,9 @@ def test_item9_resume_flags_and_edited_progress(tmp_path, capsys, monkeypatch):
 
 # ----------------------------------------------------------------------------- 10. library argument checks
 def test_item10_library_arguments_are_named():
-    from dissect.attention_study import run_attention_study
-    from dissect.dissection import run_dissection
-    from dissect.hooks import ActivationRecorder
+    from dissect.studies.attention_gaze import run_attention_study
+    from dissect.studies.dissection import run_dissection
+    from dissect.models.hooks import ActivationRecorder
 
     model, data = Tiny(), ListDataset(_samples())
     with pytest.raises(TypeError, match="layers must be a layer name"):
@@ -398,7 +398,7 @@ def test_item10_library_arguments_are_named():
 
 
 def test_item10_preprocess_converts_grey_rgba_and_float_and_says_so():
-    from dissect.dissection import preprocess
+    from dissect.models.inputs import preprocess
 
     rgb = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     rgba = np.dstack([rgb, np.full((8, 8), 7, np.uint8)])
@@ -433,7 +433,7 @@ def test_item13_attention_names_layer_shows_kl_sim_and_scores_overlays(made):
 
 
 def test_item13_best_unit_tiles_say_which_score(tmp_path, monkeypatch):
-    from dissect import stats_report
+    from dissect.studies import run_statistics as stats_report
     from probes import figures
 
     seen = {}
@@ -465,7 +465,7 @@ def test_item14_every_option_has_help():
 def test_item14_scipy_integration_warning_is_explained():
     import scipy.integrate
 
-    from dissect.stats_report import _explained_scipy_warnings
+    from dissect.studies.run_statistics import _explained_scipy_warnings
 
     with pytest.warns(UserWarning, match="conv5_3: scipy could not fully converge 1 p-value"):
         with _explained_scipy_warnings("conv5_3"):

@@ -11,8 +11,9 @@ from PIL import Image
 
 import cli
 from datasets import load_dataset
-from dissect.dissection import preprocess, run_dissection
-from dissect.hooks import ActivationRecorder
+from dissect.models.inputs import preprocess
+from dissect.studies.dissection import run_dissection
+from dissect.models.hooks import ActivationRecorder
 from tests.helpers import TinyNet
 
 H, W = 48, 64

@@ -61,7 +61,7 @@ def test_dissection_scores_the_same_with_the_torch_scorer(monkeypatch):
     from torch import nn
 
     from datasets.popout import PopoutDataset
-    from dissect import dissection
+    from dissect.studies import dissection
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, stride=2), nn.ReLU()).eval()

@@ -13,8 +13,10 @@ import cli
 from datasets.base import ListDataset, Sample
 from datasets.fixations import fixation_map
 from dissect import shards
-from dissect.attention_report import write_attention_report
-from dissect.dissection import run_dissection
+from dissect.runner.passes import SHARD_FILE
+from dissect.runner import merge_folders, run_pass
+from dissect.studies.attention_gaze import AttentionStudy, write_attention_report
+from dissect.studies.dissection import run_dissection
 from tests.helpers import TinyNet
 
 
@@ -161,7 +163,7 @@ def test_merge_refuses_missing_overlapping_mismatched_and_unfinished(tmp_path):
         shards.merge_dissections([parts[0], _dissect(dataset, shard=(1, 2))])
     with pytest.raises(ValueError, match="not a dissection shard"):
         shards.merge_dissections([_dissect(dataset)])
-    (tmp_path / "s2" / shards.SHARD_FILE).unlink()  # as if the shard had been interrupted
+    (tmp_path / "s2" / SHARD_FILE).unlink()  # as if the shard had been interrupted
     with pytest.raises(ValueError, match="s2 is an unfinished shard.*--resume"):
         shards.merge_dissections([tmp_path / "s0", tmp_path / "s1", tmp_path / "s2"])
 
@@ -219,36 +221,46 @@ def _gaze_toy(n=9):
 
 
 @pytest.mark.usefixtures("no_figure_leak")
-def test_attention_shards_merge_to_the_single_run(tmp_path):
+def test_attention_shards_merge_to_the_single_run(tmp_path, monkeypatch):
     torch.manual_seed(0)
     model, dataset = TinyCNN().eval(), _gaze_toy()
-    options = dict(image_size=32, batch_size=2, sigma=4.0, seed=1, progress=False)
+    options = dict(image_size=32, batch_size=2, sigma=4.0, seed=1)
     methods = ["activation", "gradcam"]
-    write_attention_report(model, dataset, methods, tmp_path / "single", params={"note": "x"}, **options)
+    params = {"note": "x", "model": None, "dataset": "gaze-toy"}
+    write_attention_report(model, dataset, methods, tmp_path / "single", params=params, progress=False, **options)
     folders = [tmp_path / f"a{i}" for i in range(3)]
-    for i, folder in enumerate(folders):
-        shards.run_attention_shard(model, dataset, methods, folder, (i, 3), every=1, params={"note": "x"}, **options)
-    # a piece lost in an interruption is recomputed on resume, and only that piece
-    kept = sorted(folders[2].glob("piece-*.json"))
-    assert len(kept) == 2
-    stamp = kept[0].stat().st_mtime_ns
-    kept[1].unlink()
-    (folders[2] / shards.SHARD_FILE).unlink()
+    for i, folder in enumerate(folders[:2]):
+        run_pass(AttentionStudy(model, dataset, methods, **options), checkpoint_dir=folder, shard=(i, 3),
+                 checkpoint_every=1, progress=False)
+    # shard 2 (batches 2 and 3 of the 8 images with fixations) is interrupted in batch 3: batch 2 is kept
+    calls, forward = [], TinyCNN.forward
+
+    def interrupted(self, x):
+        calls.append(1)
+        if len(calls) == 3:  # one forward per method and batch: the 3rd is batch 3's first
+            raise KeyboardInterrupt
+        return forward(self, x)
+
+    monkeypatch.setattr(TinyCNN, "forward", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_pass(AttentionStudy(model, dataset, methods, **options), checkpoint_dir=folders[2], shard=(2, 3),
+                 checkpoint_every=1, progress=False)
+    monkeypatch.undo()
     with pytest.raises(ValueError, match="unfinished shard"):
-        shards.write_attention_merge(folders, tmp_path / "merged")
-    with pytest.raises(ValueError, match="--resume"):
-        shards.run_attention_shard(model, dataset, methods, folders[2], (2, 3), every=1, **options)
-    shards.run_attention_shard(model, dataset, methods, folders[2], (2, 3), every=1, resume=True,
-                               params={"note": "x"}, **options)
-    assert kept[0].stat().st_mtime_ns == stamp and kept[1].exists()
-    shards.write_attention_merge(folders[::-1], tmp_path / "merged")
+        merge_folders(folders)
+    resumed = run_pass(AttentionStudy(model, dataset, methods, **options), checkpoint_dir=folders[2], shard=(2, 3),
+                       resume=True, progress=False)
+    assert resumed.info["resumed_from_image"] == 6
+    cls, merged = merge_folders(folders[::-1])
+    cls.write(cls.finish(merged.state, merged.info), tmp_path / "merged", params)
     _same_csv_files(tmp_path / "single", tmp_path / "merged")
     assert (tmp_path / "merged" / "overlays.png").read_bytes() == (tmp_path / "single" / "overlays.png").read_bytes()
     _same_run_json(tmp_path / "single", tmp_path / "merged")
     # shards of another run (another sigma) are refused, naming the option
-    shards.run_attention_shard(model, dataset, methods, tmp_path / "other", (1, 3), **{**options, "sigma": 5.0})
+    run_pass(AttentionStudy(model, dataset, methods, **{**options, "sigma": 5.0}), checkpoint_dir=tmp_path / "other",
+             shard=(1, 3), progress=False)
     with pytest.raises(ValueError, match="different runs: .*sigma"):
-        shards.merge_attention([folders[0], tmp_path / "other", folders[2]])
+        merge_folders([folders[0], tmp_path / "other", folders[2]])
 
 
 # --------------------------------------------------------------------------- command line
@@ -321,7 +333,7 @@ def test_missing_ray_names_the_extra(monkeypatch, tmp_path, capsys):
 def ray_cluster():
     """One local 2-CPU Ray cluster for every Ray test of this module."""
     ray = pytest.importorskip("ray")
-    from dissect.ray_backend import _runtime_env
+    from dissect.runner.ray_backend import _runtime_env
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=_runtime_env())
     yield ray
@@ -374,7 +386,7 @@ def _shard_that_dies_once(folder, shard, marker):
 
 
 def test_ray_retries_a_killed_shard_from_its_checkpoint(ray_cluster, tmp_path):
-    from dissect.ray_backend import run_tasks
+    from dissect.runner.ray_backend import run_tasks
 
     calls = [(_shard_that_dies_once, (str(tmp_path / f"s{i}"), (i, 2), str(tmp_path / "marker")),
               str(tmp_path / f"s{i}" / "attempts.log")) for i in range(2)]

@@ -12,13 +12,13 @@ import torch.nn.functional as F
 from scipy import stats as scipy_stats
 from torch import nn
 
-import dissect.dissection as engine
 from datasets.base import ListDataset, Sample
 from datasets.fixations import fixation_map
-from dissect.dissection import preprocess, run_dissection
-from dissect.hooks import ActivationRecorder
-from dissect.reports import format_summary
-from probes import figures
+from dissect.models.inputs import preprocess
+from dissect.studies.dissection import DissectionStudy, run_dissection
+from dissect.models.hooks import ActivationRecorder
+from dissect.reports.tables import format_summary
+from dissect.reports import figures
 from probes.aggregate import UnitScoreAccumulator, bootstrap_weights, null_permutation
 from probes.ceiling import region_loso_nss, region_loso_nss_naive
 from probes.labels import unit_labels
@@ -204,22 +204,20 @@ def test_interleaved_shards_merge_bit_exactly_with_null_and_bootstrap():
     rng = np.random.default_rng(7)
     data = ListDataset([_noise_sample(rng, i, 24, 24, subjects=True) for i in range(6)])
     model, layers, cats = WideNet(6), ["relu", "relu2"], ["face", "text"]
-    settings = {"null": 7, "bootstrap": 5, "seed": 2, "ceiling_sigma": 24.0}
     full = run_dissection(model, layers, data, image_size=24, batch_size=1, categories=cats, progress=False,
                           null=7, bootstrap=5, seed=2)
-    # What a shard (issue 13) does: score some GLOBAL image indices with the same bank and permutations.
-    bank = engine._RegionBank(data, len(data), 24, 24.0, False)
-    settings.update(bank=bank, permutations=np.stack([null_permutation(2, p, len(data)) for p in range(7)]))
+    # What a shard does: score some GLOBAL image indices with the same bank and permutations.
+    study = DissectionStudy(model, layers, data, image_size=24, batch_size=1, categories=cats, progress=False,
+                            null=7, bootstrap=5, seed=2)
 
     def shard(indices):
-        acc = UnitScoreAccumulator(categories=cats, n_null=7, n_bootstrap=5, seed=2)
-        for i in indices:
-            records, batch = engine._load_batch(data, i, i + 1, 24, bank, 24.0)
-            with ActivationRecorder(model, layers) as rec, torch.inference_mode():
-                model(batch)
-            acts = {name: rec.activations[name] for name in layers}
-            engine._score_batch(RegionScorer(), records, acts, layers, acc, i + 1, settings)  # adds into acc
-        return acc
+        state = study.new_state()
+        study.begin(state, range(len(data)))  # the bank of every image's regions, the permutations
+        with study.running():
+            for i in indices:
+                loaded = study.load(range(i, i + 1))
+                study.score(state, loaded, study.forward(loaded))  # adds into the accumulator
+        return state.acc
 
     a, b = shard([0, 2, 4]), shard([5, 3, 1])
     want = full.accumulator.state_dict()

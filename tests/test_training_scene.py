@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import cli
-from dissect.dissection import preprocess
+from dissect.models.inputs import preprocess
 from dissect.models import load_model
-from dissect.resize import resize_map
+from datasets.fixations import resize_map
 from probes.metrics import nss
 from tests.test_training import _folder
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 import cli
 from datasets.popout import PopoutDataset
-from dissect.dissection import preprocess
+from dissect.models.inputs import preprocess
 from dissect.models import load_model
 
 CATS = ("a", "b", "c")
