@@ -829,7 +829,7 @@ def cmd_train(args) -> int:
     cfg.check()  # bad settings fail before the data is read
     train, val, info = _open_training_data(args)
     if args.train_command == "scene":
-        from dissect.scene_training import train_scene
+        from dissect.training import train_scene
 
         paths = train_scene(train, val, args.out or Path("runs") / "train-scene", cfg,
                             labels=args.labels, class_weights=args.class_weights, resume=args.resume,
