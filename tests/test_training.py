@@ -168,7 +168,7 @@ def test_resume_refuses_another_run_and_a_run_is_not_overwritten(runs, split):
 
 
 def test_nan_loss_stops_naming_the_step(split, tmp_path, monkeypatch):
-    import dissect.training as training
+    from dissect.training import saliency
 
     def constant(c):
         model = build_saliency_model(c)
@@ -176,7 +176,7 @@ def test_nan_loss_stops_naming_the_step(split, tmp_path, monkeypatch):
             model.readout.weight.zero_()  # a constant map has no z-score: NSS is NaN
         return model
 
-    monkeypatch.setattr(training, "build_saliency_model", constant)
+    monkeypatch.setattr(saliency, "build_saliency_model", constant)
     with pytest.raises(TrainingError, match=r"^the training loss is nan at step 1 .*last good checkpoint .*last.pt"):
         train_saliency(*split, tmp_path, cfg())
     assert (tmp_path / "last.pt").is_file()
@@ -215,7 +215,8 @@ def test_resnet_readout_trains_and_reloads(split, tmp_path):
 def test_closed_form_nss_loss_equals_nss_loss_of_the_upsampled_maps():
     import torch.nn.functional as F
 
-    from dissect.training import _fixation_projection, _Split, nss_loss_upsampled, upsample
+    from dissect.training.data import Split as _Split
+    from dissect.training.losses import _fixation_projection, nss_loss_upsampled, upsample
 
     g = torch.Generator().manual_seed(0)
     maps = torch.randn(3, 1, 7, 9, generator=g) * 5 + 3

@@ -23,17 +23,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from dissect.training import (
-    TrainConfig,
-    _fingerprint,
-    _read_split,
-    _run,
-    _stages,
-    fit,
-    image_ids,
-    prepare_run_folder,
-    setup_model,
-)
+from dissect.training.config import TrainConfig
+from dissect.training.data import image_ids, read_split
+from dissect.training.loop import fit, prepare_run_folder, run_fingerprint, setup_model
+from dissect.training.prefix import encoder_stages, run_stages
 
 __all__ = ["read_scene_labels", "class_weights_of", "train_scene"]
 
@@ -101,8 +94,8 @@ def train_scene(train_set, val_set, out_dir: str | os.PathLike, cfg: TrainConfig
     parent = getattr(train_set, "dataset", None)
     known = image_ids(parent) if parent is not None else image_ids(train_set) + image_ids(val_set)
     scene_of = read_scene_labels(labels, known)
-    train = _read_split(train_set, cfg.image_size, "train", cfg.progress, need_fixations=False)
-    val = _read_split(val_set, cfg.image_size, "val", cfg.progress, need_fixations=False)
+    train = read_split(train_set, cfg.image_size, "train", cfg.progress, need_fixations=False)
+    val = read_split(val_set, cfg.image_size, "val", cfg.progress, need_fixations=False)
     for split, what in ((train, "training"), (val, "validation")):
         unlabelled = [i for i in split.ids if i not in scene_of]
         if unlabelled:
@@ -120,13 +113,13 @@ def train_scene(train_set, val_set, out_dir: str | os.PathLike, cfg: TrainConfig
                          f"{cfg.batch_size}: lower --batch-size")
     model = heads.SceneVGG(n_classes=len(classes), encoder_weights=cfg.encoder_weights, seed=cfg.seed)
     k, units, _, cut = setup_model(model, cfg, device)
-    stages = _stages(model)
+    stages = encoder_stages(model)
     weight = class_weights_of(y_train, len(classes), class_weights)
     weight = weight.to(device) if weight is not None else None
     targets = torch.from_numpy(y_train).to(device)
 
     def encode(feats):  # ReLU(conv5_3)
-        return _run(stages[cut:], feats)
+        return run_stages(stages[cut:], feats)
 
     def head(conv5_3):
         return model.classifier(torch.flatten(F.adaptive_avg_pool2d(model.pool5(conv5_3), 1), 1))
@@ -153,8 +146,8 @@ def train_scene(train_set, val_set, out_dir: str | os.PathLike, cfg: TrainConfig
                 "nss_correct": _nanmean(nss[correct]), "nss_wrong": _nanmean(nss[~correct])}
 
     info = {"name": getattr(train_set, "name", "")} if dataset_info is None else dict(dataset_info)
-    fingerprint = _fingerprint(cfg, {**info, "labels": str(Path(labels).resolve()),
-                                     "class_weights": class_weights, "classes": classes}, train, val)
+    fingerprint = run_fingerprint(cfg, {**info, "labels": str(Path(labels).resolve()),
+                                        "class_weights": class_weights, "classes": classes}, train, val)
     paths, _ = fit(out, cfg, model, k, cut, train, val, metric="accuracy", top=lambda f: head(encode(f)),
                    loss_of=loss_of, evaluate=evaluate, fingerprint=fingerprint,
                    run_info={"command": "train scene", "trainable_units": units, "dataset": info,
@@ -170,7 +163,8 @@ def train_scene(train_set, val_set, out_dir: str | os.PathLike, cfg: TrainConfig
     from dissect.dissection import preprocess
 
     with torch.inference_mode():
-        preds, nss, _ = predict(lambda index: _run(stages[:cut], preprocess(list(val.images[index]), None).to(device)))
+        preds, nss, _ = predict(lambda index: run_stages(stages[:cut],
+                                                         preprocess(list(val.images[index]), None).to(device)))
     model.cpu()
     cols = {"model": "scene_vgg16", "weights": model.dissect_info.get("weights_detail"), "finetune": k,
             "step": best["extra"].get("step")}
