@@ -204,7 +204,7 @@ def test_classifier_checkpoint_as_task_model_points_to_the_head_classes(tmp_path
     small.dissect_info = {"arch": "vgg16"}
     path = save_checkpoint(small, tmp_path / "vgg.pt")
     with pytest.raises(ValueError, match=r"architecture 'vgg16', not 'scene_vgg16': load it with "
-                                         r"load_model\('vgg16', .*dissect.heads.SceneVGG\(encoder_"):
+                                         r"load_model\('vgg16', .*dissect.models.heads.SceneVGG\(encoder_"):
         load_model("scene_vgg16", weights=path)
     small.dissect_info = {"arch": "mynet"}
     path = save_checkpoint(small, tmp_path / "mine.pt")

@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from dissect.hooks import ActivationRecorder
+from dissect.models.hooks import ActivationRecorder
 from dissect.runner import RecordState, Study, merge_folders, merge_passes, register, run_pass
 from dissect.runner.npz import read_arrays, write_arrays
 

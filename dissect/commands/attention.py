@@ -69,7 +69,7 @@ def build(config: dict, options) -> "Built":
     """The study and ``run.json`` parameters of an ``attention`` config (the data and the model loaded)."""
     from datasets import load_dataset
     from datasets.base import first
-    from dissect.models.zoo import load_model
+    from dissect.models import load_model
     from dissect.runner.folders import run_record
     from dissect.runner.orchestrate import Built
     from dissect.studies.attention_gaze import AttentionStudy
@@ -106,8 +106,9 @@ def build(config: dict, options) -> "Built":
 def run(args) -> int:
     """``cli.py attention``: one library call, :func:`dissect.runner.orchestrate.run_command`."""
     from dissect.runner.orchestrate import Command, run_command
+    from dissect.studies.attention_gaze import AttentionStudy
 
     check_numbers(args)
-    command = Command("attention", build, OUTPUTS)
+    command = Command("attention", build, OUTPUTS, study=AttentionStudy)
     return run_command(command, vars(args), run_options(args, out_dir(args), progress=not args.no_progress,
                                                        default_every=8))

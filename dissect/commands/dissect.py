@@ -133,7 +133,7 @@ def config_from_args(args) -> DissectConfig:
 def build(config: dict, options) -> "Built":
     """The study and ``run.json`` parameters of a ``dissect`` config (the data and the model loaded)."""
     from datasets import load_dataset
-    from dissect.models.zoo import load_model
+    from dissect.models import load_model
     from dissect.runner.folders import run_record
     from dissect.runner.orchestrate import Built
     from dissect.studies.dissection import DissectionStudy
@@ -164,11 +164,12 @@ def build(config: dict, options) -> "Built":
 def run(args) -> int:
     """``cli.py dissect``: one library call, :func:`dissect.runner.orchestrate.run_command`."""
     from dissect.runner.orchestrate import Command, run_command
+    from dissect.studies.dissection import DissectionStudy
 
     cfg = config_from_args(args)
     check_numbers(cfg)
     command = Command("dissect", build, OUTPUTS, resumable=True,
                       next_hint="next: python cli.py stats {out}   (heat maps, bar charts, ANOVA and Tukey, best-unit "
-                                "overlays)")
+                                "overlays)", study=DissectionStudy)
     options = run_options(cfg, cfg.out_dir(), progress=cfg.progress, checkpoint_seconds=cfg.checkpoint_seconds)
     return run_command(command, asdict(cfg), options)

@@ -88,8 +88,9 @@ def build(config: dict, options) -> "Built":
 def run(args) -> int:
     """``cli.py evaluate``: one library call, :func:`dissect.runner.orchestrate.run_command`."""
     from dissect.runner.orchestrate import Command, run_command
+    from dissect.studies.evaluation import EvaluationStudy
 
     if args.resume and not args.shard and args.ray is None:
         raise ValueError("--resume continues a --shard or --ray run; a plain evaluate run starts again (drop --resume)")
-    return run_command(Command("evaluate", build, OUTPUTS), vars(args),
+    return run_command(Command("evaluate", build, OUTPUTS, study=EvaluationStudy), vars(args),
                        run_options(args, out_dir(args), progress=not args.no_progress))

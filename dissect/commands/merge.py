@@ -18,9 +18,10 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     """``cli.py merge``: one library call, :func:`dissect.runner.orchestrate.merge_into`."""
-    import dissect.studies  # noqa: F401  (registers every study, so any shard folder merges)
     from dissect.runner.orchestrate import merge_into
+    from dissect.studies import register_all
 
+    register_all()  # any study's shard folders merge
     out = Path(args.out).expanduser()
     folders = [Path(f) for f in args.shard_dirs]
     if any(out.resolve() == f.resolve() for f in folders):

@@ -47,17 +47,19 @@ class Command:
 
     Attributes:
         name: the command (``"dissect"``), as messages and ``run.json`` name it.
-        build: module-level function ``config -> Built`` (Ray tasks import it by name).
+        build: module-level function ``(config, options) -> Built`` (Ray tasks import it by name).
         outputs: files whose presence marks a finished run (besides ``run.json``).
         resumable: a single run keeps a checkpoint and takes ``--resume`` (shards always do).
         next_hint: a line printed after a finished run (``{out}`` is replaced), or ``""``.
+        study: the study class ``build`` makes (handed in, so it is registered: ``--ray`` merges its shards).
     """
 
     name: str
-    build: Callable[[dict], Built]
+    build: Callable[[dict, "RunOptions"], Built]
     outputs: tuple[str, ...]
     resumable: bool = False
     next_hint: str = ""
+    study: type[Study] | None = None
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ def run_command(command: Command, config: dict, options: RunOptions) -> int:
         return 0
     with run_folder(out):  # a command that fails before writing anything leaves no empty folder
         check_writable(out)
-        built = command.build(config)
+        built = command.build(config, options)
         return _run_into(command, built, out, options, resume, checkpointed=resumable)
 
 

@@ -8,9 +8,19 @@
 * :mod:`dissect.studies.finetune`: He et al.'s fine-tuning study (train, then dissect, each setup);
 * :mod:`dissect.studies.run_statistics`: statistics and figures of a finished dissection.
 
-Importing this package registers every study with :mod:`dissect.runner.registry`, so ``merge``
-can rebuild any of them from shard folders.
+A study registers itself with :mod:`dissect.runner.registry` when its module is imported;
+:func:`register_all` imports every one, so ``merge`` can rebuild any of them from shard folders.
 """
-from dissect.studies import attention_gaze, dissection, evaluation, robustness  # noqa: F401  (registers them)
+import importlib
 
-__all__ = ["attention_gaze", "dissection", "evaluation", "robustness"]
+__all__ = ["STUDY_MODULES", "register_all"]
+
+#: The modules that define the registered studies.
+STUDY_MODULES = ("dissect.studies.dissection", "dissect.studies.attention_gaze", "dissect.studies.evaluation",
+                 "dissect.studies.robustness")
+
+
+def register_all() -> None:
+    """Import every study module (each registers its study)."""
+    for name in STUDY_MODULES:
+        importlib.import_module(name)

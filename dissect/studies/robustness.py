@@ -18,7 +18,7 @@ from dissect.attribution.fgsm import Normalized, attack_state, check_epsilon, fg
 from dissect.checks import check_count
 from dissect.models.backbones import IMAGENET_MEAN, IMAGENET_STD
 from dissect.models.inputs import preprocess
-from dissect.models.zoo import load_model
+from dissect import models  # load_model looked up at call time
 from dissect.reports.tables import model_columns
 from dissect.runner import RecordState, Study, register, run_pass
 from dissect.studies.identity import run_identity
@@ -122,7 +122,7 @@ def robustness_table(names: Sequence[str], dataset, epsilons: Sequence[float], *
     model's ``dissect_info``; the models of :func:`dissect.models.load_model` are loaded one at a time."""
     rows, infos = [], []
     for name in names:
-        model = load_model(name, weights=weights, seed=seed).to(device)
+        model = models.load_model(name, weights=weights, seed=seed).to(device)
         infos.append(getattr(model, "dissect_info", {}))
         rows += [{**model_columns(infos[-1]), **row} for row in fooling_rates(
             model, dataset, epsilons, image_size=image_size, batch_size=batch_size, progress=progress)]

@@ -1,7 +1,7 @@
 """Train He et al.'s saliency models (setups I and II) with a frozen-prefix cache and exact resume.
 
-``train_saliency(train, val, out, cfg)`` fine-tunes :class:`dissect.heads.SaliencyVGG` (or
-:class:`dissect.heads.SaliencyResNet`) on a dataset with fixations and writes, in ``out``:
+``train_saliency(train, val, out, cfg)`` fine-tunes :class:`dissect.models.heads.SaliencyVGG` (or
+:class:`dissect.models.heads.SaliencyResNet`) on a dataset with fixations and writes, in ``out``:
 
 * ``best.pt`` (best validation NSS), ``last.pt`` (also holds the optimiser, schedule and RNG
   state for ``resume``) and ``checkpoints/step-NNNNNN.pt`` at every evaluation (hard links to

@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from datasets.base import Subset
-from dissect.dissection import _resized
+from dissect.models.inputs import resized_input
 
 __all__ = ["image_ids", "read_ids", "split_dataset", "Split", "read_split", "fixation_batch", "density_batch",
            "batch_indices"]
@@ -105,7 +105,7 @@ def read_split(subset, size: int, what: str, progress: bool, need_fixations: boo
                        dynamic_ncols=True):
         if not need_fixations and sample.fixation_map is None:
             ids.append(sample.image_id)
-            images.append(_resized(sample.image, size))
+            images.append(resized_input(sample.image, size))
             shapes.append(sample.shape)
             fixations.append(np.zeros(0, dtype=np.int64))
             continue
@@ -117,7 +117,7 @@ def read_split(subset, size: int, what: str, progress: bool, need_fixations: boo
             raise ValueError(f"image {sample.image_id!r} has no fixated pixel: NSS is undefined; drop it from "
                              f"the {what} ids")
         ids.append(sample.image_id)
-        images.append(_resized(sample.image, size))
+        images.append(resized_input(sample.image, size))
         shapes.append(sample.shape)
         fixations.append(np.flatnonzero(sample.fixation_map))
     return Split(ids, np.stack(images), shapes, fixations)

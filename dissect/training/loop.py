@@ -18,9 +18,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from dissect.dissection import environment_versions, preprocess
-from dissect.models import save_checkpoint
-from dissect.reports import _atomic_to_csv, atomic_write_json, check_writable
+from dissect.models.inputs import preprocess
+from dissect.models.zoo import save_checkpoint
+from dissect.runner.folders import atomic_write_csv, atomic_write_json, check_writable, environment_versions
 from dissect.training.config import TrainConfig, TrainingError
 from dissect.training.data import Split, batch_indices
 from dissect.training.prefix import (
@@ -199,8 +199,8 @@ def fit(out: Path, cfg: TrainConfig, model: nn.Module, k: int, cut: int, train: 
     def write_tables(final: bool = False) -> None:
         log = pd.DataFrame(log_rows, columns=["step", "loss", "lr", "seconds", "model", "weights", "finetune"])
         vals = pd.DataFrame(val_rows)
-        _atomic_to_csv(log, paths["train_log"])
-        _atomic_to_csv(vals, paths["val"])
+        atomic_write_csv(log, paths["train_log"])
+        atomic_write_csv(vals, paths["val"])
         if final:
             _curves(log, vals, paths["curves"], metric,
                     f"{init_info.get('arch')} K={k} ({init_info.get('weights_detail')})")

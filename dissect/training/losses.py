@@ -64,7 +64,7 @@ def upsample(maps: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
 
 def nss_loss_upsampled(maps: torch.Tensor, fix_proj: torch.Tensor, n_fix: torch.Tensor,
                        shape: Sequence[int]) -> torch.Tensor:
-    """:func:`dissect.heads.nss_loss` of ``upsample(maps, shape)`` without building the big maps.
+    """:func:`dissect.models.heads.nss_loss` of ``upsample(maps, shape)`` without building the big maps.
 
     With ``U = A_h S A_w^T`` (:func:`upsample`), NSS needs only ``mean(U)`` ``= a_h^T S a_w / HW``,
     ``mean(U^2) = tr(S^T G_h S G_w) / HW`` (``G = A^T A``) and the sum of ``U`` over the fixated

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from dissect.dissection import preprocess
-from dissect.models import load_model
+from dissect.models.inputs import preprocess
+from dissect.models.zoo import load_model
 from dissect.training.losses import upsample
 from dissect.training.prefix import encoder_stages, run_stages
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from dissect.dissection import preprocess
+from dissect.models.inputs import preprocess
 from dissect.training.config import check_k
 
 __all__ = ["encoder_stages", "encoder_units", "parse_finetune", "freeze_units", "split_point", "run_stages",
@@ -39,7 +39,7 @@ def parse_finetune(value: int | str, model: nn.Module) -> int:
 
 def freeze_units(model: nn.Module, k: int) -> list[str]:
     """Freeze the encoder except its last ``k`` units (the head stays trainable); the names left
-    trainable. For VGG this is :func:`dissect.heads.freeze_encoder`."""
+    trainable. For VGG this is :func:`dissect.models.heads.freeze_encoder`."""
     units = encoder_units(model)
     for stage in encoder_stages(model):
         for p in stage.parameters():

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dissect.models import load_model
+from dissect.models.zoo import load_model
 from dissect.training.config import TrainConfig
 from dissect.training.data import Split, read_split
 from dissect.training.losses import batch_loss, nss_batch_loss
@@ -27,7 +27,7 @@ VAL_METRICS = ("nss", "cc", "kl", "sim", "auc_judd")
 def build_saliency_model(cfg: TrainConfig) -> nn.Module:
     """The untrained model of ``cfg``; with random encoder weights exactly
     ``load_model("saliency_vgg16", weights="random", seed=cfg.seed)``."""
-    from dissect import heads
+    from dissect.models import heads
 
     if cfg.backbone == "resnet50":
         return heads.SaliencyResNet(cfg.encoder_weights, readout_layer=cfg.readout_layer or "layer4",

@@ -1,6 +1,6 @@
 """He et al. 2019 section 8: fine-tune VGG16 + 3 FC layers for scene recognition, and Table 8.
 
-``train_scene(train, val, out, cfg, labels=CSV)`` trains :class:`dissect.heads.SceneVGG` (one
+``train_scene(train, val, out, cfg, labels=CSV)`` trains :class:`dissect.models.heads.SceneVGG` (one
 class per scene of the labels CSV, columns ``image,scene``) with class-weighted cross entropy
 (``class_weights="balanced"``: ``n / (n_classes * count_c)`` over the training labels) and
 conv5_3 fine-tuned (``cfg.finetune = 1``), through the same loop as the saliency trainer
@@ -86,7 +86,7 @@ def train_scene(train_set, val_set, out_dir: str | os.PathLike, cfg: TrainConfig
         ValueError: bad labels (see :func:`read_scene_labels`), a training or validation image
             without a label, a scene without training images.
     """
-    from dissect import heads
+    from dissect.models import heads
 
     cfg.check()
     out = prepare_run_folder(out_dir, resume, overwrite)
@@ -160,7 +160,7 @@ def train_scene(train_set, val_set, out_dir: str | os.PathLike, cfg: TrainConfig
     best = torch.load(paths["best"], map_location="cpu", weights_only=True)
     model.load_state_dict(best["state_dict"])
     model.to(device).eval()
-    from dissect.dissection import preprocess
+    from dissect.models.inputs import preprocess
 
     with torch.inference_mode():
         preds, nss, _ = predict(lambda index: run_stages(stages[:cut],
@@ -191,7 +191,7 @@ def train_scene(train_set, val_set, out_dir: str | os.PathLike, cfg: TrainConfig
 
 def _mean_map_nss(mean_map: torch.Tensor, split, i: int) -> float:
     """NSS of the channel-mean conv5_3 map upsampled to image ``i`` (NaN: no fixations / constant)."""
-    from dissect.resize import resize_map
+    from datasets.fixations import resize_map
     from probes.metrics import nss
 
     if not len(split.fixations[i]):
