@@ -8,62 +8,16 @@ scoring above ``T = 1.5`` (digest section 3; reference-implementations A.8).
 :class:`UnitScoreAccumulator` keeps, per layer, unit and category, the sum of the scores and the
 number of valid (non-NaN, i.e. live) scores, never the activations.
 
-Exactness (we fix): sums are stored as int64 fixed-point numbers in units of ``2**-32``. Each
-score is rounded to the nearest multiple of ``2**-32`` before it is added (error <= ``2**-33``
-~ 1.2e-10 per score and per mean, far below the 1e-5 agreement we promise), so adding and
-merging are integer additions: shards merged in any order, a resumed run and a single pass give
-bit-identical tables. Scores must satisfy ``|score| <= 2**20`` (a region NSS is bounded by
-``sqrt(H W)``, a few hundred for 800 x 600 images); larger values raise ``ValueError``, and so
-does a sum that would reach ``2**62`` in magnitude (``2**30`` in score units, well inside int64:
-the guard is checked in float64 before adding, so sums never wrap). A failed ``add`` or
-``merge`` leaves the accumulator untouched: everything is validated before anything changes.
+Sums are exact fixed-point integers (:mod:`probes.unit_scores`, which also defines the
+dead-unit policies ``dead_units="skip"`` / ``"zero"`` and the ranked units), so adding and merging
+are integer additions: shards merged in any order, a resumed run and a single pass give
+bit-identical tables. A failed ``add`` or ``merge`` leaves the accumulator untouched: everything
+is validated before anything changes.
 
-Dead units (table time, ``dead_units=``): a NaN score (the unit's map was constant on that
-image) is never added. ``"skip"``: the unit's score is the mean over the regions where it was
-live (``n_valid`` of the category's ``n_regions``); a unit is *ranked* (enters top-k, counts,
-p-values, labels) when ``n_valid >= max(1, min_valid * n_regions)``. ``"zero"`` (He et al.'s
-code): a dead region scores 0, the score is ``sum / n_regions`` and every unit of a category
-with regions is ranked.
-
-Permutation null (``n_null = P > 0``), statistics and definitions:
-
-* The caller scores each image's unit maps also against the regions of the image paired with
-  it by permutation ``p`` (:func:`null_permutation`: a uniformly random permutation of the
-  dataset's images, seeded by ``(seed, p, N)``) and passes those scores with their category and
-  ``p``. Per ``p``, unit ``j`` and category ``c`` the accumulator keeps the same fixed-point sum
-  and live count as for the real pairing, so the *permuted unit score* ``s_j^p(c)`` is defined
-  exactly like ``s_j(c)`` (same dead-unit rule; a permutation moves every region once, so
-  ``n_regions`` is the real one).
-* per-unit ``p_value`` = ``(1 + #{p : s_j^p(c) >= s_j(c)}) / (1 + P_j)``, ``P_j`` = the
-  permutations in which the unit is ranked (all ``P`` with ``"zero"``); Phipson & Smyth's +1
-  keeps it valid for random permutations. ``q_value``: Benjamini-Hochberg over the ranked units
-  of a layer x category (statsmodels ``multipletests(method="fdr_bh")``).
-* the top-k mean of the permuted scores, per permutation ``p``: ``T^p(c)`` = the mean of the k
-  largest ``s_j^p(c)`` over the units ranked in ``p`` (each permutation is one fake dataset,
-  and the maximum over units is taken inside it, exactly as for the observed ``T(c)``).
-  ``null_top_k_mean`` = mean of ``T^p`` over ``p``; ``null_top_k_p95`` = its 95th percentile
-  (``numpy.percentile``, linear); ``p_top_k`` = ``(1 + #{p : T^p >= T}) / (1 + P)``.
-* ``count_significant`` = ranked units with ``q < alpha`` (0.05).
-* Ties: "reaches" means ``>= observed - TIE_TOL`` (``1e-9``). A permutation that leaves the
-  images a unit is live on in place reproduces the observed score, but through differently
-  rounded sums (the null sums a category's regions before rounding, the real scores after);
-  such a tie must count, conservatively, and 1e-9 is far above that rounding (``2**-33``) and
-  far below any real difference of mean NSS.
-* Memory: ``C x P x K`` int64 sums and int32 counts per layer (12 bytes each: 512 units, 100
-  permutations, 1 category = 0.6 MB; 12 categories = 7.4 MB).
-
-Bootstrap over images (``n_bootstrap = B > 0``): image ``i`` gets the Poisson(1) weight
-``w_i^b`` (:func:`bootstrap_weights`, seeded by ``(seed, i)`` only) in replicate ``b``; the
-accumulator keeps ``sum_i w_i^b S_i`` and ``sum_i w_i^b n_i`` (integers, so still exact and
-order-free) per unit and category, plus the weighted region counts. Replicate ``b`` is a
-resampled dataset: its unit scores, ranking, top-k mean and count above threshold follow the
-same definitions. ``top_k_mean_lo/hi``, ``count_lo/hi`` = the 2.5th and 97.5th percentiles over
-replicates (percentile interval, 95 %; counts: ``method="lower"`` / ``"higher"`` so the bounds
-are counts); replicates where a category got no region are left out. The top-k mean is a
-maximum-type statistic, and resampling duplicates images, so its bootstrap distribution sits
-above the observed value: read the interval as the spread over resampled datasets, not as a
-bias-corrected interval.
-Memory: ``C x B x K`` int64 + int32 per layer (1.2 MB for 512 units, 200 replicates, 1 category).
+The permutation null (``n_null = P > 0``: p-values, q-values, null top-k means, ``p_top_k``) and
+the bootstrap over images (``n_bootstrap = B > 0``: percentile intervals) are kept as further
+sums of the same kind, per layer next to the real ones; their draws, definitions and statistics
+are :mod:`probes.null_bootstrap`.
 
 Human ceiling (:meth:`UnitScoreAccumulator.add_ceiling`): per category, the fixed-point sum and
 count of per-region values (the caller's leave-one-subject-out region NSS); the table's
@@ -80,42 +34,19 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from probes.null_bootstrap import (TIE_TOL, bootstrap_array, bootstrap_columns, bootstrap_updates,
+                                   bootstrap_weights, null_columns, null_permutation, null_top_k_columns,
+                                   null_unit_stats, null_updates)
+from probes.unit_scores import (DEAD_UNIT_POLICIES, MAX_ABS_SCORE, SCALE, SCALE_BITS, SUM_LIMIT, add_into, as_slice,
+                                check_dead_unit_policy, check_sums, group_sums, means_and_ranked, to_fixed_point,
+                                top_k_means)
+
+# Names that moved to probes.unit_scores / probes.null_bootstrap stay importable from here.
 __all__ = ["SCALE_BITS", "MAX_ABS_SCORE", "TIE_TOL", "UnitScoreAccumulator", "bootstrap_weights",
            "null_permutation", "DEAD_UNIT_POLICIES", "check_dead_unit_policy"]
 
-SCALE_BITS = 32
-MAX_ABS_SCORE = 2.0 ** 20
-_SCALE = 2.0 ** SCALE_BITS
-_SUM_LIMIT = 2.0 ** 62  # guard well inside int64 (2**63 - 1)
 _FORMAT = "saliency-dissect/UnitScoreAccumulator"
 _VERSION = 2
-DEAD_UNIT_POLICIES = ("skip", "zero")
-# Stream tags: the null's permutations and the bootstrap's weights never share a random stream.
-_TAG_NULL, _TAG_BOOT = 0x6E756C6C, 0x626F6F74
-# A permuted statistic within TIE_TOL of the observed one "reaches" it (module docstring).
-TIE_TOL = 1e-9
-
-
-def null_permutation(seed: int, replicate: int, n_images: int) -> np.ndarray:
-    """Permutation ``p`` of the null: image ``i`` is scored against the regions of image ``perm[i]``.
-
-    A uniformly random permutation of ``range(n_images)`` drawn from
-    ``numpy.random.default_rng([seed, replicate, n_images, tag])``: it depends only on the seed,
-    the replicate and the dataset size, never on batches or shards. A fixed point (about one
-    per permutation) pairs an image with its own regions, as a uniform permutation must.
-    """
-    rng = np.random.default_rng([int(seed), int(replicate), int(n_images), _TAG_NULL])
-    return rng.permutation(int(n_images))
-
-
-def bootstrap_weights(seed: int, image: int, n_bootstrap: int) -> np.ndarray:
-    """Poisson(1) weights of global image ``image`` in replicates ``0 .. n_bootstrap - 1`` (int64).
-
-    Drawn from ``numpy.random.default_rng([seed, image, tag])``: a function of the seed and the
-    image's global index only, so shards and resumed runs give the same weights.
-    """
-    rng = np.random.default_rng([int(seed), int(image), _TAG_BOOT])
-    return rng.poisson(1.0, int(n_bootstrap)).astype(np.int64)
 
 
 @dataclass
@@ -146,7 +77,7 @@ class _Layer:
     def empty(cls, n_units: int, k: int, n_null: int, n_boot: int) -> "_Layer":
         return cls(np.zeros((n_units, k), np.int64), np.zeros((n_units, k), np.int64), np.zeros(k, np.int64),
                    np.zeros((n_units, n_null, k), np.int64), np.zeros((n_units, n_null, k), np.int32),
-                   _boot_array(n_units, n_boot, k, np.int64), _boot_array(n_units, n_boot, k, np.int32),
+                   bootstrap_array(n_units, n_boot, k, np.int64), bootstrap_array(n_units, n_boot, k, np.int32),
                    np.zeros((n_boot, k), np.int64))
 
     def arrays(self) -> dict:
@@ -155,7 +86,7 @@ class _Layer:
     def set(self, key: str, a: np.ndarray) -> None:
         """Store a copy of ``a`` as ``key`` (the bootstrap arrays in their memory layout)."""
         if key in _BOOT_KEYS:
-            setattr(self, key, _boot_array(*a.shape, a.dtype, values=a))
+            setattr(self, key, bootstrap_array(*a.shape, a.dtype, values=a))
         else:
             setattr(self, key, a.copy())
 
@@ -165,152 +96,17 @@ class _Layer:
             for key in _LAYER_KEYS:
                 a = getattr(self, key)
                 if key in _BOOT_KEYS:
-                    grown = _boot_array(a.shape[0], a.shape[1], n_categories, a.dtype)
+                    grown = bootstrap_array(a.shape[0], a.shape[1], n_categories, a.dtype)
                     grown[..., :a.shape[2]] = a
                     setattr(self, key, grown)
                 else:
                     setattr(self, key, np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, extra)]))
 
 
-def _boot_array(n_units: int, n_boot: int, k: int, dtype, values: np.ndarray | None = None) -> np.ndarray:
-    """A ``C x B x K`` bootstrap array (zeros, or a copy of ``values``) whose memory is ``C x K x B``.
-
-    An image adds to a few categories for every replicate: in this layout each unit's ``B``
-    replicates of a category are one contiguous run, where ``C x B x K`` memory would touch one
-    cache line per entry (8 categories: 8x the memory traffic). Everything reads it as the
-    ``C x B x K`` view; saved states are ``C x B x K`` as before.
-    """
-    out = np.zeros((n_units, k, n_boot), dtype).transpose(0, 2, 1)
-    if values is not None:
-        out[...] = values
-    return out
-
-
 _LAYER_KEYS = ("sums", "counts", "n_regions", "null_sums", "null_counts", "boot_sums", "boot_counts",
                "boot_n_regions")
 _LAYER_DTYPES = {"null_counts": np.int32, "boot_counts": np.int32}
-_BOOT_KEYS = ("boot_sums", "boot_counts")
-
-
-def _check_sums(sums: np.ndarray, increment_bound: np.ndarray, layer: str) -> None:
-    """Refuse an addition after which some ``|sum|`` could reach ``2**62`` (bound in float64).
-
-    Sums and bounds are multiples of ``2**-32`` below ``2**63``, so the float64 test is exact
-    where it matters (at the powers of two around the limit).
-    """
-    if sums.size and np.any(np.abs(sums).astype(np.float64) + increment_bound >= _SUM_LIMIT):
-        raise ValueError(
-            f"layer {layer!r}: accumulated score sums would exceed the fixed-point range "
-            f"(2**{62 - SCALE_BITS} in score units); split the dataset into shards and report them separately"
-        )
-
-
-def _fixed_point(scores, layer: str, what: str = "scores") -> tuple[np.ndarray, np.ndarray, float]:
-    """Validated ``(fixed, valid, max |score|)``: int64 multiples of ``2**-32`` (0 where NaN), the non-NaN mask."""
-    if hasattr(scores, "detach"):  # torch tensor
-        scores = scores.detach().cpu().numpy()
-    scores = np.asarray(scores, dtype=np.float64)
-    if scores.ndim != 2:
-        raise ValueError(f"{what} must be C x R (units x regions), got shape {scores.shape}")
-    if np.isinf(scores).any():
-        raise ValueError(f"layer {layer!r}: {what} contain inf; a score is a finite number or NaN (dead unit)")
-    valid = ~np.isnan(scores)
-    values = np.where(valid, scores, 0.0)
-    top = float(np.abs(values).max()) if values.size else 0.0
-    if top > MAX_ABS_SCORE:
-        raise ValueError(
-            f"layer {layer!r}: |score| {top:.6g} exceeds {MAX_ABS_SCORE:.0f} (2**20), the "
-            "fixed-point range; such a score signals a broken map, not a real NSS"
-        )
-    # Scaling by a power of two is exact; rint rounds half to even, deterministically.
-    return np.rint(values * _SCALE).astype(np.int64), valid, top
-
-
-def _group_sums(values: np.ndarray, groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
-    """Column sums of ``values`` (``C x n``) per group id: ``(present group ids, C x len(ids))``."""
-    order = np.argsort(groups, kind="stable")
-    g = groups[order]
-    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-    if starts.size == g.size:  # one column per group (the null's columns are): no sums to take
-        return g, (values if np.array_equal(order, np.arange(order.size)) else values[:, order])
-    return g[starts], np.add.reduceat(values[:, order], starts, axis=1)
-
-
-def _as_slice(index):
-    """Strictly ascending integers without a gap as a slice (else the index unchanged)."""
-    if isinstance(index, np.ndarray) and index.ndim == 1 and index.size and index[-1] - index[0] == index.size - 1:
-        return slice(int(index[0]), int(index[-1]) + 1)
-    return index
-
-
-def _add_into(a: np.ndarray, at: tuple, inc: np.ndarray) -> None:
-    """``a[at] += inc`` for STRICTLY ASCENDING index arrays (as :func:`_group_sums` gives), without
-    fancy-indexed read-modify-write copies where a slice does: an index without gaps becomes a
-    slice, and the null's two index arrays (``(:, replicate, category)``) one flat index on a
-    ``C x (P K)`` view. Integer arithmetic, so the result is the same whichever way it is indexed."""
-    arrays = [i for i, x in enumerate(at) if isinstance(x, np.ndarray)]
-    if arrays == [1, 2] and a.ndim == 3 and a.flags.c_contiguous and isinstance(at[0], slice) and at[0] == slice(None):
-        at = (slice(None), at[1] * a.shape[2] + at[2])
-        a = a.reshape(a.shape[0], -1)  # a view (C-contiguous)
-    at = tuple(_as_slice(x) for x in at)
-    arrays = [i for i, x in enumerate(at) if isinstance(x, np.ndarray)]
-    if len(arrays) == 1 and all(x == slice(None) for i, x in enumerate(at) if i != arrays[0]):
-        # One index array, whole slices elsewhere: np.take reads the entries ~7x faster than the
-        # fancy read of ``a[at] += inc`` (the null's C x n scattered columns: 2.5 -> 0.4 ms).
-        part = np.take(a, at[arrays[0]], axis=arrays[0])
-        part += inc
-        a[at] = part
-        return
-    a[at] += inc
-
-
-def check_dead_unit_policy(dead_units: str, min_valid: float) -> float:
-    """``min_valid`` as a float, after checking ``dead_units`` (``"skip"`` or ``"zero"``) and that
-    ``min_valid`` is a fraction in ``[0, 1]``; ``ValueError`` naming the argument otherwise."""
-    if dead_units not in DEAD_UNIT_POLICIES:
-        raise ValueError(f"dead_units must be 'skip' or 'zero', got {dead_units!r}")
-    min_valid = float(min_valid)
-    if not 0.0 <= min_valid <= 1.0:
-        raise ValueError(f"min_valid must be a fraction in [0, 1], got {min_valid}")
-    return min_valid
-
-
-def _means_and_ranked(sums: np.ndarray, counts: np.ndarray, n_regions: np.ndarray, dead_units: str,
-                      min_valid: float) -> tuple[np.ndarray, np.ndarray]:
-    """Unit scores (NaN where undefined) and the ranked mask, under a dead-unit policy.
-
-    ``n_regions`` broadcasts against ``counts`` (the category's region count, real or weighted).
-    """
-    n_regions = np.broadcast_to(n_regions, counts.shape)
-    denominator = counts if dead_units == "skip" else n_regions
-    with np.errstate(divide="ignore", invalid="ignore"):
-        means = sums.astype(np.float64) / _SCALE / denominator
-    means[denominator == 0] = np.nan
-    if dead_units == "skip":
-        ranked = (counts > 0) & (counts >= min_valid * n_regions)
-    else:
-        ranked = n_regions > 0
-    return means, ranked
-
-
-def _top_k_means(scores: np.ndarray, ranked: np.ndarray, top_k: int) -> np.ndarray:
-    """Mean of the ``top_k`` largest ranked scores along axis 0 (fewer: all of them; none: NaN)."""
-    ordered = -np.sort(-np.where(ranked, scores, np.nan), axis=0)[:top_k]  # NaN sort last
-    n = np.count_nonzero(np.isfinite(ordered), axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, np.nansum(ordered, axis=0) / n, np.nan)
-
-
-def _interval(values: np.ndarray, integer: bool = False) -> tuple[float, float]:
-    """2.5th and 97.5th percentiles of the finite values (linear; counts: the order statistics
-    just below and above, so the bounds are counts too); NaN when there are none."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return float("nan"), float("nan")
-    if integer:
-        return float(np.percentile(finite, 2.5, method="lower")), float(np.percentile(finite, 97.5, method="higher"))
-    lo, hi = np.percentile(finite, [2.5, 97.5])
-    return float(lo), float(hi)
+_BOOT_KEYS = ("boot_sums", "boot_counts")  # C x B x K views of C x K x B memory (bootstrap_array)
 
 
 class UnitScoreAccumulator:
@@ -472,7 +268,7 @@ class UnitScoreAccumulator:
         """
         if not isinstance(layer, str) or not layer:
             raise ValueError(f"layer must be a non-empty string, got {layer!r}")
-        fixed, valid, top = _fixed_point(scores, layer)
+        fixed, valid, top = to_fixed_point(scores, layer)
         n_units, n_cols = fixed.shape
         cats = [str(c) for c in categories]
         if len(cats) != n_cols:
@@ -483,28 +279,16 @@ class UnitScoreAccumulator:
         if null_scores is not None:
             if not self.n_null:
                 raise ValueError("null_scores given but the accumulator keeps no null (n_null=0)")
-            nfixed, nvalid, ntop = _fixed_point(null_scores, layer, "null_scores")
-            ncats = [str(c) for c in (null_categories if null_categories is not None else [])]
-            reps = np.asarray(null_replicates if null_replicates is not None else [], dtype=np.int64).reshape(-1)
-            sizes = (np.ones(reps.size, dtype=np.int64) if null_sizes is None
-                     else np.asarray(null_sizes, dtype=np.int64).reshape(-1))
-            if (nfixed.shape[0] != n_units or len(ncats) != nfixed.shape[1] or reps.size != nfixed.shape[1]
-                    or sizes.size != nfixed.shape[1] or (sizes.size and sizes.min() < 1)):
-                raise ValueError(
-                    f"null_scores are {nfixed.shape} with {len(ncats)} categories, {reps.size} replicates and "
-                    f"{sizes.size} sizes; give {n_units} units and one category, replicate and size >= 1 per column"
-                )
-            if reps.size and (reps.min() < 0 or reps.max() >= self.n_null):
-                raise ValueError(f"null_replicates must lie in [0, {self.n_null}), got {reps.min()}..{reps.max()}")
-            null = (nfixed, nvalid, ncats, reps, sizes)
+            null, ntop = null_columns(null_scores, null_categories, null_replicates, null_sizes, layer, n_units,
+                                      self.n_null)
         # A scalar bound of what this add can put into any one sum: when the layer's running bound
         # plus it stays below 2**62, no sum can overflow and the elementwise checks are skipped.
         w = bootstrap_weights(self.seed, int(image), self.n_bootstrap) if self.n_bootstrap and n_cols else None
-        increment = (top + 2.0 ** -33) * _SCALE * n_cols * (max(1, int(w.max())) if w is not None and w.size else 1)
+        increment = (top + 2.0 ** -33) * SCALE * n_cols * (max(1, int(w.max())) if w is not None and w.size else 1)
         if null is not None:
-            increment += (ntop + 2.0 ** -33) * _SCALE * null[0].shape[1]
+            increment += (ntop + 2.0 ** -33) * SCALE * null[0].shape[1]
         current = self._layers.get(layer)
-        check = (current.abs_bound() if current is not None else 0.0) + increment >= _SUM_LIMIT / 2
+        check = (current.abs_bound() if current is not None else 0.0) + increment >= SUM_LIMIT / 2
         # Validate everything before changing anything: a failed add leaves self untouched.
         new, index = self._new_categories(cats + (null[2] if null else []))
         self._check_units(layer, n_units)
@@ -512,38 +296,25 @@ class UnitScoreAccumulator:
         kidx = np.array([index[c] for c in cats], dtype=np.int64)
         updates = []  # (key, index expression, increment)
         if n_cols:
-            present, sums = _group_sums(fixed, kidx, k)
-            _, counts = _group_sums(valid.astype(np.int64), kidx, k)
+            present, sums = group_sums(fixed, kidx, k)
+            _, counts = group_sums(valid.astype(np.int64), kidx, k)
             n_reg = np.bincount(kidx, minlength=k)[present]
             if check:
-                _check_sums(self._padded(layer, "sums", n_units, k)[:, present], np.abs(sums).astype(np.float64),
-                            layer)
+                check_sums(self._padded(layer, "sums", n_units, k)[:, present], np.abs(sums).astype(np.float64),
+                           layer)
             updates += [("sums", (slice(None), present), sums), ("counts", (slice(None), present), counts),
                         ("n_regions", (present,), n_reg)]
             if self.n_bootstrap:
-                bsums = sums[:, None, :] * w[None, :, None]
-                at = (slice(None), slice(None), present)
-                if check:
-                    _check_sums(self._padded(layer, "boot_sums", n_units, k)[at],
-                                np.abs(bsums).astype(np.float64), layer)
-                updates += [("boot_sums", at, bsums),
-                            ("boot_counts", at, (counts[:, None, :] * w[None, :, None]).astype(np.int32)),
-                            ("boot_n_regions", (slice(None), present), w[:, None] * n_reg[None, :])]
+                boot_now = self._padded(layer, "boot_sums", n_units, k) if check else None
+                updates += bootstrap_updates(sums, counts, n_reg, present, w, boot_now, layer)
         if null is not None and null[0].shape[1]:
-            nfixed, nvalid, ncats, reps, sizes = null
-            groups = reps * k + np.array([index[c] for c in ncats], dtype=np.int64)
-            present, nsums = _group_sums(nfixed, groups, self.n_null * k)
-            _, ncounts = _group_sums(nvalid.astype(np.int64) * sizes[None, :], groups, self.n_null * k)
-            at = (slice(None), present // k, present % k)
-            if check:
-                _check_sums(self._padded(layer, "null_sums", n_units, k)[at], np.abs(nsums).astype(np.float64),
-                            layer)
-            updates += [("null_sums", at, nsums), ("null_counts", at, ncounts.astype(np.int32))]
+            null_now = self._padded(layer, "null_sums", n_units, k) if check else None
+            updates += null_updates(null, index, k, self.n_null, null_now, layer)
         for c in new:
             self._category_index(c)
         st = self._layer(layer, n_units)
         for key, at, inc in updates:
-            _add_into(getattr(st, key), at, inc)
+            add_into(getattr(st, key), at, inc)
         st.bound = None if check else st.abs_bound() + increment  # None: recomputed exactly next time
 
     def add_ceiling(self, values, categories: Sequence[str]) -> None:
@@ -556,7 +327,7 @@ class UnitScoreAccumulator:
         Raises:
             ValueError: a length mismatch, infinite or too large values, an unknown category.
         """
-        fixed, valid, _ = _fixed_point(np.asarray(values, dtype=np.float64).reshape(1, -1), "ceiling", "values")
+        fixed, valid, _ = to_fixed_point(np.asarray(values, dtype=np.float64).reshape(1, -1), "ceiling", "values")
         cats = [str(c) for c in categories]
         if len(cats) != fixed.shape[1]:
             raise ValueError(f"{fixed.shape[1]} ceiling values but {len(cats)} categories")
@@ -620,13 +391,13 @@ class UnitScoreAccumulator:
         cols = np.array([index[c] for c in other_cats], dtype=np.int64)
         for name, arrays in incoming:
             # Elementwise only when the two bounds together could reach the limit (as in add).
-            if name in self._layers and self._layers[name].abs_bound() + bounds[name] >= _SUM_LIMIT / 2:
+            if name in self._layers and self._layers[name].abs_bound() + bounds[name] >= SUM_LIMIT / 2:
                 for key in ("sums", "null_sums", "boot_sums"):
                     current = self._padded(name, key, arrays["sums"].shape[0], len(index))[..., cols]
-                    _check_sums(current, np.abs(arrays[key]).astype(np.float64), name)
+                    check_sums(current, np.abs(arrays[key]).astype(np.float64), name)
         for c in new:
             self._category_index(c)
-        at = _as_slice(cols) if cols.size and np.all(np.diff(cols) > 0) else cols  # in place, no copies
+        at = as_slice(cols) if cols.size and np.all(np.diff(cols) > 0) else cols  # in place, no copies
         for name, arrays in incoming:
             known = self._layers[name].bound if name in self._layers else 0.0
             st = self._layer(name, arrays["sums"].shape[0])
@@ -642,29 +413,19 @@ class UnitScoreAccumulator:
 
     def _scores(self, st: _Layer) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
-            scores = st.sums.astype(np.float64) / _SCALE / st.counts
+            scores = st.sums.astype(np.float64) / SCALE / st.counts
         scores[st.counts == 0] = np.nan
         return scores
 
     def _unit_stats(self, st: _Layer, dead_units: str, min_valid: float) -> dict:
         """Scores, ranked mask, per-unit p and q values of one layer (``C x K`` each)."""
-        from statsmodels.stats.multitest import multipletests
-
-        scores, ranked = _means_and_ranked(st.sums, st.counts, st.n_regions[None, :], dead_units, min_valid)
+        scores, ranked = means_and_ranked(st.sums, st.counts, st.n_regions[None, :], dead_units, min_valid)
         p_values = np.full(scores.shape, np.nan)
         q_values = np.full(scores.shape, np.nan)
         null_scores = null_ranked = None
         if self.n_null:
-            null_scores, null_ranked = _means_and_ranked(st.null_sums, st.null_counts,
-                                                         st.n_regions[None, None, :], dead_units, min_valid)
-            usable = null_ranked & np.isfinite(null_scores)
-            reach = np.count_nonzero(usable & (null_scores >= scores[:, None, :] - TIE_TOL), axis=1)
-            n_perm = np.count_nonzero(usable, axis=1)
-            p_values = np.where(ranked, (1.0 + reach) / (1.0 + n_perm), np.nan)
-            for j in range(scores.shape[1]):
-                ok = np.isfinite(p_values[:, j])
-                if ok.any():
-                    q_values[ok, j] = multipletests(p_values[ok, j], method="fdr_bh")[1]
+            null_scores, null_ranked, p_values, q_values = null_unit_stats(
+                scores, ranked, st.null_sums, st.null_counts, st.n_regions, dead_units, min_valid)
         return {"scores": scores, "ranked": ranked, "p": p_values, "q": q_values,
                 "null_scores": null_scores, "null_ranked": null_ranked}
 
@@ -672,10 +433,10 @@ class UnitScoreAccumulator:
         """One row per layer x unit x category.
 
         Columns: ``layer, unit, category, score, n_regions, dead, n_valid, ranked, p_value,
-        q_value``. ``score`` = the unit's mean under ``dead_units`` (module docstring: over
+        q_value``. ``score`` = the unit's mean under ``dead_units`` (:mod:`probes.unit_scores`: over
         the ``n_valid`` live regions with ``"skip"``, over all ``n_regions`` with ``"zero"``);
         NaN when undefined. ``dead`` = never live on a region of the category. ``ranked``: the
-        unit enters rankings (module docstring, ``min_valid``). ``p_value``/``q_value``:
+        unit enters rankings (:mod:`probes.unit_scores`, ``min_valid``). ``p_value``/``q_value``:
         permutation p-value and Benjamini-Hochberg q-value (NaN without a null or when not
         ranked). Order: layers first-added, units ascending, categories in table order.
 
@@ -711,7 +472,8 @@ class UnitScoreAccumulator:
     def summary(self, top_k: int = 10, threshold: float = 1.5, dead_units: str = "skip", min_valid: float = 0.0,
                 alpha: float = 0.05) -> pd.DataFrame:
         """Per layer and category: top-k mean and count above threshold (He et al. 2019, Tables 2, 3, 7),
-        with the permutation null, bootstrap intervals and the human ceiling (module docstring).
+        with the permutation null, bootstrap intervals (:mod:`probes.null_bootstrap`) and the human ceiling
+        (module docstring).
 
         Only ranked units enter: ``top_k_mean`` = mean of the ``top_k`` largest ranked unit
         scores (ties do not matter for a mean; with fewer than ``top_k`` ranked units, the mean
@@ -721,7 +483,7 @@ class UnitScoreAccumulator:
         Args:
             top_k: number of best units averaged (He et al.: 10), >= 1.
             threshold: score threshold (He et al.: 1.5).
-            dead_units, min_valid: the dead-unit policy (module docstring).
+            dead_units, min_valid: the dead-unit policy (:mod:`probes.unit_scores`).
             alpha: FDR level of ``count_significant``.
 
         Returns:
@@ -742,23 +504,20 @@ class UnitScoreAccumulator:
             raise ValueError(f"threshold must be finite, got {threshold}")
         min_valid = check_dead_unit_policy(dead_units, min_valid)
         with np.errstate(divide="ignore", invalid="ignore"):
-            ceiling = self._ceiling_sums.astype(np.float64) / _SCALE / self._ceiling_counts
+            ceiling = self._ceiling_sums.astype(np.float64) / SCALE / self._ceiling_counts
         ceiling[self._ceiling_counts == 0] = np.nan
         nan = float("nan")
         rows = []
         for name, st in self._layers.items():
             stats = self._unit_stats(st, dead_units, min_valid)
             scores, ranked = stats["scores"], stats["ranked"]
-            observed = _top_k_means(scores, ranked, top_k)
+            observed = top_k_means(scores, ranked, top_k)
             if self.n_null:
-                null_t = _top_k_means(stats["null_scores"], stats["null_ranked"], top_k)  # P x K
+                null_cols = null_top_k_columns(stats["null_scores"], stats["null_ranked"], stats["q"], observed,
+                                               top_k, alpha)
             if self.n_bootstrap:
-                bscores, branked = _means_and_ranked(st.boot_sums, st.boot_counts, st.boot_n_regions[None],
-                                                     dead_units, min_valid)
-                boot_t = _top_k_means(bscores, branked, top_k)  # B x K
-                boot_count = np.count_nonzero(branked & (bscores > threshold), axis=0).astype(np.float64)
-                boot_count[st.boot_n_regions == 0] = np.nan
-                boot_t[st.boot_n_regions == 0] = np.nan
+                boot_cols = bootstrap_columns(st.boot_sums, st.boot_counts, st.boot_n_regions, top_k, threshold,
+                                              dead_units, min_valid)
             for j, cat in enumerate(self._categories):
                 live = ranked[:, j]
                 row = {
@@ -775,17 +534,9 @@ class UnitScoreAccumulator:
                     "human_region_nss": float(ceiling[j]),
                 }
                 if self.n_null:
-                    t = null_t[:, j]
-                    finite = t[np.isfinite(t)]
-                    if finite.size and np.isfinite(observed[j]):
-                        row["null_top_k_mean"] = float(finite.mean())
-                        row["null_top_k_p95"] = float(np.percentile(finite, 95))
-                        reach = np.count_nonzero(finite >= observed[j] - TIE_TOL)
-                        row["p_top_k"] = float((1 + reach) / (1 + finite.size))
-                    row["count_significant"] = int(np.count_nonzero(stats["q"][:, j] < alpha))
+                    row.update(null_cols[j])
                 if self.n_bootstrap:
-                    row["top_k_mean_lo"], row["top_k_mean_hi"] = _interval(boot_t[:, j])
-                    row["count_lo"], row["count_hi"] = _interval(boot_count[:, j], integer=True)
+                    row.update(boot_cols[j])
                 rows.append(row)
         columns = ["layer", "category", "top_k_mean", "count_above_threshold", "n_units", "n_dead", "n_regions",
                    "n_ranked", "null_top_k_mean", "null_top_k_p95", "p_top_k", "count_significant",

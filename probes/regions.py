@@ -1,29 +1,12 @@
 """Exact per-unit region scores without upsampling: region-wise NSS (He et al. 2019 eq. 1) and NMM (eq. 4).
 
-For a unit map ``A`` (``h x w``) and an image of ``H x W`` pixels, ``up(A) = Uy A Ux^T`` where
-``Uy`` (``H x h``) and ``Ux`` (``W x w``) are the interpolation matrices of bilinear resizing with
-half-pixel centres and edge clamping (``torch.nn.functional.interpolate(mode="bilinear",
-align_corners=False)``, no antialias; digest section 1). Every statistic eq. 1 and eq. 4 need is a
-small ``h x w`` contraction (digest section 3):
-
-* mean: ``mu = cy^T A cx / (H W)`` with ``cy = Uy^T 1``, ``cx = Ux^T 1``;
-* variance: ``||Uy B Ux^T||_F^2 / (H W)`` with ``B = A - mu`` (bilinear weights sum to 1 per pixel,
-  so ``up(A) - mu = up(B)``). With ``Uy^T Uy = Ry^T Ry`` this is ``||Ry B Rx^T||_F^2 / (H W)``:
-  a sum of squares (never negative, no cancellation). ``Uy^T Uy`` is tridiagonal, so ``Ry`` is its
-  upper-bidiagonal Cholesky factor and the product costs ``O(h w)`` per unit (when an axis is
-  *down*sampled, ``Uy^T Uy`` is singular and ``Ry`` is ``Uy``'s dense QR factor instead);
-* the sum of ``up(A)`` over a pixel set ``M``: ``<A, Uy^T M Ux>``, so each region is an ``h x w``
-  kernel ``K_r = Uy^T M_r Ux``, built once per image and map size, and all units and regions of a
-  layer reduce to one ``C x hw @ hw x R`` matrix product.
-
-The z-score uses the population std of the whole upsampled map (digest section 2).
-
-Dead units (we fix): a unit is *dead* on an image, and its row is NaN, when its ``h x w`` map is
-exactly constant (``max == min``, the rule of He et al.'s demo), or when the std of its
-upsampled map is at most ``DEAD_RTOL * max|A|``. The second clause only catches maps whose
-upsampled variation is at the level of float64 rounding of their values (e.g. a checkerboard
-that bilinear *down*sampling averages out); no map coming from float32 activations with any
-real variation is that flat, and the z-score of such a map would be rounding noise.
+The z-score of a unit map ``A`` (``h x w``) bilinearly upsampled to the image (``H x W``),
+``up(A) = Uy A Ux^T``, needs the map's upsampled mean and population std (digest section 2): both
+are small ``h x w`` contractions (:mod:`probes.upsampling`, which also says when a unit is dead:
+its row of scores is then NaN). The sum of ``up(A)`` over a pixel set ``M`` is
+``<A, Uy^T M Ux>``, so each region is an ``h x w`` kernel ``K_r = Uy^T M_r Ux``, built once per
+image and map size, and all units and regions of a layer reduce to one ``C x hw @ hw x R``
+matrix product (digest section 3).
 
 Extra columns (the permutation null of :mod:`dissect.dissection`): ``set_regions(...,
 extra_groups=...)`` appends ``E`` columns, each a *group* of pixel sets given as ``(rows, cols)``
@@ -53,13 +36,16 @@ the benchmark only.
 """
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from probes.upsampling import DEAD_RTOL, ResizedAxis, interpolation_matrix, upsampled_std
+# RegionScorer's short names for the axis factors and the std (tests/test_regions.py reads them here).
+from probes.upsampling import resized_axis as _axis
+from probes.upsampling import std_and_dead as _moments
+
+# DEAD_RTOL, interpolation_matrix and upsampled_std live in probes.upsampling; importable from here too.
 __all__ = [
     "DEAD_RTOL",
     "interpolation_matrix",
@@ -72,117 +58,8 @@ __all__ = [
     "unit_nmm_naive",
 ]
 
-_NOT_FINITE = "unit_maps contain NaN or inf; check the layer's activations"
-
-# A unit whose upsampled std is <= DEAD_RTOL * max|A| is dead (see the module docstring).
-DEAD_RTOL = 1e-12
-
-
-# --------------------------------------------------------------------------- interpolation
-
-
-def _source_indices(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Left/right source index and weight of every output sample, as PyTorch computes them.
-
-    ATen (``area_pixel_compute_source_index``, ``guard_index_and_lambda``) with
-    ``align_corners=False`` and an output size (no scale factor): ``scale = n_in / n_out``,
-    ``src = max(scale * (i + 0.5) - 0.5, 0)``, ``i0 = min(floor(src), n_in - 1)``,
-    ``i1 = i0 + 1`` clamped to ``n_in - 1``, ``w1 = clip(src - i0, 0, 1)``, ``w0 = 1 - w1``.
-    """
-    scale = np.float64(n_in) / np.float64(n_out)
-    src = scale * (np.arange(n_out, dtype=np.float64) + 0.5) - 0.5
-    src = np.maximum(src, 0.0)
-    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    w1 = np.clip(src - i0, 0.0, 1.0)
-    w0 = 1.0 - w1
-    return i0, i1, w0, w1
-
-
-@functools.lru_cache(maxsize=64)
-def interpolation_matrix(n_out: int, n_in: int) -> np.ndarray:
-    """The ``n_out x n_in`` matrix of 1-D bilinear resizing with half-pixel centres.
-
-    ``interpolation_matrix(H, h) @ A @ interpolation_matrix(W, w).T`` equals
-    ``F.interpolate(A[None, None], size=(H, W), mode="bilinear", align_corners=False)`` (no
-    antialias) up to float64 rounding. Each row holds at most two adjacent non-zero weights that
-    sum to 1; at the borders the source index is clamped (edge replication).
-
-    Args:
-        n_out: output length (image pixels), >= 1.
-        n_in: input length (map cells), >= 1.
-
-    Returns:
-        float64 array, read-only (it is cached and shared).
-
-    Raises:
-        ValueError: a length below 1.
-    """
-    n_out, n_in = int(n_out), int(n_in)
-    if n_out < 1 or n_in < 1:
-        raise ValueError(f"interpolation sizes must be >= 1, got n_out={n_out}, n_in={n_in}")
-    i0, i1, w0, w1 = _source_indices(n_out, n_in)
-    u = np.zeros((n_out, n_in), dtype=np.float64)
-    rows = np.arange(n_out)
-    np.add.at(u, (rows, i0), w0)
-    np.add.at(u, (rows, i1), w1)
-    u.setflags(write=False)
-    return u
-
-
-@dataclass(frozen=True, eq=False)
-class _Axis:
-    """Everything about one resized axis (``n_in`` map cells -> ``n_out`` pixels)."""
-
-    n_out: int
-    n_in: int
-    i0: np.ndarray  # n_out: left source index of each pixel
-    i1: np.ndarray
-    w0: np.ndarray  # n_out: its weight
-    w1: np.ndarray
-    colsum: np.ndarray  # n_in: U^T 1
-    r_diag: np.ndarray | None  # Cholesky factor of U^T U (upper bidiagonal) ...
-    r_super: np.ndarray | None
-    r_dense: np.ndarray | None  # ... or, when U^T U is singular (downsampling), U's QR factor
-    identity: bool  # n_out == n_in: U = I exactly (R = I: its step is skipped, bit-identically)
-
-
-@functools.lru_cache(maxsize=64)
-def _axis(n_out: int, n_in: int) -> _Axis:
-    u = interpolation_matrix(n_out, n_in)
-    i0, i1, w0, w1 = _source_indices(n_out, n_in)
-    gram = u.T @ u  # tridiagonal: a pixel mixes two adjacent cells only
-    r_diag = r_super = r_dense = None
-    if n_out >= n_in:
-        try:
-            # The Cholesky factor of a tridiagonal SPD matrix is bidiagonal (no fill-in).
-            low = np.linalg.cholesky(gram)
-            if np.all(np.isfinite(low)) and np.all(np.diag(low) > 0):
-                r_diag = np.ascontiguousarray(np.diag(low))
-                r_super = np.ascontiguousarray(np.diag(low, -1))
-        except np.linalg.LinAlgError:
-            pass
-    if r_diag is None:
-        # Downsampling: U^T U is singular; U's own QR factor keeps ||R B|| accurate even for
-        # maps in (or near) U's null space, which the dead-unit rule must recognise.
-        r_dense = np.linalg.qr(u, mode="r")
-    identity = bool(n_out == n_in and np.array_equal(u, np.eye(n_in)))
-    return _Axis(n_out, n_in, i0, i1, w0, w1, u.sum(axis=0), r_diag, r_super, r_dense, identity)
-
-
-def _apply_r(ax: _Axis, x: np.ndarray, dim: int) -> np.ndarray:
-    """``R @ x`` along ``dim`` (1 = rows, 2 = columns) of a ``C x h x w`` stack."""
-    if ax.r_dense is None:
-        if dim == 1:
-            out = ax.r_diag[None, :, None] * x
-            out[:, :-1, :] += ax.r_super[None, :, None] * x[:, 1:, :]
-        else:
-            out = ax.r_diag[None, None, :] * x
-            out[:, :, :-1] += ax.r_super[None, None, :] * x[:, :, 1:]
-        return out
-    if dim == 1:
-        return np.einsum("ih,chw->ciw", ax.r_dense, x, optimize=True)
-    return np.einsum("jw,chw->chj", ax.r_dense, x, optimize=True)
+# The message of every non-finite-maps error (probes.regions_torch raises it too).
+NOT_FINITE_MESSAGE = "unit_maps contain NaN or inf; check the layer's activations"
 
 
 # --------------------------------------------------------------------------- input checks
@@ -216,7 +93,7 @@ def _as_float64(arr: np.ndarray, check_finite: bool = True) -> np.ndarray:
     # C order whatever the input's layout (a channels-last activation would make every pass strided).
     arr = np.ascontiguousarray(arr, dtype=np.float64)
     if check_finite and not np.all(np.isfinite(arr)):
-        raise ValueError(_NOT_FINITE)
+        raise ValueError(NOT_FINITE_MESSAGE)
     return arr
 
 
@@ -256,7 +133,7 @@ def _as_fixation_map(fixation_map, shape: tuple[int, int]) -> np.ndarray:
 # --------------------------------------------------------------------------- fast path
 
 
-def _points_kernels(ys: np.ndarray, xs: np.ndarray, member: np.ndarray, ay: _Axis, ax: _Axis) -> np.ndarray:
+def _points_kernels(ys: np.ndarray, xs: np.ndarray, member: np.ndarray, ay: ResizedAxis, ax: ResizedAxis) -> np.ndarray:
     """``K_r = Uy^T M_r Ux`` for sparse ``M_r`` given as pixel lists: 4 scatter-adds per pixel.
 
     ``member`` is ``R x n``: whether pixel ``(ys[p], xs[p])`` belongs to region ``r``.
@@ -275,7 +152,7 @@ def _points_kernels(ys: np.ndarray, xs: np.ndarray, member: np.ndarray, ay: _Axi
 
 
 def _flat_points_kernels(region: np.ndarray, ys: np.ndarray, xs: np.ndarray, weight: np.ndarray, n_regions: int,
-                         ay: _Axis, ax: _Axis) -> np.ndarray:
+                         ay: ResizedAxis, ax: ResizedAxis) -> np.ndarray:
     """``K_e = sum_p weight[p] Uy^T 1_(ys[p], xs[p]) Ux`` over the pixels ``p`` of column ``region[p]``."""
     h, w = ay.n_in, ax.n_in
     if region.size == 0:
@@ -286,7 +163,7 @@ def _flat_points_kernels(region: np.ndarray, ys: np.ndarray, xs: np.ndarray, wei
 
 
 def _flat_points_entries(region: np.ndarray, ys: np.ndarray, xs: np.ndarray, weight: np.ndarray,
-                         ay: _Axis, ax: _Axis) -> tuple[np.ndarray, np.ndarray]:
+                         ay: ResizedAxis, ax: ResizedAxis) -> tuple[np.ndarray, np.ndarray]:
     """The ``(flat index, weight)`` entries whose ``bincount`` is :func:`_flat_points_kernels`."""
     h, w = ay.n_in, ax.n_in
     base = region.astype(np.int64) * (h * w)
@@ -311,7 +188,7 @@ def _extra_sums(flat: np.ndarray, extra) -> np.ndarray:
     return flat[:, used] @ kernels.T
 
 
-def _mask_kernels(masks: np.ndarray, boxes: list, ay: _Axis, ax: _Axis) -> np.ndarray:
+def _mask_kernels(masks: np.ndarray, boxes: list, ay: ResizedAxis, ax: ResizedAxis) -> np.ndarray:
     """``K_r = Uy^T M_r Ux`` for dense masks, restricted to each mask's bounding box."""
     uy, ux = interpolation_matrix(ay.n_out, ay.n_in), interpolation_matrix(ax.n_out, ax.n_in)
     h, w = ay.n_in, ax.n_in
@@ -342,101 +219,6 @@ def _bounding_boxes(masks: np.ndarray) -> list:
         xs = np.flatnonzero(cols_any[r])
         boxes.append((int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1))
     return boxes
-
-
-# Units per block in _moments: ~512 KB of float64 per buffer keeps every pass in cache and
-# avoids page-faulting fresh multi-megabyte temporaries on each call (measured 2-5x slower).
-_BLOCK_ELEMENTS = 1 << 16
-
-
-@functools.lru_cache(maxsize=32)
-def _band_weights(ay: _Axis, ax: _Axis, n_units: int) -> tuple[np.ndarray, ...]:
-    """Bidiagonal ``Ry``/``Rx`` entries tiled over ``n_units`` flattened ``h x w`` maps.
-
-    On the flat array ``x`` (unit, row, column order), ``Ry`` along rows is
-    ``d_row * x + e_row * x[w:]`` and ``Rx`` along columns ``d_col * x + e_col * x[1:]``. The
-    super-diagonal weight is 0 on the last row/column, so a shifted read that crosses into the
-    next row or unit contributes nothing.
-    """
-    h, w = ay.n_in, ax.n_in
-    d_row = np.tile(np.repeat(ay.r_diag, w), n_units)
-    e_row = np.tile(np.repeat(np.append(ay.r_super, 0.0), w), n_units)[:-w]
-    d_col = np.tile(ax.r_diag, n_units * h)
-    e_col = np.tile(np.append(ax.r_super, 0.0), n_units * h)[:-1]
-    return d_row, e_row, d_col, e_col
-
-
-def _sum_squares_band(centred: np.ndarray, ay: _Axis, ax: _Axis, weights: tuple, bufs: tuple) -> np.ndarray:
-    """``||Ry B Rx^T||_F^2`` per unit for bidiagonal ``Ry``, ``Rx``, on contiguous flat buffers."""
-    n, h, w = centred.shape
-    m = n * h * w
-    d_row, e_row, d_col, e_col = weights
-    x = centred.reshape(-1)
-    t1, t2, tmp = (b[:m] for b in bufs)
-    # An identity axis (map as large as the image along it) has R = I: d = 1, e = 0, and
-    # x * 1 + 0 * y == x exactly (up to the sign of a zero, which squaring drops), so its step
-    # is skipped without changing a bit.
-    if ay.identity:
-        t1 = x
-    else:
-        np.multiply(x, d_row[:m], out=t1)
-        np.multiply(x[w:], e_row[:m - w], out=tmp[:m - w])
-        t1[:m - w] += tmp[:m - w]
-    if ax.identity:
-        t2 = t1
-    else:
-        np.multiply(t1, d_col[:m], out=t2)
-        np.multiply(t1[1:], e_col[:m - 1], out=tmp[:m - 1])
-        t2[:m - 1] += tmp[:m - 1]
-    t = t2.reshape(n, h * w)
-    return np.einsum("ij,ij->i", t, t)
-
-
-def _moments(arr: np.ndarray, mean: np.ndarray, hi: np.ndarray, lo: np.ndarray,
-             ay: _Axis, ax: _Axis) -> tuple[np.ndarray, np.ndarray]:
-    """Std of every upsampled map and the dead flags, given each map's upsampled mean and max/min.
-
-    ``var = ||Ry (A - mu) Rx^T||_F^2 / (H W)``: centring first keeps the sum of squares free of
-    the ``E[up^2] - mu^2`` cancellation (activations can be huge and nearly flat).
-    """
-    n_units, h, w = arr.shape
-    n_pix = float(ay.n_out) * float(ax.n_out)
-    sq = np.empty(n_units, dtype=np.float64)
-    step = min(n_units, max(1, _BLOCK_ELEMENTS // (h * w)))
-    band = ay.r_dense is None and ax.r_dense is None
-    if band:
-        weights = _band_weights(ay, ax, step)
-        bufs = tuple(np.empty(step * h * w) for _ in range(3))
-    for start in range(0, n_units, step):
-        stop = min(start + step, n_units)
-        centred = arr[start:stop] - mean[start:stop, None, None]
-        if band:
-            sq[start:stop] = _sum_squares_band(centred, ay, ax, weights, bufs)
-        else:
-            t = _apply_r(ax, _apply_r(ay, centred, 1), 2)
-            sq[start:stop] = np.einsum("cij,cij->c", t, t)
-    std = np.sqrt(sq / n_pix)
-    dead = (hi == lo) | (std <= DEAD_RTOL * np.maximum(np.abs(hi), np.abs(lo)))
-    return std, dead
-
-
-def upsampled_std(unit_maps: np.ndarray, mean: np.ndarray, image_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Population std of every bilinearly upsampled map, and the dead-unit flags (module docstring).
-
-    Args:
-        unit_maps: ``C x h x w`` float64 maps (finite).
-        mean: ``C`` means of the upsampled maps (the last column of the projection).
-        image_shape: ``(H, W)`` of the image.
-
-    Returns:
-        ``(std, dead)``, ``C`` float64 and ``C`` bool.
-    """
-    arr = np.asarray(unit_maps, dtype=np.float64)
-    n_units, h, w = arr.shape
-    flat = arr.reshape(n_units, h * w)
-    hi, lo = flat.max(axis=1, initial=-np.inf), flat.min(axis=1, initial=np.inf)
-    ay, ax = _axis(int(image_shape[0]), h), _axis(int(image_shape[1]), w)
-    return _moments(arr, np.asarray(mean, dtype=np.float64), hi, lo, ay, ax)
 
 
 def scores_from_projection(proj: np.ndarray, divisor: np.ndarray, multiplicity: np.ndarray, std: np.ndarray,
@@ -616,6 +398,11 @@ class RegionScorer:
         return self._set_extra(extra_groups)
 
     @property
+    def image_shape(self) -> tuple[int, int] | None:
+        """The image's ``(H, W)`` (``None`` before :meth:`set_regions`)."""
+        return self._shape
+
+    @property
     def n_pixels(self) -> np.ndarray:
         """``R`` counts of the pixels each score averages over (fixated pixels in the mask, or mask area)."""
         return self._n_pixels.copy()
@@ -748,7 +535,7 @@ class RegionScorer:
         hi = raw_flat.max(axis=1, initial=-np.inf).astype(np.float64)
         lo = raw_flat.min(axis=1, initial=np.inf).astype(np.float64)
         if not (np.all(np.isfinite(hi)) and np.all(np.isfinite(lo))):
-            raise ValueError(_NOT_FINITE)
+            raise ValueError(NOT_FINITE_MESSAGE)
         if arr is None:
             arr = _as_float64(raw, check_finite=False)
         flat = arr.reshape(n_units, h * w)

@@ -23,8 +23,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from probes import regions as _regions
-from probes.regions import DEAD_RTOL, RegionScorer
+from probes.regions import NOT_FINITE_MESSAGE, RegionScorer
+from probes.upsampling import DEAD_RTOL, resized_axis
 
 __all__ = ["TorchRegionScorer"]
 
@@ -69,8 +69,8 @@ class TorchRegionScorer:
         key = (id(k), device)
         entry = self._cache.get(key)
         if entry is None or entry[0] is not k:
-            height, width = self.scorer._shape
-            ay, ax = _regions._axis(height, h), _regions._axis(width, w)
+            height, width = self.scorer.image_shape
+            ay, ax = resized_axis(height, h), resized_axis(width, w)
             as_t = lambda a: None if a is None else torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64,
                                                                      device=device)
             factors = tuple((as_t(a.r_diag), as_t(a.r_super), as_t(a.r_dense)) for a in (ay, ax))
@@ -88,7 +88,7 @@ class TorchRegionScorer:
         Raises:
             ValueError: no regions set, maps not ``C x h x w`` or not finite.
         """
-        if self.scorer._shape is None:
+        if self.scorer.image_shape is None:
             raise ValueError("RegionScorer has no regions yet; call set_regions(masks, fixation_map) first")
         t = unit_maps if isinstance(unit_maps, torch.Tensor) else torch.as_tensor(np.asarray(unit_maps))
         device = self.device or t.device
@@ -102,16 +102,16 @@ class TorchRegionScorer:
         n_cols = self.scorer.column_weights()[0].size
         if n_units == 0 or n_cols == 0:
             if n_units and not bool(torch.isfinite(t).all()):
-                raise ValueError(_regions._NOT_FINITE)
+                raise ValueError(NOT_FINITE_MESSAGE)
             return np.full((n_units, n_cols), np.nan)
         flat = t.reshape(n_units, h * w)
         hi, lo = flat.amax(dim=1), flat.amin(dim=1)
         if not bool(torch.isfinite(hi).all() & torch.isfinite(lo).all()):
-            raise ValueError(_regions._NOT_FINITE)
+            raise ValueError(NOT_FINITE_MESSAGE)
         k, (divisor, multiplicity), (fy, fx), n_out = self._on_device(h, w, t.device)
         proj = flat @ k.T  # step 1: every column's pixel sum, and the mean (last column)
         mean = proj[:, -1]
-        # Step 2: ||Ry (A - mu) Rx^T||_F^2 / (H W), as probes.regions._moments.
+        # Step 2: ||Ry (A - mu) Rx^T||_F^2 / (H W), as probes.upsampling.std_and_dead.
         r = _apply_r(fy, t - mean[:, None, None], 1)
         r = _apply_r(fx, r, 2)
         std = torch.sqrt((r * r).sum(dim=(1, 2)) / n_out)

@@ -302,7 +302,7 @@ def test_sum_overflow_through_merge_raises_and_leaves_state():
 def test_in_place_adds_equal_fancy_indexed_adds(rng):
     """_add_into turns gap-free index runs into slices and the null's two index arrays into one flat
     index; the sums must be those of plain ``a[at] += inc``."""
-    from probes.aggregate import _add_into
+    from probes.unit_scores import add_into as _add_into
 
     for _ in range(50):
         a = rng.integers(-50, 50, (4, 6, 5))
@@ -354,7 +354,7 @@ def test_group_sums_and_add_into_equal_a_literal_loop():
     # The accumulator's two index helpers against per-element loops: _group_sums with repeated
     # and with unique groups (the null's columns; then no sum is taken, only a reorder), and
     # _add_into for slices, one index array (np.take path) and the null's (replicate, category).
-    from probes.aggregate import _add_into, _group_sums
+    from probes.unit_scores import add_into as _add_into, group_sums as _group_sums
 
     rng = np.random.default_rng(4)
     values = rng.integers(-10**9, 10**9, (5, 12))
