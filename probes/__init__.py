@@ -1,7 +1,7 @@
 """Maps + human data -> numbers: saliency metrics, per-unit region scores, aggregation.
 
-Statistics (:mod:`probes.stats`), gaze agreement (:mod:`probes.gaze`) and figures
-(:mod:`probes.figures`, :mod:`probes.attention_figures`) are imported on demand.
+Statistics (:mod:`probes.stats`) and gaze agreement (:mod:`probes.gaze`) are imported on demand.
+``probes`` holds only the numbers: its figures are drawn by :mod:`dissect.reports`.
 """
 from probes.aggregate import UnitScoreAccumulator
 from probes.metrics import (auc_borji, auc_judd, cc, fmeasure, fmeasure_max, info_gain, kld, mae, nmm, nss, sauc,

@@ -411,12 +411,6 @@ class UnitScoreAccumulator:
 
     # ------------------------------------------------------------------ tables
 
-    def _scores(self, st: _Layer) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            scores = st.sums.astype(np.float64) / SCALE / st.counts
-        scores[st.counts == 0] = np.nan
-        return scores
-
     def _unit_stats(self, st: _Layer, dead_units: str, min_valid: float) -> dict:
         """Scores, ranked mask, per-unit p and q values of one layer (``C x K`` each)."""
         scores, ranked = means_and_ranked(st.sums, st.counts, st.n_regions[None, :], dead_units, min_valid)

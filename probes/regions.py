@@ -40,10 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from probes.upsampling import DEAD_RTOL, ResizedAxis, interpolation_matrix, upsampled_std
-# RegionScorer's short names for the axis factors and the std (tests/test_regions.py reads them here).
-from probes.upsampling import resized_axis as _axis
-from probes.upsampling import std_and_dead as _moments
+from probes.upsampling import DEAD_RTOL, ResizedAxis, interpolation_matrix, resized_axis, std_and_dead, upsampled_std
 
 # DEAD_RTOL, interpolation_matrix and upsampled_std live in probes.upsampling; importable from here too.
 __all__ = [
@@ -464,7 +461,7 @@ class RegionScorer:
 
     def _real_and_mean_rows(self, h: int, w: int):
         """``(R x hw real kernels, 1 x hw mean row, ay, ax)`` for maps of size ``h x w``."""
-        ay, ax = _axis(self._shape[0], h), _axis(self._shape[1], w)
+        ay, ax = resized_axis(self._shape[0], h), resized_axis(self._shape[1], w)
         if self._points is not None:
             real = _points_kernels(*self._points, ay, ax)
         else:
@@ -541,7 +538,7 @@ class RegionScorer:
         flat = arr.reshape(n_units, h * w)
         if divisor.size == 0 or n_units == 0:
             return np.full((n_units, divisor.size), np.nan)
-        ay, ax = _axis(self._shape[0], h), _axis(self._shape[1], w)
+        ay, ax = resized_axis(self._shape[0], h), resized_axis(self._shape[1], w)
         # Step 1: the products give every column's pixel sum and the map's mean (last column).
         rows, extra = self._split_kernels(h, w)
         base = flat @ rows.T  # real columns ..., mean
@@ -553,7 +550,7 @@ class RegionScorer:
             proj[:, :n_real] = base[:, :n_real]
             proj[:, -1] = base[:, -1]
             proj[:, n_real:-1] = _extra_sums(flat, extra)
-        std, dead = _moments(arr, proj[:, -1], hi, lo, ay, ax)
+        std, dead = std_and_dead(arr, proj[:, -1], hi, lo, ay, ax)
         # Step 2: He et al. 2019, eq. 1 / eq. 4: mean of z(up(A)) over the column's pixels.
         return scores_from_projection(proj, divisor, multiplicity, std, dead)
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from probes import upsampling
 from probes.regions import (
     RegionScorer,
     interpolation_matrix,
@@ -205,10 +206,10 @@ def test_identity_axis_is_skipped_without_changing_a_bit(image, maps, rng):
     arr = np.maximum(rng.standard_normal((5, *maps)), 0) * 3.7
     flat = arr.reshape(5, -1)
     mean, hi, lo = flat.mean(axis=1), flat.max(axis=1), flat.min(axis=1)
-    ay, ax = regions._axis(image[0], maps[0]), regions._axis(image[1], maps[1])
+    ay, ax = upsampling.resized_axis(image[0], maps[0]), upsampling.resized_axis(image[1], maps[1])
     assert ay.identity == (image[0] == maps[0]) and ax.identity == (image[1] == maps[1])
-    fast = regions._moments(arr, mean, hi, lo, ay, ax)
-    general = regions._moments(arr, mean, hi, lo, dataclasses.replace(ay, identity=False),
+    fast = upsampling.std_and_dead(arr, mean, hi, lo, ay, ax)
+    general = upsampling.std_and_dead(arr, mean, hi, lo, dataclasses.replace(ay, identity=False),
                                dataclasses.replace(ax, identity=False))
     assert np.array_equal(fast[0], general[0]) and np.array_equal(fast[1], general[1])
 
@@ -275,8 +276,8 @@ def test_extra_columns_on_the_used_cells_equal_the_dense_product(rng):
     got = with_null.score(maps)
     flat = maps.reshape(64, -1)
     proj = flat @ with_null.kernel_matrix(45, 60).T  # the dense product
-    ay, ax = regions._axis(90, 45), regions._axis(120, 60)
-    std, dead = regions._moments(maps, proj[:, -1], flat.max(axis=1), flat.min(axis=1), ay, ax)
+    ay, ax = upsampling.resized_axis(90, 45), upsampling.resized_axis(120, 60)
+    std, dead = upsampling.std_and_dead(maps, proj[:, -1], flat.max(axis=1), flat.min(axis=1), ay, ax)
     dense = regions.scores_from_projection(proj, *with_null.column_weights(), std, dead)
     np.testing.assert_allclose(got, dense, rtol=1e-13, atol=1e-13)
     alone = RegionScorer().set_regions(masks, fix).score(maps)
