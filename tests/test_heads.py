@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import dissect.models
+import dissect.models.backbones
 from dissect.models.heads import SaliencyVGG, SceneVGG, freeze_encoder, nss_loss
 from dissect.models.hooks import ActivationRecorder, resolve_layer
 from dissect.models import layer_aliases, load_model, save_checkpoint
@@ -253,9 +253,9 @@ def test_task_models_with_imagenet_encoder(saliency, monkeypatch):
     # the head holds real numbers. The head is seeded like the random model's: same read-out.
     def fake_imagenet(name, progress):
         with torch.device("meta"):
-            return dissect.models._constructor(name)(weights=None), "VGG16_Weights.IMAGENET1K_V1"
+            return dissect.models.backbones._constructor(name)(weights=None), "VGG16_Weights.IMAGENET1K_V1"
 
-    monkeypatch.setattr(dissect.models, "_build_imagenet", fake_imagenet)
+    monkeypatch.setattr(dissect.models.backbones, "_build_imagenet", fake_imagenet)
     for requested in ("imagenet", "auto", "imagenet-encoder"):
         model = load_model("saliency_vgg16", weights=requested, seed=0)
         info = model.dissect_info
