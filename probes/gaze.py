@@ -2,8 +2,11 @@
 
 Lai et al. 2020 and Ebrahimpour et al. 2019 compare a network's attention maps with human
 fixations. This probe scores one map (already at the image's own resolution) against an image's
-human data with every metric of :mod:`probes.metrics`, builds the human references, and
-summarises a per-image table. It is pure numpy/pandas: it never imports a model.
+human data with every metric of :mod:`probes.metrics`, scores the human references, and
+summarises a per-image table. It is pure numpy/pandas: it never imports a model. The maps it
+scores come from :mod:`datasets.fixations` (:func:`human_density` and
+:func:`other_images_fixations` live there and are re-exported here; the ceiling's maps are
+:func:`datasets.fixations.loso_pairs` and :func:`datasets.fixations.split_half_pairs`).
 
 Reference rows, computed per image:
 
@@ -48,10 +51,11 @@ import pandas as pd
 
 from datasets.fixations import (
     center_bias_map,
-    density_map,
-    duration_density_map,
-    fixation_map,
-    resize_fixation_map,
+    check_fixation_table,
+    human_density,
+    loso_pairs,
+    other_images_fixations,
+    split_half_pairs,
 )
 from probes import metrics
 
@@ -194,69 +198,6 @@ def gaze_scores(
 # --------------------------------------------------------------------------- human references
 
 
-def _check_table(fixations: Any) -> pd.DataFrame:
-    if not isinstance(fixations, pd.DataFrame) or not {"x", "y"} <= set(fixations.columns):
-        raise ValueError(
-            "fixations must be a pandas DataFrame with 1-based columns x, y (plus subject, duration), "
-            f"got {type(fixations).__name__}"
-        )
-    if len(fixations) == 0:
-        raise ValueError("fixations table is empty: a density map needs at least one fixation")
-    return fixations
-
-
-def _density_from_table(table: pd.DataFrame, shape: tuple[int, int], sigma: float,
-                        duration_weighted: bool) -> np.ndarray:
-    x, y = table["x"].to_numpy(), table["y"].to_numpy()
-    if duration_weighted:
-        if "duration" not in table.columns:
-            raise ValueError("duration_weighted=True needs a 'duration' column in the fixations table")
-        # Ebrahimpour et al. 2019: each fixation weighted by duration / max duration.
-        return duration_density_map(x, y, table["duration"].to_numpy(), shape, sigma=sigma)
-    # OSIE recipe: binary map of the unique fixated pixels, blurred, min-maxed.
-    return density_map(fixation_map(x, y, shape), sigma)
-
-
-def human_density(source: Any, sigma: float = 24.0, *, duration_weighted: bool = False) -> np.ndarray:
-    """Human fixation density map of one image, at the image's resolution.
-
-    OSIE recipe (default): the binary map of the unique fixated pixels blurred with a Gaussian of
-    ``sigma`` px, zero padding, min-maxed to [0, 1] (:func:`datasets.fixations.density_map`).
-    ``duration_weighted=True``: Ebrahimpour et al.'s recipe (duration / max duration weights,
-    :func:`datasets.fixations.duration_density_map`; they used ``sigma = 20``).
-
-    Args:
-        source: a :class:`datasets.base.Sample` (its ``fixation_map``, or its ``fixations`` table
-            when there is no map or ``duration_weighted``), or a pair ``(fixations, shape)`` with a
-            DataFrame of 1-based ``x, y`` (and ``duration``) and the image ``(H, W)``.
-        sigma: Gaussian standard deviation in pixels.
-        duration_weighted: weight fixations by duration (needs the table's ``duration`` column).
-
-    Returns:
-        float64 ``H x W`` map in [0, 1].
-
-    Raises:
-        ValueError: no fixations, an empty map or table, a missing ``duration`` column, or a bad sigma.
-    """
-    if isinstance(source, tuple):
-        if len(source) != 2:
-            raise ValueError("human_density takes a Sample or a pair (fixations, shape)")
-        table, shape = source
-        return _density_from_table(_check_table(table), tuple(shape), sigma, duration_weighted)
-    shape = tuple(np.asarray(source.image).shape[:2])
-    fix_map = getattr(source, "fixation_map", None)
-    table = getattr(source, "fixations", None)
-    if fix_map is not None and not duration_weighted:
-        return density_map(np.asarray(fix_map, dtype=bool), sigma)
-    if table is None:
-        raise ValueError(
-            f"image {getattr(source, 'image_id', '?')!r} has no fixations"
-            + (" table (duration_weighted needs one)" if fix_map is not None else "")
-            + "; a human density map needs a dataset with fixations"
-        )
-    return _density_from_table(_check_table(table), shape, sigma, duration_weighted)
-
-
 def center_bias_scores(
     fixation_map: Any,
     density: Any,
@@ -343,97 +284,29 @@ def leave_one_subject_out(
     """
     if isinstance(n_half_splits, bool) or int(n_half_splits) != n_half_splits or n_half_splits < 1:
         raise ValueError(f"n_half_splits must be a positive integer, got {n_half_splits!r}")
-    table = _check_table(fixations)
+    table = check_fixation_table(fixations)
     shape = (int(shape[0]), int(shape[1]))
     keys = GAZE_METRICS + (("auc_borji",) if borji else ())
     fixation_keys = FIXATION_METRICS + (("auc_borji",) if borji else ())
     if "subject" not in table.columns:
         return {**dict.fromkeys(keys, math.nan), "n_subjects": 1}
-    subjects = pd.unique(table["subject"])
-    n = len(subjects)
+    n = len(pd.unique(table["subject"]))
     if n < 2:
         return {**dict.fromkeys(keys, math.nan), "n_subjects": int(n)}
     collected: dict[str, list[float]] = {k: [] for k in keys}
     # Fixation metrics: each subject's fixations predicted by the others (LOSO).
-    for subject in subjects:
-        held = table[table["subject"] == subject]
-        rest = table[table["subject"] != subject]
-        predictor = _density_from_table(rest, shape, sigma, duration_weighted)
-        held_map = fixation_map(held["x"].to_numpy(), held["y"].to_numpy(), shape)
+    for held_map, predictor in loso_pairs(table, shape, sigma, duration_weighted=duration_weighted):
         scores = _fixation_scores(predictor, held_map, other_fixation_map, baseline, seed, borji)
         for key in fixation_keys:
             collected[key].append(scores[key])
     # MAE, CC, SIM: one half-group's density against the other's (split half). KL: no ceiling.
-    rng = np.random.default_rng(seed)
-    for _ in range(int(n_half_splits)):
-        perm = rng.permutation(n)
-        in_a = table["subject"].isin(subjects[perm[: n // 2]])
-        predictor = _density_from_table(table[in_a], shape, sigma, duration_weighted)
-        target = _density_from_table(table[~in_a], shape, sigma, duration_weighted)
+    for predictor, target in split_half_pairs(table, shape, sigma, n_splits=n_half_splits, seed=seed,
+                                              duration_weighted=duration_weighted):
         collected["mae"].append(metrics.mae(predictor, target))
         collected["cc"].append(metrics.cc(predictor, target))
         collected["sim"].append(metrics.sim(predictor, target))
     collected["kl"] = [math.nan]
     return {**{k: _nanmean(v) for k, v in collected.items()}, "n_subjects": int(n)}
-
-
-def _binary_map(item: Any, index: int) -> np.ndarray:
-    """The binary fixation map of a Sample or of a 2-D map."""
-    fix = getattr(item, "fixation_map", item)
-    if fix is None:
-        raise ValueError(f"image {index} has no fixation map; s-AUC needs fixations on every image")
-    fix = np.asarray(fix)
-    if fix.ndim != 2:
-        raise ValueError(f"item {index} must be a Sample or an H x W fixation map, got shape {fix.shape}")
-    return fix != 0
-
-
-def other_images_fixations(
-    samples_or_maps: Sequence[Any],
-    index: int,
-    shape: Sequence[int],
-    n_other: int = 10,
-    seed: int = 0,
-) -> np.ndarray:
-    """Union of the fixations of ``n_other`` other images, rescaled to this image (s-AUC negatives).
-
-    Borji's shuffled AUC (MIT ``AUC_shuffled.m``, M = 10 other images). The other images are
-    ``n = min(n_other, N - 1)`` distinct indices drawn without replacement from every index but
-    ``index`` with ``numpy.random.default_rng([seed, index])`` (one reproducible, independent draw
-    per image). Each one's binary fixation map is moved to ``shape`` point by point with
-    :func:`datasets.fixations.resize_fixation_map` (pixel-area geometry, MATLAB rounding) and
-    the maps are OR-ed. As in MIT, the current image's own fixations are not removed.
-
-    Args:
-        samples_or_maps: indexable sequence (or dataset) of Samples or ``H x W`` binary maps.
-        index: the current image's position (excluded from the draw).
-        shape: the current image's ``(H, W)``.
-        n_other: how many other images to pool (>= 1).
-        seed: seed of the draw.
-
-    Returns:
-        bool ``H x W`` map.
-
-    Raises:
-        ValueError: fewer than 2 images, ``index`` out of range, ``n_other < 1``, an item without
-            a fixation map.
-    """
-    n = len(samples_or_maps)
-    if n < 2:
-        raise ValueError(f"s-AUC needs at least 2 images (other images' fixations), got {n}")
-    if not 0 <= int(index) < n:
-        raise ValueError(f"index {index} out of range for {n} images")
-    if int(n_other) != n_other or n_other < 1:
-        raise ValueError(f"n_other must be a positive integer, got {n_other!r}")
-    others = np.delete(np.arange(n), int(index))
-    rng = np.random.default_rng([int(seed), int(index)])
-    chosen = rng.choice(others, size=min(int(n_other), others.size), replace=False)
-    shape = (int(shape[0]), int(shape[1]))
-    out = np.zeros(shape, dtype=bool)
-    for j in sorted(int(c) for c in chosen):
-        fix = _binary_map(samples_or_maps[j], j)
-        out |= fix if fix.shape == shape else resize_fixation_map(fix, shape)
-    return out
 
 
 # --------------------------------------------------------------------------- summary

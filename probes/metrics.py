@@ -11,12 +11,16 @@ project digest (section 2) and the MIT saliency benchmark (``cvzoya/saliency``):
 * ``eps = 2.2204e-16`` (MATLAB ``eps``) regularises KL and IG; IG is in bits (log2).
 * All maps of one call must share one resolution. Resize the saliency map to the fixation map's
   size first, bilinearly with half-pixel centres
-  (``torch.nn.functional.interpolate(..., mode="bilinear", align_corners=False)``).
+  (``torch.nn.functional.interpolate(..., mode="bilinear", align_corners=False)``, as
+  :func:`datasets.fixations.resize_map` does).
 
 Valid inputs: any finite float64 values (numpy or torch, any real dtype). Maps whose magnitude
 is beyond ``2^+-100`` are multiplied by an exact power of two before anything is squared or
 summed (every metric here is scale-invariant), so ``1e-300``- or ``1e308``-scale maps score as
-the same map at unit scale would; ordinary maps are untouched (bit-identical results).
+the same map at unit scale would; ordinary maps are untouched (bit-identical results). The
+checks live in ``probes/_validation.py`` (package-private; :func:`prepare` is its public face)
+and the constancy rule below in :mod:`datasets.fixations` (:func:`is_constant`, re-exported
+here), which :func:`datasets.fixations.resize_map` applies too.
 
 Degenerate inputs (one rule per family, each tested):
 
@@ -50,6 +54,18 @@ from typing import Any
 
 import numpy as np
 
+from datasets.fixations import CONSTANT_ULPS, dtype_eps, is_constant
+from probes._validation import (
+    SAFE_MAX,
+    SAFE_MIN,
+    Map,
+    as_float_map,
+    as_support,
+    check_count,
+    check_real,
+    validated_maps,
+)
+
 __all__ = [
     "EPS",
     "prepare",
@@ -72,153 +88,11 @@ __all__ = [
 
 EPS = 2.2204e-16  # MATLAB eps, as in the MIT KLdiv.m and InfoGain.m
 
-_RESIZE_HINT = (
-    "maps must be at the same resolution: resize the saliency map to the fixation map's size "
-    "with bilinear interpolation and half-pixel centres "
-    "(torch.nn.functional.interpolate(..., mode='bilinear', align_corners=False))"
-)
+
+# --------------------------------------------------------------------------- prepared maps, shared arithmetic
 
 
-# --------------------------------------------------------------------------- validation
-
-
-class _Map:
-    """A validated map: its input array, min, max, constancy, and float64 values on demand.
-
-    ``values`` is the float64 map, multiplied by a power of two when its magnitude is extreme
-    (:func:`_rescale`): exact, and every metric here is invariant to the map's scale, so the
-    whole finite float64 range scores as the same map scaled to order 1 would.
-    """
-
-    __slots__ = ("raw", "lo", "hi", "constant", "_values")
-
-    def __init__(self, raw: np.ndarray, lo: float, hi: float, constant: bool) -> None:
-        self.raw, self.lo, self.hi, self.constant = raw, lo, hi, constant
-        self._values = None
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.raw.shape
-
-    @property
-    def values(self) -> np.ndarray:
-        if self._values is None:
-            self._values = _rescale(self.raw.astype(np.float64, copy=False), self.lo, self.hi)
-        return self._values
-
-    def value_range(self) -> tuple[float, float]:
-        """Min and max of :attr:`values` (known from validation: no pass over the map)."""
-        lo, hi = _rescale(np.array([self.lo, self.hi]), self.lo, self.hi)
-        return float(lo), float(hi)
-
-    def minmaxed_at(self, index: np.ndarray) -> np.ndarray:
-        """``minmaxed()[index]`` (the same values) without min-maxing the whole map.
-
-        ``index``: a bool map of the map's shape, or flat (row-major) pixel indices of any shape."""
-        lo, hi = self.value_range()
-        v = self.values
-        out = v[index] if index.dtype == np.bool_ else v.ravel()[index]
-        out = np.subtract(out, lo)
-        out /= hi - lo
-        return out
-
-    def minmaxed(self) -> np.ndarray:
-        """``(values - min) / (max - min)``, a new array (caller excludes constant maps)."""
-        lo, hi = self.value_range()
-        out = np.subtract(self.values, lo)
-        out /= hi - lo
-        return out
-
-
-# Beyond these magnitudes, squares or sums of a map's values could overflow or underflow.
-_SAFE_MAX, _SAFE_MIN = 2.0 ** 100, 2.0 ** -100
-
-
-def _rescale(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """``arr`` times ``2^-e`` so that ``max |arr|`` lies in [0.5, 1) when it is outside
-    ``[2^-100, 2^100]``; unchanged otherwise. A power of two scales exactly (no rounding) and
-    every metric of this module is scale-invariant, so ordinary maps keep bit-identical results
-    while maps up to 1.8e308 (or down to subnormals) no longer overflow when squared or summed."""
-    big = max(abs(lo), abs(hi))
-    if big == 0.0 or _SAFE_MIN <= big <= _SAFE_MAX:
-        return arr
-    return np.ldexp(arr, -int(np.frexp(big)[1]))
-
-
-# Constancy tolerance in units of the input dtype's eps (see the module docstring). float32
-# bilinear upsampling of a constant map (F.interpolate, 7..56 px -> 37..800 px, values 1e-8..7e5)
-# leaves at most 2.3 ulps of range; 16 gives margin and stays ~4e-15 relative in float64, far
-# below any real dynamic range.
-_CONSTANT_ULPS = 16.0
-
-
-def _dtype_eps(dtype: Any) -> float:
-    """Machine epsilon of a numpy or torch floating dtype; 0 (exact comparison) otherwise."""
-    if getattr(dtype, "is_floating_point", None) is not None:  # torch.dtype
-        if not dtype.is_floating_point:
-            return 0.0
-        import torch  # already loaded: the caller holds a tensor
-
-        return float(torch.finfo(dtype).eps)
-    return float(np.finfo(dtype).eps) if np.issubdtype(dtype, np.floating) else 0.0
-
-
-def _is_constant_range(lo: float, hi: float, eps: float) -> bool:
-    """``max - min <= 16 eps max(|max|, |min|)``, ``eps`` of the input dtype (0: exact).
-
-    Evaluated with both sides halved, so that ``max - min`` cannot overflow for maps spanning
-    the whole float64 range."""
-    return hi / 2 - lo / 2 <= _CONSTANT_ULPS * eps * max(abs(hi), abs(lo)) / 2
-
-
-def _as_float_map(x: Any, name: str) -> _Map:
-    """Validate ``x`` as a finite 2-D real map (its float64 values, min, max and constancy).
-
-    The constancy tolerance uses the dtype ``x`` arrives in (before the float64 conversion);
-    nested lists read as numpy reads them (floats: float64, ints: exact). Every finite float64
-    value is valid (extreme magnitudes are rescaled exactly, :class:`_Map`).
-
-    Raises:
-        ValueError: naming ``name``: not real numeric, not 2-D, empty, NaN or inf.
-    """
-    if isinstance(x, _Map):  # validated once by prepare()
-        return x
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, without importing torch
-        t = x.detach().cpu()
-        eps = _dtype_eps(t.dtype)
-        if t.is_floating_point():  # also covers float16 / bfloat16, which numpy cannot hold
-            t = t.double()
-        x = t.numpy()
-    else:
-        eps = None  # from the numpy dtype, once it is known to be numeric
-    arr = np.asarray(x)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
-    ) or np.iscomplexobj(arr):
-        raise ValueError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
-    if eps is None:
-        eps = _dtype_eps(arr.dtype)
-    if arr.ndim != 2:
-        raise ValueError(
-            f"{name} must be a 2-D H x W map, got shape {tuple(arr.shape)}; "
-            "squeeze batch/channel axes and call the metric once per map"
-        )
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(arr.shape)}); pass an H x W map with H, W >= 1")
-    if arr.dtype != np.float64 and np.issubdtype(arr.dtype, np.floating):
-        arr = arr.astype(np.float64)  # float16/32 inputs: convert once (float64 maps are used as they are)
-    # NaN and inf reach the min or the max: two passes instead of an isfinite map.
-    lo, hi = float(arr.min()), float(arr.max())
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        bad = int(np.count_nonzero(~np.isfinite(arr)))
-        raise ValueError(
-            f"{name} contains NaN or inf in {bad} of {arr.size} pixels; "
-            "replace them (e.g. np.nan_to_num) before scoring"
-        )
-    return _Map(arr, lo, hi, _is_constant_range(lo, hi, eps))
-
-
-def prepare(x: Any, name: str = "map") -> _Map:
+def prepare(x: Any, name: str = "map") -> Map:
     """Validate a map once, for several metrics (the batched form of a per-image loop).
 
     Every metric of this module accepts the returned object in place of the array and skips
@@ -233,42 +107,7 @@ def prepare(x: Any, name: str = "map") -> _Map:
     Raises:
         ValueError: not a finite, non-empty, 2-D real map.
     """
-    return _as_float_map(x, name)
-
-
-def is_constant(x: Any) -> bool:
-    """Whether a map is constant by the metrics' dtype-aware rule (module docstring).
-
-    ``max - min <= 16 * eps(dtype) * max(|max|, |min|)`` with ``eps`` of ``x``'s own floating
-    dtype (numpy or torch), exact for integer and bool maps. Use it to count dead maps exactly
-    as the metrics read them; pass the map in the dtype it was computed in.
-
-    Raises:
-        ValueError: not a finite, non-empty, 2-D real map.
-    """
-    return _as_float_map(x, "map").constant
-
-
-def _maps(**named: Any) -> list[_Map]:
-    """Validate several maps with :func:`_as_float_map` and check that they share one shape."""
-    maps = [_as_float_map(x, name) for name, x in named.items()]
-    names = list(named)
-    first = maps[0].shape
-    for name, m in zip(names[1:], maps[1:]):
-        if m.shape != first:
-            raise ValueError(
-                f"{names[0]} has shape {first} but {name} has shape {m.shape}; "
-                + _RESIZE_HINT
-            )
-    return maps
-
-
-def _as_support(m: _Map, name: str) -> np.ndarray:
-    """Binary map (nonzero = on) from a validated map; an empty map is a ``ValueError``."""
-    on = m.raw if m.raw.dtype == np.bool_ else m.raw != 0
-    if not (m.lo != 0 or m.hi != 0):
-        raise ValueError(f"{name} is empty (no nonzero pixel); the metric needs at least one")
-    return on
+    return as_float_map(x, name)
 
 
 def _zscore(s: np.ndarray) -> np.ndarray:
@@ -298,7 +137,7 @@ def _minmax(s: np.ndarray) -> np.ndarray:
     return (s - lo) / (hi - lo)
 
 
-def _as_distribution(m: _Map, minmax: bool) -> np.ndarray:
+def _as_distribution(m: Map, minmax: bool) -> np.ndarray:
     """Sum-normalised map (optionally min-maxed first); a constant map becomes uniform."""
     s = m.values
     if m.constant:
@@ -310,7 +149,7 @@ def _as_distribution(m: _Map, minmax: bool) -> np.ndarray:
     return s / s.sum()
 
 
-def _check_nonnegative(m: _Map, name: str) -> None:
+def _check_nonnegative(m: Map, name: str) -> None:
     if m.lo < 0:
         raise ValueError(
             f"{name} has negative values (min {m.lo:.4g}); KL needs non-negative maps: "
@@ -342,9 +181,9 @@ def _mean_z_fast(saliency: Any, region: Any) -> float | None:
     if not (math.isfinite(mean) and math.isfinite(std)):
         return None
     top = (abs(mean) + math.sqrt(saliency.size) * std) * (1 + 1e-9)  # >= max |S|, with rounding margin
-    if not (max(abs(mean), std) * (1 - 1e-9) >= _SAFE_MIN and top <= _SAFE_MAX):
+    if not (max(abs(mean), std) * (1 - 1e-9) >= SAFE_MIN and top <= SAFE_MAX):
         return None
-    if not (std > 1e-8 * abs(mean) and 2 * std > 2 * _CONSTANT_ULPS * _dtype_eps(np.float64) * top):
+    if not (std > 1e-8 * abs(mean) and 2 * std > 2 * CONSTANT_ULPS * dtype_eps(np.float64) * top):
         return None
     z = saliency[region]
     if z.size == 0:
@@ -358,8 +197,8 @@ def _mean_z_over(saliency: Any, region: Any, region_name: str) -> float:
     fast = _mean_z_fast(saliency, region)
     if fast is not None:
         return fast
-    s, r = _maps(saliency=saliency, **{region_name: region})
-    on = _as_support(r, region_name)
+    s, r = validated_maps(saliency=saliency, **{region_name: region})
+    on = as_support(r, region_name)
     if s.constant:
         return math.nan
     # z at the region's pixels only: the same values as z(S)[on], without the full z map.
@@ -416,7 +255,7 @@ def mask_fraction(mask: Any) -> float:
     Raises:
         ValueError: non-2-D or non-finite mask; empty mask.
     """
-    m = _as_support(_as_float_map(mask, "mask"), "mask")
+    m = as_support(as_float_map(mask, "mask"), "mask")
     return float(m.mean())
 
 
@@ -447,7 +286,7 @@ def cc(saliency: Any, density: Any) -> float:
     Raises:
         ValueError: non-2-D, non-finite or mismatched maps.
     """
-    s, g = _maps(saliency=saliency, density=density)
+    s, g = validated_maps(saliency=saliency, density=density)
     if s.constant or g.constant:
         return math.nan
     z = _zscore(s.values)
@@ -473,7 +312,7 @@ def kld(saliency: Any, density: Any) -> float:
     Raises:
         ValueError: non-2-D, non-finite or mismatched maps; negative values in either map.
     """
-    s, g = _maps(saliency=saliency, density=density)
+    s, g = validated_maps(saliency=saliency, density=density)
     _check_nonnegative(s, "saliency")
     _check_nonnegative(g, "density")
     p = _as_distribution(s, minmax=False)
@@ -500,7 +339,7 @@ def sim(saliency: Any, density: Any) -> float:
     Raises:
         ValueError: non-2-D, non-finite or mismatched maps.
     """
-    s, g = _maps(saliency=saliency, density=density)
+    s, g = validated_maps(saliency=saliency, density=density)
     p = _as_distribution(s, minmax=True)
     q = _as_distribution(g, minmax=True)
     return float(np.sum(np.minimum(p, q, out=p if p is not q else None)))
@@ -517,7 +356,7 @@ def mae(saliency: Any, density: Any) -> float:
     Raises:
         ValueError: non-2-D, non-finite or mismatched maps.
     """
-    s, g = _maps(saliency=saliency, density=density)
+    s, g = validated_maps(saliency=saliency, density=density)
     if s.constant or g.constant:
         return math.nan
     d = s.minmaxed()
@@ -543,26 +382,8 @@ def _step_thresholds(step: float) -> np.ndarray:
     return np.arange(n + 1) * step
 
 
-def _check_count(value: Any, name: str, minimum: int) -> int:
-    """An integer-valued real ``>= minimum`` (inf, NaN, bools, strings: ``ValueError`` naming ``name``)."""
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-    if not ok or not math.isfinite(value) or value != math.floor(value) or value < minimum:
-        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"{name} must be {what}, got {value!r}")
-    return int(value)
-
-
 def _check_splits(n_splits: int) -> None:
-    _check_count(n_splits, "n_splits", 1)
-
-
-def _check_real(value: Any, name: str, positive: bool = False) -> float:
-    """A finite real number (``> 0`` if ``positive``); otherwise ``ValueError`` naming ``name``."""
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-    if not ok or not math.isfinite(value) or (positive and not value > 0):
-        need = "a finite number > 0" if positive else "a finite number"
-        raise ValueError(f"{name} must be {need}, got {value!r}")
-    return float(value)
+    check_count(n_splits, "n_splits", 1)
 
 
 def _split_aucs(pos: np.ndarray, neg: np.ndarray, step: float) -> np.ndarray:
@@ -658,8 +479,8 @@ def auc_judd(saliency: Any, fixation_map: Any, jitter: bool = False, seed: int =
         ValueError: non-2-D, non-finite or mismatched maps; empty fixation map; a fixation map
             covering every pixel (no negatives, the ROC is undefined).
     """
-    sm, f = _maps(saliency=saliency, fixation_map=fixation_map)
-    fix = _as_support(f, "fixation_map")
+    sm, f = validated_maps(saliency=saliency, fixation_map=fixation_map)
+    fix = as_support(f, "fixation_map")
     if fix.all():
         raise ValueError(
             "fixation_map covers every pixel: AUC-Judd needs non-fixated pixels as negatives"
@@ -718,8 +539,8 @@ def auc_borji(
     Raises:
         ValueError: non-2-D, non-finite or mismatched maps; empty fixation map; bad step/n_splits.
     """
-    sm, f = _maps(saliency=saliency, fixation_map=fixation_map)
-    fix = _as_support(f, "fixation_map")
+    sm, f = validated_maps(saliency=saliency, fixation_map=fixation_map)
+    fix = as_support(f, "fixation_map")
     _check_splits(n_splits)
     _step_thresholds(step)  # validate before any early return
     if not exact and np.count_nonzero(fix) <= 1:
@@ -786,9 +607,9 @@ def sauc(
         ValueError: non-2-D, non-finite or mismatched maps; empty fixation or other map;
             bad step/n_splits.
     """
-    sm, f, o = _maps(saliency=saliency, fixation_map=fixation_map, other_fixation_map=other_fixation_map)
-    fix = _as_support(f, "fixation_map")
-    other = _as_support(o, "other_fixation_map")
+    sm, f, o = validated_maps(saliency=saliency, fixation_map=fixation_map, other_fixation_map=other_fixation_map)
+    fix = as_support(f, "fixation_map")
+    other = as_support(o, "other_fixation_map")
     _check_splits(n_splits)
     _step_thresholds(step)
     if sm.constant:
@@ -828,8 +649,8 @@ def info_gain(saliency: Any, fixation_map: Any, baseline: Any) -> float:
     Raises:
         ValueError: non-2-D, non-finite or mismatched maps; empty fixation map.
     """
-    s, f, b = _maps(saliency=saliency, fixation_map=fixation_map, baseline=baseline)
-    fix = _as_support(f, "fixation_map")
+    s, f, b = validated_maps(saliency=saliency, fixation_map=fixation_map, baseline=baseline)
+    fix = as_support(f, "fixation_map")
     p = _as_distribution(s, minmax=True)[fix]
     q = _as_distribution(b, minmax=True)[fix]
     return float(np.mean(np.log2(EPS + p) - np.log2(EPS + q)))
@@ -854,8 +675,8 @@ def _object_inputs(saliency: Any, mask: Any, beta2: float) -> tuple[np.ndarray, 
     ok = isinstance(beta2, (int, float, np.integer, np.floating)) and not isinstance(beta2, (bool, np.bool_))
     if not ok or not math.isfinite(beta2) or not beta2 > 0:
         raise ValueError(f"beta2 must be > 0 and finite, got {beta2!r} (salient-object convention: 0.3)")
-    s, m = _maps(saliency=saliency, mask=mask)
-    on = _as_support(m, "mask")
+    s, m = validated_maps(saliency=saliency, mask=mask)
+    on = as_support(m, "mask")
     if s.constant:
         return None
     return s.minmaxed(), on
@@ -885,7 +706,7 @@ def fmeasure(saliency: Any, mask: Any, beta2: float = 0.3, threshold: float | No
         ValueError: non-2-D, non-finite or mismatched maps; empty mask; beta2 <= 0.
     """
     if threshold is not None:
-        threshold = _check_real(threshold, "threshold")
+        threshold = check_real(threshold, "threshold")
     prepared = _object_inputs(saliency, mask, beta2)
     if prepared is None:
         return math.nan
@@ -908,7 +729,7 @@ def fmeasure_max(saliency: Any, mask: Any, beta2: float = 0.3, n_thresholds: int
         ValueError: non-2-D, non-finite or mismatched maps; empty mask; beta2 <= 0;
             n_thresholds < 2.
     """
-    n_thresholds = _check_count(n_thresholds, "n_thresholds", 2)
+    n_thresholds = check_count(n_thresholds, "n_thresholds", 2)
     prepared = _object_inputs(saliency, mask, beta2)
     if prepared is None:
         return math.nan
