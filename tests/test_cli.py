@@ -9,6 +9,8 @@ import pandas as pd
 import torch
 
 import cli
+from dissect.commands import layers as layers_command
+from dissect.commands.common import dataset_options, expand_layers
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small and fast: random weights, 32 px network input, 3 pop-out arrays.
@@ -136,8 +138,8 @@ def test_script_entry_point_exit_status(tmp_path):
 
 
 def test_dataset_flags_reach_the_loader_or_are_refused(tmp_path, capsys):
-    assert cli.dataset_options("salicon", "x", 0, split="val", regions=None) == {"split": "val"}
-    assert cli.dataset_options("popout", None, 7) == {"seed": 7}
+    assert dataset_options("salicon", "x", 0, split="val", regions=None) == {"split": "val"}
+    assert dataset_options("popout", None, 7) == {"seed": 7}
     code, _, err = _run(["dissect", "--split", "val", "--out", str(tmp_path / "r"), *FAST], capsys)
     _assert_one_line_error(code, err, "--split", "salicon")
 
@@ -180,15 +182,15 @@ def test_layer_range_across_kinds_keeps_both_ends(tmp_path, capsys):
     from dissect.models import load_model
 
     model = load_model("vgg16", weights="random")
-    assert cli._expand_layers(model, ["conv5_2:pool5"]) == ["conv5_2", "conv5_3", "pool5"]
-    assert cli._expand_layers(model, ["conv4_3:conv5_1"]) == ["conv4_3", "conv5_1"]
+    assert expand_layers(model, ["conv5_2:pool5"]) == ["conv5_2", "conv5_3", "pool5"]
+    assert expand_layers(model, ["conv4_3:conv5_1"]) == ["conv4_3", "conv5_1"]
 
 
 def test_ctrl_c_outside_a_dissection_exits_130(monkeypatch, capsys):
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(cli._COMMANDS, "layers", interrupted)
+    monkeypatch.setattr(layers_command, "run", interrupted)
     code, _, err = _run(["layers"], capsys)
     assert code == 130 and "Traceback" not in err
 
@@ -209,12 +211,12 @@ def test_dissect_a_fine_tuned_saliency_model(tmp_path, capsys):
 def test_malloc_arenas_are_limited_unless_the_user_chose(monkeypatch):
     import sys as _sys
 
-    import cli
+    from dissect.commands.process import limit_malloc_arenas
 
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
-    assert cli._limit_malloc_arenas() is False  # the user's setting stands
+    assert limit_malloc_arenas() is False  # the user's setting stands
     monkeypatch.delenv("MALLOC_ARENA_MAX")
-    assert cli._limit_malloc_arenas() is _sys.platform.startswith("linux")
+    assert limit_malloc_arenas() is _sys.platform.startswith("linux")
 
 
 def test_checkpoint_seconds_flag(tmp_path, capsys):

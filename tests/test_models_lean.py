@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from dissect import models
+from dissect.models import backbones as models
 from dissect.models import load_model
 
 

@@ -16,7 +16,8 @@ import cli
 from datasets.base import ListDataset, Sample, first, interleaved_order
 from datasets.fixations import dropped_fixations_message, fixation_map, fixations_in_image
 from datasets.popout import PopoutDataset
-from dissect.runner import orchestrate as reports
+from dissect.reports import tables as reports
+from dissect.runner import folders, orchestrate
 
 FAST = ["--weights", "random", "--image-size", "32", "--batch-size", "2", "--no-progress"]
 
@@ -53,7 +54,7 @@ def made(tmp_path_factory):
     import contextlib
     import io
 
-    from probes import attention_figures
+    from dissect.reports import attention_figures
 
     root = tmp_path_factory.mktemp("made")
     drawn = {}
@@ -66,7 +67,7 @@ def made(tmp_path_factory):
     printed = {}
     with pytest.MonkeyPatch.context() as mp:
         _cache_random_models(mp)
-        mp.setattr("dissect.attention_report.attention_overlays", spy)
+        mp.setattr("dissect.reports.attention.attention_overlays", spy)
         for name, argv in (("d", ["dissect", "--max-images", "3"]),
                            ("a", ["attention", "--max-images", "3", "--no-ceiling"]),
                            ("r", ["robustness", "--epsilon", "0", "--max-images", "2"])):
@@ -147,7 +148,7 @@ def test_item1_fallback_warning_names_the_cli_flag():
 def test_item1_figure_subtitles_name_model_weights_dataset_metric_k(made, tmp_path, capsys, monkeypatch):
     info = {"arch": "vgg16", "weights": "random", "weights_detail": "seed=0"}
     assert reports.figure_subtitle(info, "popout", "nmm", 10) == "vgg16, RANDOM weights (seed=0), popout, NMM, k=10"
-    from probes import figures
+    from dissect.reports import figures
 
     titles = []
     real = figures.summary_heatmap
@@ -268,7 +269,7 @@ def test_item5_robustness_and_attention_never_overwrite_silently(made, monkeypat
     before = (folder / "robustness.csv").read_text()
     _error(rob, capsys, "finished", "--overwrite")
     assert (folder / "robustness.csv").read_text() == before  # nothing lost
-    assert reports.default_run_dir("robustness", ["alexnet"], "popout") != reports.default_run_dir(
+    assert folders.default_run_dir("robustness", ["alexnet"], "popout") != folders.default_run_dir(
         "robustness", ["vgg16"], "popout")  # another model: another folder
     _ok([*rob, "--overwrite"], capsys)
     for name, command in (("a", "attention"), ("r", "robustness"), ("d", "dissect")):
@@ -315,7 +316,7 @@ def test_item7_truncated_image_and_bad_fixations_csv_name_the_file(tmp_path, cap
 def _interrupted_run(tmp_path, capsys, monkeypatch):
     """A CLI run whose resumable state is kept, then made to look interrupted (no run.json)."""
     out = tmp_path / "run"
-    monkeypatch.setattr(reports, "remove_checkpoint", lambda out: None)
+    monkeypatch.setattr(orchestrate, "remove_checkpoint", lambda out: None)
     args = ["dissect", "--out", str(out), "--max-images", "4", *FAST]
     _ok(args, capsys)
     for name in ("run.json", "units.csv", "summary.csv", "labels.csv"):
@@ -434,7 +435,7 @@ def test_item13_attention_names_layer_shows_kl_sim_and_scores_overlays(made):
 
 def test_item13_best_unit_tiles_say_which_score(tmp_path, monkeypatch):
     from dissect.studies import run_statistics as stats_report
-    from probes import figures
+    from dissect.reports import figures
 
     seen = {}
     monkeypatch.setattr(figures, "unit_overlays", lambda *a, **k: seen.update(titles=a[3], **k))

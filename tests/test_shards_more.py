@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 import cli
+from dissect import classical
 # the one-line error check, and the module-scoped local 2-CPU Ray cluster (one instance per module)
 from tests.test_shards import _one_line_error, ray_cluster  # noqa: F401
 
@@ -66,14 +67,21 @@ def test_evaluate_shards_merge_to_the_single_run(evaluate_runs, capsys):
     assert per_image["image"].nunique() == 7
 
 
-def test_evaluate_shard_resumes_and_merge_refuses(evaluate_runs, tmp_path, capsys):
+def test_evaluate_shard_resumes_and_merge_refuses(evaluate_runs, tmp_path, capsys, monkeypatch):
     root = evaluate_runs
     shard = tmp_path / "s1"
-    shutil.copytree(root / "s1", shard)
-    pieces = sorted(shard.glob("piece-*.json"))
-    assert len(pieces) >= 2
-    pieces[-1].unlink()  # an interrupted shard: its last piece never landed
-    (shard / "shard.json").unlink()
+    calls, real = [], classical.saliency_map
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:  # Ctrl-C at the shard's 2nd image (images 2 and 3, three models each)
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(classical, "saliency_map", interrupted)
+    assert cli.main([*EVAL, "--shard", "1/3", "--checkpoint-every", "1", "--out", str(shard)]) == 130
+    monkeypatch.undo()
+    assert json.loads((shard / "progress.json").read_text())["next_index"] == 3  # image 2 is kept
     code = cli.main(["merge", str(tmp_path / "m0"), str(root / "s0"), str(shard), str(root / "s2")])
     _one_line_error(code, capsys.readouterr().err, "--resume")
     assert cli.main([*EVAL, "--shard", "1/3", "--checkpoint-every", "1", "--resume", "--out", str(shard)]) == 0

@@ -7,7 +7,7 @@ from PIL import Image
 
 import cli
 from datasets.base import ListDataset, Sample
-from dissect import heads
+from dissect.models import heads
 from dissect.models import load_model
 from dissect.training import (
     FeatureCache,
@@ -184,7 +184,7 @@ def test_nan_loss_stops_naming_the_step(split, tmp_path, monkeypatch):
 
 def test_checkpoint_round_trips_through_load_model_and_dissection(runs, tmp_path):
     from datasets.popout import PopoutDataset
-    from dissect.dissection import run_dissection
+    from dissect.studies.dissection import run_dissection
 
     paths = runs("learn", steps=12, eval_every=6, lr=5e-2)
     for name in ("best", "last"):

@@ -76,7 +76,7 @@ def _comparable(part: Pass, execution: Sequence[str]) -> dict:
     the part reports (its info without counts of how it ran)."""
     fingerprint = {k: v for k, v in part.fingerprint.items() if k != "shard"}
     options = {k: v for k, v in part.info.items() if k not in _RUN_FACTS and k not in execution}
-    return {**fingerprint, "info": options}
+    return {**fingerprint, **{k: v for k, v in options.items() if k not in fingerprint}}
 
 
 def merge_passes(parts: Sequence[Pass]) -> Pass:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,7 +113,7 @@ def load_checkpoint(folder: Path, state_class: type[State], fingerprint: dict | 
         )
     try:
         state = state_class.load(state_path, progress["state_meta"])
-    except (OSError, EOFError, KeyError, ValueError) as exc:
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise ValueError(f"cannot read the saved state {state_path} ({type(exc).__name__}: {exc}); "
                          f"the file is truncated or damaged: {fix}") from None
     return progress, state

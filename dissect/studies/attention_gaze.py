@@ -25,6 +25,7 @@ from datasets.base import Subset, interleaved_order
 from datasets.fixations import (center_bias_map, fixation_pool, human_density, other_images_fixations,
                                 resize_map)
 from dissect.attribution import methods as attention
+from dissect.attribution.methods import default_layer
 from dissect.checks import check_count, check_seed
 from dissect.models.backbones import model_device
 from dissect.models.hooks import resolve_layer
@@ -86,7 +87,7 @@ def _layer_plan(model: nn.Module, methods: list[str], layers: Any) -> dict[str, 
         entries = []
         for spec in per_method[method]:
             if spec is None:  # the method's default layer, named (conv5_3, layer4, ...)
-                label = "" if method in _PIXEL_METHODS else resolve_layer(model, attention.default_layer(model))[0]
+                label = "" if method in _PIXEL_METHODS else resolve_layer(model, default_layer(model))[0]
             else:
                 label = resolve_layer(model, spec)[0]  # also fails early on an unknown name
             entries.append((label, spec))
