@@ -16,13 +16,19 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 TIMING_COLUMNS = ("seconds", "seconds_mean")
-EXECUTION_KEYS = ("timings_s", "versions", "started", "seconds_per_image", "seconds_total", "piece_wall_s")
+EXECUTION_KEYS = ("timings_s", "versions", "started", "seconds_per_image", "seconds_total", "piece_wall_s", "wall_s",
+                  "seconds", "ray")
+# A checkpoint's digest names its bytes, and last.pt keeps the global torch RNG state, which two runs of
+# the same code leave differently (seen between two runs of the same commit): digests of checkpoints
+# written by the run itself are masked, and the RNG state is not compared.
+_RUN_DIGEST = re.compile(r"(ROOT\S*?\.pt) sha256:[0-9a-f]+")
 # run folders whose files are compared; shard folders hold each version's own checkpoint format
 SHARD_PREFIXES = ("dissect-popout-s", "attention-s", "evaluate-s")
 # (single run, runs that must equal it) inside one reference folder
@@ -44,7 +50,7 @@ def _strip(obj, keys):
 
 
 def _json(path: Path, root: Path, keys=EXECUTION_KEYS):
-    text = path.read_text().replace(str(root), "ROOT")
+    text = _RUN_DIGEST.sub(r"\1 sha256:RUN", path.read_text().replace(str(root), "ROOT"))
     return _strip(json.loads(text), keys)
 
 
@@ -66,10 +72,13 @@ def _first_difference(a, b, where="") -> str | None:
     return None if a == b else f"{where[:-1]}: {str(a)[:120]!r} vs {str(b)[:120]!r}"
 
 
-def _csv(a: Path, b: Path) -> str:
+def _csv(a: Path, b: Path, root_a: Path, root_b: Path) -> str:
     if a.read_bytes() == b.read_bytes():
         return "identical"
-    x, y = (pd.read_csv(p, dtype=str, keep_default_na=False) for p in (a, b))
+    texts = [_RUN_DIGEST.sub(r"\1 sha256:RUN", p.read_text().replace(str(r), "ROOT")) for p, r in ((a, root_a), (b, root_b))]
+    if texts[0] == texts[1]:
+        return "identical except the run's own paths and checkpoint digests"
+    x, y = (pd.read_csv(io.StringIO(t), dtype=str, keep_default_na=False) for t in texts)
     if list(x.columns) != list(y.columns) or len(x) != len(y):
         return f"DIFFERENT (columns or rows: {list(x.columns)} {len(x)} vs {list(y.columns)} {len(y)})"
     keep = [c for c in x.columns if c not in TIMING_COLUMNS]
@@ -89,25 +98,26 @@ def _checkpoint(a: Path, b: Path) -> str:
             return isinstance(v, torch.Tensor) and u.dtype == v.dtype and u.shape == v.shape and bool((u == v).all())
         if isinstance(u, dict):
             return isinstance(v, dict) and set(u) == set(v) and all(same(u[k], v[k]) for k in u
-                                                                     if k not in ("path", "saved", "seconds"))
+                                                                     if k not in ("torch_rng", "seconds"))
         if isinstance(u, (list, tuple)):
             return isinstance(v, (list, tuple)) and len(u) == len(v) and all(same(p, q) for p, q in zip(u, v))
         return True  # strings and numbers may name paths or times; tensors carry the numbers
     return "identical tensors" if same(x, y) else "DIFFERENT tensors"
 
 
-def compare_folder(a: Path, b: Path, root_a: Path, root_b: Path, keys=EXECUTION_KEYS) -> list[tuple[str, str]]:
+def compare_folder(a: Path, b: Path, root_a: Path, root_b: Path, keys=EXECUTION_KEYS,
+                   skip: tuple[str, ...] = ()) -> list[tuple[str, str]]:
     rows = []
     for path in sorted(a.rglob("*")):
         rel = path.relative_to(a)
-        if path.is_dir() or any(part.startswith(".") for part in rel.parts):
+        if path.is_dir() or any(part.startswith(".") or part in skip for part in rel.parts):
             continue
         other = b / rel
         if path.suffix in (".csv", ".json", ".png", ".pt") and not other.exists():
             rows.append((str(rel), "MISSING in second"))
             continue
         if path.suffix == ".csv":
-            rows.append((str(rel), _csv(path, other)))
+            rows.append((str(rel), _csv(path, other, root_a, root_b)))
         elif path.name == "run.json" or path.name == "study.json":
             diff = _first_difference(_json(path, root_a, keys), _json(other, root_b, keys))
             rows.append((str(rel), "equal (execution keys aside)" if diff is None else f"DIFFERENT: {diff}"))
@@ -146,7 +156,7 @@ def main() -> int:
                         continue
                     print(f"== {root.name}: {single} vs {name}")
                     for rel, verdict in compare_folder(root / single, root / name, root, root,
-                                                       EXECUTION_KEYS + RUN_KEYS + CONFIG_KEYS):
+                                                       EXECUTION_KEYS + RUN_KEYS + CONFIG_KEYS, skip=("stats",)):
                         bad += verdict.startswith(("DIFFERENT", "MISSING"))
                         print(f"   {rel:48s} {verdict}")
     print("all CSV files, run.json and checkpoints agree" if not bad else f"{bad} difference(s)")

@@ -43,7 +43,7 @@ from probes.unit_scores import (DEAD_UNIT_POLICIES, MAX_ABS_SCORE, SCALE, SCALE_
 
 # Names that moved to probes.unit_scores / probes.null_bootstrap stay importable from here.
 __all__ = ["SCALE_BITS", "MAX_ABS_SCORE", "TIE_TOL", "UnitScoreAccumulator", "bootstrap_weights",
-           "null_permutation", "DEAD_UNIT_POLICIES", "check_dead_unit_policy"]
+           "null_permutation", "DEAD_UNIT_POLICIES", "check_dead_unit_policy", "write_npz"]
 
 _FORMAT = "saliency-dissect/UnitScoreAccumulator"
 _VERSION = 2
@@ -107,6 +107,24 @@ _LAYER_KEYS = ("sums", "counts", "n_regions", "null_sums", "null_counts", "boot_
                "boot_n_regions")
 _LAYER_DTYPES = {"null_counts": np.int32, "boot_counts": np.int32}
 _BOOT_KEYS = ("boot_sums", "boot_counts")  # C x B x K views of C x K x B memory (bootstrap_array)
+
+
+def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``arrays`` to ``path`` (``.npz``) atomically and durably: a temporary file in the same
+    folder, flushed to disk, then renamed onto ``path``, so an interrupted save leaves any previous
+    file intact. Returns ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 class UnitScoreAccumulator:
@@ -660,17 +678,7 @@ class UnitScoreAccumulator:
         for i in range(len(state["layers"])):
             for key in _LAYER_KEYS:
                 arrays[f"{key}_{i}"] = state[key][i]
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, **arrays)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_npz(path, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "UnitScoreAccumulator":

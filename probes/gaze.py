@@ -332,7 +332,7 @@ def summarize_gaze(per_image: pd.DataFrame) -> pd.DataFrame:
 
     Args:
         per_image: table with ``method, layer`` and the :data:`GAZE_METRICS` columns
-            (e.g. from :func:`dissect.attention_study.run_attention_study`).
+            (e.g. from :func:`dissect.studies.attention_gaze.run_attention_study`).
 
     Returns:
         DataFrame with ``method, layer, n`` and ``{metric}_mean, {metric}_se`` per metric.

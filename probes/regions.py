@@ -8,7 +8,7 @@ its row of scores is then NaN). The sum of ``up(A)`` over a pixel set ``M`` is
 image and map size, and all units and regions of a layer reduce to one ``C x hw @ hw x R``
 matrix product (digest section 3).
 
-Extra columns (the permutation null of :mod:`dissect.dissection`): ``set_regions(...,
+Extra columns (the permutation null of :mod:`dissect.studies.dissection`): ``set_regions(...,
 extra_groups=...)`` appends ``E`` columns, each a *group* of pixel sets given as ``(rows, cols)``
 index arrays at this image's resolution (another image's fixated pixels inside its masks, or
 another pop-out array's target mask). Column ``e`` scores the SUM over its ``m_e`` sets of the

@@ -1,4 +1,4 @@
-"""dissect.attention_study: the gaze table end to end, FGSM fooling rate against a literal FGSM,
+"""dissect.studies.attention_gaze and robustness: the gaze table end to end, FGSM fooling rate against a literal FGSM,
 and the attention figures."""
 import math
 import types
@@ -95,7 +95,7 @@ def _literal_bilinear(m, shape):
 
 
 def _fake_attention(monkeypatch):
-    """dissect.attention replaced by known maps: 'activation' = the input's first channel,
+    """dissect.attribution replaced by known maps: 'activation' = the input's first channel,
     'dense' = two layers and their cumulative maps."""
     calls = []
 
@@ -220,7 +220,7 @@ def test_study_errors(monkeypatch, dataset, model, rng):
 
 
 def test_study_with_real_attention(dataset, model):
-    # The real dissect.attention on every method: a complete, finite-where-defined table.
+    # The real dissect.attribution on every method: a complete, finite-where-defined table.
     from dissect.attribution import methods as attention
 
     before = [(m.training, [p.requires_grad for p in m.parameters(recurse=False)]) for m in model.modules()]

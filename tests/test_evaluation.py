@@ -1,4 +1,4 @@
-"""dissect.evaluation / cli.py evaluate: tables against a literal metric-by-metric computation,
+"""dissect.studies.evaluation / cli.py evaluate: tables against a literal metric-by-metric computation,
 pop-out NMM, --save-maps then --maps, and the bad-input lines."""
 import json
 import math

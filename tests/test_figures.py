@@ -1,4 +1,4 @@
-"""probes.figures: PNGs of the expected pixel size, something drawn, no open figures left."""
+"""dissect.reports.figures: PNGs of the expected pixel size, something drawn, no open figures left."""
 import matplotlib
 
 matplotlib.use("Agg")  # the test process must not need a display

@@ -1,4 +1,4 @@
-"""dissect.heads: He et al.'s saliency and scene heads, the -NSS loss, freezing, reloading."""
+"""dissect.models.heads: He et al.'s saliency and scene heads, the -NSS loss, freezing, reloading."""
 import hashlib
 import math
 

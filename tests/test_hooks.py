@@ -1,4 +1,4 @@
-"""dissect.hooks: copies at the right module, hook lifetimes, modes, layer resolution."""
+"""dissect.models.hooks: copies at the right module, hook lifetimes, modes, layer resolution."""
 import pytest
 import torch
 from torch import nn

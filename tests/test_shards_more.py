@@ -163,3 +163,35 @@ def test_ray_study_gives_the_sequential_tables(ray_cluster, tmp_path, capsys):
     assert [t["setup"] for t in run["ray"]["tasks"]] == ["pretrained", "K0", "K1"]
     assert all(t["wall_s"] > 0 and t["attempt"] == 1 for t in run["ray"]["tasks"])
     assert run["ray"]["cluster_resources"]["CPU"] == 2.0
+
+
+class _Planted:
+    """A pickle that writes a file when it is loaded (what a crafted file in a shard folder could do)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+def test_files_planted_in_shard_folders_never_run_code(evaluate_runs, tmp_path, capsys):
+    import pickle
+
+    import numpy as np
+
+    marker = tmp_path / "owned"
+    folders = [tmp_path / f"s{i}" for i in range(3)]
+    for i, folder in enumerate(folders):
+        shutil.copytree(evaluate_runs / f"s{i}", folder)
+        # what earlier versions unpickled from shard folders
+        (folder / "examples-0000000-0000002.pkl").write_bytes(pickle.dumps(_Planted(marker)))
+        (folder / "overlay_examples.pkl").write_bytes(pickle.dumps(_Planted(marker)))
+    assert cli.main(["merge", str(tmp_path / "m"), *map(str, folders)]) == 0
+    _same_csv_text(evaluate_runs / "single", tmp_path / "m")
+    # a state file replaced by one holding a pickled object is refused, in one line, unread
+    state = folders[1] / json.loads((folders[1] / "progress.json").read_text())["state_file"]
+    np.savez(state, c0=np.array([_Planted(marker)], dtype=object))
+    code = cli.main(["merge", str(tmp_path / "m2"), *map(str, folders)])
+    _one_line_error(code, capsys.readouterr().err, "cannot read", state.name)
+    assert not marker.exists()

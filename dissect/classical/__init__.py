@@ -19,7 +19,7 @@ Conventions (every method):
   of zeros (``centre_bias`` excepted: it ignores the content). A constant map is never scored as
   a number: NSS, CC and NMM are NaN for it (:mod:`probes.metrics`), the ROC metrics 0.5;
 * a grey image (``H x W`` or ``H x W x 1``) is converted to RGB by repeating its channel and a
-  warning says so (:func:`dissect.evaluation.run_evaluation` records such images in run.json);
+  warning says so (:func:`dissect.studies.evaluation.run_evaluation` records such images in run.json);
 * deterministic: the same image and options give the same map, bit for bit.
 """
 from __future__ import annotations

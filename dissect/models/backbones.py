@@ -63,7 +63,7 @@ __all__ = ["MODEL_NAMES", "HEAD_NAMES", "ALL_MODEL_NAMES", "IMAGENET_MEAN", "IMA
 
 # The ImageNet classification backbones (torchvision architectures with a 1000-class output).
 MODEL_NAMES: tuple[str, ...] = ("vgg16", "vgg19", "resnet50", "alexnet")
-# He et al. 2019's task models (dissect.heads): VGG16 features[:30] + a saliency / scene head.
+# He et al. 2019's task models (dissect.models.heads): VGG16 features[:30] + a saliency / scene head.
 HEAD_NAMES: tuple[str, ...] = ("saliency_vgg16", "scene_vgg16", "saliency_resnet50")
 ALL_MODEL_NAMES: tuple[str, ...] = MODEL_NAMES + HEAD_NAMES
 

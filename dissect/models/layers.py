@@ -28,7 +28,7 @@ def layer_aliases(model: nn.Module) -> dict[str, str]:
     VGG: ``conv{b}_{i}`` = the ReLU after the i-th conv of block b, ``pool{b}`` = the max-pool
     ending block b (``vgg16``: conv1_1 -> ``features.1`` ... conv5_3 -> ``features.29``, pool5
     -> ``features.30``; the task models' encoders end at conv5_3, and
-    :class:`dissect.heads.SceneVGG`'s pool5 is its top-level ``pool5``). AlexNet:
+    :class:`dissect.models.heads.SceneVGG`'s pool5 is its top-level ``pool5``). AlexNet:
     ``conv1..conv5`` = the ReLU after each conv, ``pool{k}`` = the max-pool after conv k
     (pool1, pool2, pool5). ResNet: ``conv1`` = the stem ReLU
     (``relu``), ``layer1..layer4``. Indices are computed from the module structure, so VGG19

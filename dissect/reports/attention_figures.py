@@ -1,6 +1,6 @@
 """Figures for the gaze comparison: map overlays and the dense model's MAE per layer (PNG).
 
-Like :mod:`probes.figures`, every function draws on its own ``matplotlib.figure.Figure`` with an
+Like :mod:`dissect.reports.figures`, every function draws on its own ``matplotlib.figure.Figure`` with an
 Agg canvas and never touches pyplot: nothing is left open and the global backend is untouched.
 Each function returns the path it wrote (parent folders are created).
 """
@@ -167,7 +167,7 @@ def dense_layer_mae(
 
     Args:
         per_image: table with ``method, layer`` and the ``metric`` column
-            (:func:`dissect.attention_study.run_attention_study`).
+            (:func:`dissect.studies.attention_gaze.run_attention_study`).
         path: output ``.png`` path.
         method: the method whose layers to plot.
         metric: the column to plot.

@@ -15,7 +15,7 @@ def write_dissection_reports(result, out_dir: str | os.PathLike, params: dict) -
     """Write ``units.csv``, ``summary.csv`` and ``run.json`` for a :class:`DissectionResult`.
 
     Args:
-        result: what :func:`dissect.dissection.run_dissection` returned.
+        result: what :func:`dissect.studies.dissection.run_dissection` returned.
         out_dir: the run folder.
         params: every parameter of the run (model, weights actually used, versions, ...);
             merged with ``result.info`` into ``run.json``. ``params["model"]`` (the model's

@@ -19,7 +19,7 @@ from matplotlib.patches import Rectangle
 from dissect.reports.figure_io import new_figure, png_path, save_png
 from probes.stats import live_units
 
-__all__ = ["summary_heatmap", "category_bars", "unit_overlays", "improvement_figure"]
+__all__ = ["summary_heatmap", "category_bars", "unit_overlays", "improvement_figure", "training_curves"]
 
 
 def _ordered(values: Sequence[str], order: Sequence[str] | None, what: str) -> list[str]:
@@ -358,4 +358,25 @@ def improvement_figure(table3: pd.DataFrame, path: str | os.PathLike) -> Path:
     ax.set_title(f"{data['model'].iloc[0] if len(data) else ''} ({weights})", fontsize=8)
     if len(data):
         ax.legend(fontsize=7, ncol=2)
+    return save_png(fig, path)
+
+
+def training_curves(log: pd.DataFrame, val: pd.DataFrame, path: str | os.PathLike, metric: str, title: str) -> Path:
+    """``curves.png`` of a training run: the loss against step, and the validation ``metric`` with its
+    centre-bias floor (``floor_<metric>``)."""
+    path = png_path(path)
+    fig = new_figure((10, 3.6), 110)
+    a, b = fig.subplots(1, 2)
+    if len(log):
+        a.plot(log["step"], log["loss"], lw=0.8)
+    a.set_xlabel("step")
+    a.set_ylabel("training loss")
+    if len(val):
+        b.plot(val["step"], val[metric], marker="o", label="model")
+        if f"floor_{metric}" in val:
+            b.axhline(val[f"floor_{metric}"].iloc[0], color="grey", ls="--", label="centre-bias floor")
+        b.legend(loc="best")
+    b.set_xlabel("step")
+    b.set_ylabel(f"validation {metric}")
+    fig.suptitle(title, fontsize=9)
     return save_png(fig, path)

@@ -8,12 +8,13 @@ executed. Tables are stored column by column (floats bit for bit, strings as uni
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from probes.aggregate import write_npz
 
 __all__ = ["write_arrays", "read_arrays", "table_arrays", "table_from_arrays"]
 
@@ -33,17 +34,7 @@ def write_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path
     for name, value in arrays.items():
         if np.asarray(value).dtype.kind == "O":
             raise ValueError(f"array {name!r} holds Python objects; a run folder stores numbers and text only")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_npz(path, arrays)
 
 
 def read_arrays(path: str | os.PathLike, fix: str = "") -> dict[str, np.ndarray]:

@@ -194,7 +194,7 @@ def run_pass(study: Study, *, checkpoint_dir: str | os.PathLike | None = None, r
     def save() -> None:
         """Write the state of every batch counted in so far."""
         _save_progress(ckpt, state, {"kind": study.kind, "fingerprint": fingerprint, "first_index": first_index,
-                                       "next_index": saves["through"], "complete": saves["through"] >= end})
+                                     "next_index": saves["through"], "complete": saves["through"] >= end})
         saves["saved"], saves["at"], saves["batches"] = saves["through"], time.perf_counter(), 0
 
     def due(stop: int) -> bool:

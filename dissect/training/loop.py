@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from dissect.models.inputs import preprocess
 from dissect.models.zoo import save_checkpoint
-from dissect.runner.folders import atomic_write_csv, atomic_write_json, check_writable, environment_versions
+from dissect.reports.figures import training_curves
+from dissect.runner.folders import atomic_write_csv, atomic_write_json, check_writable, run_record
 from dissect.training.config import TrainConfig, TrainingError
 from dissect.training.data import Split, batch_indices
 from dissect.training.prefix import (
@@ -64,34 +65,6 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     except OSError:
         shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
-
-
-def _curves(log: pd.DataFrame, val: pd.DataFrame, path: Path, metric: str, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-    try:
-        if len(log):
-            a.plot(log["step"], log["loss"], lw=0.8)
-        a.set_xlabel("step")
-        a.set_ylabel("training loss")
-        if len(val):
-            b.plot(val["step"], val[metric], marker="o", label="model")
-            if f"floor_{metric}" in val:
-                b.axhline(val[f"floor_{metric}"].iloc[0], color="grey", ls="--", label="centre-bias floor")
-            b.legend(loc="best")
-        b.set_xlabel("step")
-        b.set_ylabel(f"validation {metric}")
-        fig.suptitle(title, fontsize=9)
-        fig.tight_layout()
-        tmp = path.with_name(path.stem + ".tmp.png")
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
 
 
 def _existing_run(out: Path) -> bool:
@@ -162,11 +135,11 @@ def fit(out: Path, cfg: TrainConfig, model: nn.Module, k: int, cut: int, train: 
             val_rows = [r for r in pd.read_csv(paths["val"]).to_dict("records") if r["step"] <= step]
 
     model_cols = {"model": init_info.get("arch"), "weights": init_info.get("weights_detail"), "finetune": k}
-    run_info = {**run_info, "config": asdict(cfg), "finetune_k": k, "initial_weights": init_info,
-                "trainable_parameters": [n for n, p in model.named_parameters() if p.requires_grad],
-                "n_trainable": int(sum(p.numel() for p in params)), "n_train": len(train.ids),
-                "n_val": len(val.ids), "train_ids": train.ids, "val_ids": val.ids,
-                "versions": environment_versions(), "notes": _notes(init_info)}
+    extra = {key: value for key, value in run_info.items() if key != "command"}
+    run_info = run_record(run_info["command"], asdict(cfg), **extra, finetune_k=k, initial_weights=init_info,
+                          trainable_parameters=[n for n, p in model.named_parameters() if p.requires_grad],
+                          n_trainable=int(sum(p.numel() for p in params)), n_train=len(train.ids),
+                          n_val=len(val.ids), train_ids=train.ids, val_ids=val.ids, notes=_notes(init_info))
 
     # The frozen prefix, cached or recomputed every step.
     use_cache = cfg.cache != "off" and step < cfg.steps  # a finished run being reopened needs no cache
@@ -202,8 +175,8 @@ def fit(out: Path, cfg: TrainConfig, model: nn.Module, k: int, cut: int, train: 
         atomic_write_csv(log, paths["train_log"])
         atomic_write_csv(vals, paths["val"])
         if final:
-            _curves(log, vals, paths["curves"], metric,
-                    f"{init_info.get('arch')} K={k} ({init_info.get('weights_detail')})")
+            training_curves(log, vals, paths["curves"], metric,
+                            f"{init_info.get('arch')} K={k} ({init_info.get('weights_detail')})")
 
     def checkpoint(at: int, row: dict) -> None:
         nonlocal best_score
